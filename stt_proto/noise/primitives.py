@@ -1,0 +1,130 @@
+"""Noise's DH, cipher and hash functions, each a thin adapter over ``cryptography``/``hashlib``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+
+import attrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..errors import CryptoError, NoiseError
+
+DHLEN = 32
+TAG_LEN = 16
+MAX_NONCE = (1 << 64) - 1
+
+
+@attrs.frozen(slots=True, repr=False)
+class KeyPair:
+    """An X25519 key pair; ``public`` is the 32-byte raw public key."""
+
+    private: X25519PrivateKey
+    public: bytes
+
+    @classmethod
+    def from_private_bytes(cls, raw: bytes) -> KeyPair:
+        if len(raw) != DHLEN:
+            raise ValueError(f"an X25519 private key is {DHLEN} bytes, got {len(raw)}")
+        key = X25519PrivateKey.from_private_bytes(raw)
+        return cls(key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def dh(self, public: bytes) -> bytes:
+        """X25519 with the peer's raw public key; an all-zero result (small order point) fails."""
+        try:
+            shared = self.private.exchange(X25519PublicKey.from_public_bytes(public))
+        except ValueError as exc:
+            raise CryptoError(f"invalid X25519 public key: {exc}") from None
+        return shared
+
+    def __repr__(self) -> str:
+        return f"KeyPair(public={self.public.hex()})"
+
+
+class Cipher:
+    """An AEAD cipher as Noise defines it: 32-byte key, 64-bit counter nonce, 16-byte tag."""
+
+    name: str
+
+    def __init__(self, key: bytes) -> None:
+        raise NotImplementedError
+
+    def nonce(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def encrypt(self, n: int, ad: bytes, plaintext: bytes) -> bytes:
+        return self._aead.encrypt(self.nonce(n), plaintext, ad)
+
+    def decrypt(self, n: int, ad: bytes, ciphertext: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(self.nonce(n), ciphertext, ad)
+        except InvalidTag:
+            raise CryptoError("authentication tag mismatch") from None
+
+    _aead: ChaCha20Poly1305 | AESGCM
+
+
+class ChaChaPoly(Cipher):
+    """ChaCha20-Poly1305; nonce is 4 zero bytes then the counter little-endian."""
+
+    name = "ChaChaPoly"
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+
+    def nonce(self, n: int) -> bytes:
+        return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+class AESGCMCipher(Cipher):
+    """AES-256-GCM; nonce is 4 zero bytes then the counter big-endian."""
+
+    name = "AESGCM"
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def nonce(self, n: int) -> bytes:
+        return b"\x00\x00\x00\x00" + n.to_bytes(8, "big")
+
+
+CIPHERS: dict[str, type[Cipher]] = {"ChaChaPoly": ChaChaPoly, "AESGCM": AESGCMCipher}
+
+
+@attrs.frozen(slots=True)
+class HashFunction:
+    """A Noise hash: HASH, HMAC and the HKDF built from them."""
+
+    name: str
+    hashlen: int
+    blocklen: int
+    constructor: Callable[..., hashlib._Hash]
+
+    def hash(self, data: bytes) -> bytes:
+        return self.constructor(data).digest()
+
+    def hmac(self, key: bytes, data: bytes) -> bytes:
+        return hmac.new(key, data, self.constructor).digest()
+
+    def hkdf(self, chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
+        """Noise's HKDF: 2 or 3 outputs of ``hashlen`` bytes each."""
+        if outputs not in (2, 3):
+            raise NoiseError("HKDF yields 2 or 3 outputs")
+        temp = self.hmac(chaining_key, ikm)
+        out1 = self.hmac(temp, b"\x01")
+        out2 = self.hmac(temp, out1 + b"\x02")
+        if outputs == 2:
+            return out1, out2
+        return out1, out2, self.hmac(temp, out2 + b"\x03")
+
+
+HASHES: dict[str, HashFunction] = {
+    "BLAKE2s": HashFunction("BLAKE2s", 32, 64, hashlib.blake2s),
+    "BLAKE2b": HashFunction("BLAKE2b", 64, 128, hashlib.blake2b),
+    "SHA256": HashFunction("SHA256", 32, 64, hashlib.sha256),
+    "SHA512": HashFunction("SHA512", 64, 128, hashlib.sha512),
+}

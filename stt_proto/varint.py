@@ -1,0 +1,58 @@
+"""QUIC-style variable-length integers (RFC 9000, section 16): 1, 2, 4 or 8 bytes, 62-bit values.
+
+The two high bits of the first byte give the length. Decoding takes a buffer and an offset and
+returns ``(value, new_offset)``, raising :class:`DecodeError` on truncation so callers never see
+IndexError or struct.error.
+"""
+
+from __future__ import annotations
+
+from .errors import DecodeError
+
+MAX_VARINT = (1 << 62) - 1
+
+
+
+def varint_size(value: int) -> int:
+    """Bytes needed to encode ``value``."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x4000_0000:
+        return 4
+    if value <= MAX_VARINT:
+        return 8
+    raise ValueError(f"varint value {value} exceeds 2**62-1")
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode ``value`` (0 .. 2**62-1) in the shortest form."""
+    if value < 0:
+        raise ValueError(f"varint value {value} is negative")
+    if value < 0x40:
+        return bytes((value,))
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x4000_0000:
+        return (value | 0x8000_0000).to_bytes(4, "big")
+    if value <= MAX_VARINT:
+        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
+    raise ValueError(f"varint value {value} exceeds 2**62-1")
+
+
+def decode_varint(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
+    """Decode one varint at ``offset``; return ``(value, offset_after)``."""
+    end = len(buf)
+    if offset >= end:
+        raise DecodeError("truncated varint: no bytes left")
+    first = buf[offset]
+    prefix = first >> 6
+    if prefix == 0:
+        return first, offset + 1
+    length = 1 << prefix
+    stop = offset + length
+    if stop > end:
+        raise DecodeError(f"truncated varint: needs {length} bytes, {end - offset} left")
+    value = int.from_bytes(buf[offset:stop], "big") & ((1 << (8 * length - 2)) - 1)
+    return value, stop
