@@ -1,0 +1,90 @@
+"""STT protocol core: sans-I/O state machines for encrypted, multiplexed peer-to-peer transport.
+
+Nothing here does I/O or reads a clock: callers pass bytes, addresses and ``now`` in and take
+bytes, events and deadlines out. Runtimes (``stt_asyncio``, ``stt_anyio``) drive it over sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .config import PRESETS, NodeConfig, preset
+from .endpoint import Endpoint, EndpointStats
+from .errors import (
+    AuthenticationError,
+    ConnectionRefused,
+    CryptoError,
+    DecodeError,
+    FrameError,
+    HandshakeError,
+    HandshakeTimeout,
+    KeepAliveTimeout,
+    NoiseError,
+    PacketError,
+    PoolMissError,
+    ProtocolError,
+    ProtocolViolation,
+    SessionClosed,
+    SettingsError,
+    StreamClosed,
+    StreamLimitError,
+    StreamReset,
+    STTError,
+    UsageError,
+)
+from .events import HandshakeCompleted, KeyUpdated, SessionAccepted, SessionTerminated
+from .identity import Identity, node_id_for
+from .randomness import DeterministicRandom, RandomSource, SystemRandom
+from .session import Session, State
+from .stats import DropReason, SessionStats
+
+__version__ = "0.1.0"
+
+
+def hash_data(data: bytes | bytearray | memoryview) -> bytes:
+    """The 32-byte content hash used by the content-affinity pool (BLAKE2b-256)."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+__all__ = [
+    "PRESETS",
+    "AuthenticationError",
+    "ConnectionRefused",
+    "CryptoError",
+    "DecodeError",
+    "DeterministicRandom",
+    "DropReason",
+    "Endpoint",
+    "EndpointStats",
+    "FrameError",
+    "HandshakeCompleted",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "Identity",
+    "KeepAliveTimeout",
+    "KeyUpdated",
+    "NodeConfig",
+    "NoiseError",
+    "PacketError",
+    "PoolMissError",
+    "ProtocolError",
+    "ProtocolViolation",
+    "RandomSource",
+    "STTError",
+    "Session",
+    "SessionAccepted",
+    "SessionClosed",
+    "SessionStats",
+    "SessionTerminated",
+    "SettingsError",
+    "State",
+    "StreamClosed",
+    "StreamLimitError",
+    "StreamReset",
+    "SystemRandom",
+    "UsageError",
+    "__version__",
+    "hash_data",
+    "node_id_for",
+    "preset",
+]

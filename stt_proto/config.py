@@ -1,0 +1,142 @@
+"""Node and session settings, their validation, and the seed's presets.
+
+Both runtimes build a :class:`NodeConfig` from ``STTNode(...)`` keyword arguments, so every range
+check and preset lives here once. An invalid value raises :class:`SettingsError` (a ``ValueError``)
+naming the setting and its allowed range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .errors import SettingsError
+
+CONGESTION_CONTROLLERS = ("bbr", "cubic", "newreno")
+TRANSPORTS = ("udp", "websocket")
+CIPHER_NAMES = ("AESGCM", "ChaChaPoly")
+
+
+def _range(name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{name} must be a number in {lo}..{hi}, got {value!r}")
+        if integer and not isinstance(value, int):
+            raise SettingsError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name} must be in {lo}..{hi}, got {value!r}")
+
+    return check
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    return check
+
+
+def _psk(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, bytes) or len(value) != 32):
+        raise SettingsError("psk must be None or exactly 32 bytes")
+
+
+def _bool(name: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{name} must be True or False, got {value!r}")
+
+    return check
+
+
+def _ciphers(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if (not isinstance(value, tuple) or not value or len(set(value)) != len(value)
+            or any(c not in CIPHER_NAMES for c in value) or "ChaChaPoly" not in value):
+        raise SettingsError(
+            "cipher_preference must be a tuple ordering AESGCM and ChaChaPoly "
+            f"(ChaChaPoly is mandatory); got {value!r}"
+        )
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class NodeConfig:
+    """Every setting of a node. Field names match the ``STTNode`` keyword arguments."""
+
+    transport: str = attrs.field(default="udp", validator=_choice("transport", TRANSPORTS))
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=0, validator=_range("port", 0, 65535, integer=True))
+    psk: bytes | None = attrs.field(default=None, validator=_psk)
+    max_frame_size: int = attrs.field(
+        default=16384, validator=_range("max_frame_size", 1200, 65507, integer=True))
+    no_delay: bool = attrs.field(default=False, validator=_bool("no_delay"))
+    recv_buffer_size: int = attrs.field(
+        default=2 * 1024**2, validator=_range("recv_buffer_size", 65536, 1 << 30, integer=True))
+    send_buffer_size: int = attrs.field(
+        default=2 * 1024**2, validator=_range("send_buffer_size", 65536, 1 << 30, integer=True))
+    max_concurrent_streams: int = attrs.field(
+        default=256, validator=_range("max_concurrent_streams", 1, 1 << 20, integer=True))
+    max_sessions: int = attrs.field(
+        default=10_000, validator=_range("max_sessions", 1, 1 << 24, integer=True))
+    keep_alive_interval: float = attrs.field(
+        default=10.0, validator=_range("keep_alive_interval", 0.05, 3600.0))
+    keep_alive_timeout: float = attrs.field(
+        default=30.0, validator=_range("keep_alive_timeout", 0.1, 86400.0))
+    handshake_timeout: float = attrs.field(
+        default=10.0, validator=_range("handshake_timeout", 0.1, 600.0))
+    congestion_control: str = attrs.field(
+        default="bbr", validator=_choice("congestion_control", CONGESTION_CONTROLLERS))
+    max_message_size: int = attrs.field(
+        default=16 * 1024**2, validator=_range("max_message_size", 1, 1 << 30, integer=True))
+    # Rotate the sending key after this many packets or this many seconds, whichever comes first.
+    key_update_packets: int = attrs.field(
+        default=1 << 20, validator=_range("key_update_packets", 16, 1 << 40, integer=True))
+    key_update_interval: float = attrs.field(
+        default=600.0, validator=_range("key_update_interval", 0.1, 86400.0))
+    cipher_preference: tuple[str, ...] = attrs.field(
+        default=("AESGCM", "ChaChaPoly"), validator=_ciphers)
+    # Above this many half-open handshakes, new INITIALs must first prove their address (RETRY).
+    retry_threshold: int = attrs.field(
+        default=64, validator=_range("retry_threshold", 0, 1 << 24, integer=True))
+    workers: int = attrs.field(default=1, validator=_range("workers", 1, 256, integer=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.keep_alive_timeout <= self.keep_alive_interval:
+            raise SettingsError(
+                "keep_alive_timeout must be greater than keep_alive_interval "
+                f"(got {self.keep_alive_timeout} <= {self.keep_alive_interval})"
+            )
+
+    @classmethod
+    def build(cls, **settings: Any) -> NodeConfig:
+        """Construct from keyword arguments, naming any unknown setting."""
+        known = {a.name for a in attrs.fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**settings)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed chapter's "Configuration Presets" section.
+    "low_latency": {
+        "max_frame_size": 4096, "no_delay": True,
+        "recv_buffer_size": 512 * 1024, "send_buffer_size": 512 * 1024,
+    },
+    "high_throughput": {
+        "max_frame_size": 65507, "recv_buffer_size": 8 * 1024**2,
+        "send_buffer_size": 8 * 1024**2, "max_concurrent_streams": 64,
+    },
+    "balanced": {
+        "max_frame_size": 16384, "recv_buffer_size": 2 * 1024**2,
+        "send_buffer_size": 2 * 1024**2, "max_concurrent_streams": 256,
+    },
+}
+
+
+def preset(name: str, **overrides: Any) -> NodeConfig:
+    """A preset's settings with ``overrides`` applied on top."""
+    if name not in PRESETS:
+        raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return NodeConfig.build(**{**PRESETS[name], **overrides})

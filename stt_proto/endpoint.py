@@ -1,0 +1,315 @@
+"""The endpoint: one per socket. Routes datagrams to sessions, admits inbound handshakes, answers
+statelessly under load, and keeps one timer heap for all its sessions.
+
+A runtime feeds it every datagram (:meth:`Endpoint.receive_datagram`), sends what
+:meth:`Endpoint.datagrams_to_send` returns, and arms a single timer at :meth:`Endpoint.get_timer`.
+Nothing a remote host sends can make it raise: junk is dropped and counted by reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import hmac
+from collections import deque
+from hashlib import blake2s
+
+import attrs
+
+from .config import NodeConfig
+from .errors import ProtocolError, UsageError
+from .events import Address, SessionAccepted
+from .identity import Identity
+from .packet import (
+    CID_LEN,
+    MIN_INITIAL_SIZE,
+    Datagram,
+    Packet,
+    PacketType,
+    RefuseCode,
+    build_long_packet,
+    parse_packet,
+)
+from .randomness import RandomSource, SystemRandom
+from .session import Session, State
+from .stats import DropReason
+
+TOKEN_LIFETIME = 10.0  # seconds a RETRY token stays valid
+STATELESS_REPLIES_PER_SECOND = 2000.0  # budget for RETRY / REFUSE answers
+
+
+@attrs.frozen(slots=True)
+class EndpointStats:
+    sessions_open: int
+    sessions_total: int
+    handshakes_ok: int
+    handshakes_failed: int
+    datagrams_in: int
+    datagrams_out: int
+    bytes_in: int
+    bytes_out: int
+    dropped: dict[str, int]
+    retries_sent: int
+    refusals_sent: int
+
+
+class Endpoint:
+    """All sessions bound to one local address."""
+
+    def __init__(self, config: NodeConfig, identity: Identity | None = None,
+                 rng: RandomSource | None = None) -> None:
+        self.config = config
+        self.rng = rng or SystemRandom()
+        self.identity = identity or Identity.generate(self.rng)
+        self.sessions: dict[bytes, Session] = {}
+        self._initial_routes: dict[tuple[Address, bytes], bytes] = {}
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._scheduled: dict[bytes, float] = {}
+        self._seq = 0
+        self._dirty: dict[bytes, Session] = {}
+        self._stateless_out: list[tuple[Datagram, Address]] = []
+        self._events: deque[SessionAccepted] = deque()
+        self._token_key = self.rng.token_bytes(32)
+        self._reply_budget = STATELESS_REPLIES_PER_SECOND
+        self._reply_budget_at = 0.0
+        self._half_open: set[bytes] = set()  # responder sessions still in the handshake
+        self._accepted: set[bytes] = set()
+        self.sessions_total = 0
+        self.handshakes_ok = 0
+        self.handshakes_failed = 0
+        self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
+        self.retries_sent = self.refusals_sent = 0
+        self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def connect(self, address: Address, peer_id: bytes, now: float) -> Session:
+        """Start a handshake to ``address``; the session reports HandshakeCompleted or ends."""
+        session = Session.initiate(config=self.config, identity=self.identity, rng=self.rng,
+                                   remote_address=address, peer_id=peer_id, now=now,
+                                   local_cid=self._new_cid())
+        self._add(session, now)
+        return session
+
+    def _new_cid(self) -> bytes:
+        while True:
+            cid = self.rng.token_bytes(CID_LEN)
+            if cid not in self.sessions:
+                return cid
+
+    def _add(self, session: Session, now: float) -> None:
+        self.sessions[session.local_cid] = session
+        self.sessions_total += 1
+        session.wakeup = self._mark_dirty
+        self._dirty[session.local_cid] = session
+        self._reschedule(session)
+
+    def _mark_dirty(self, session: Session) -> None:
+        self._dirty[session.local_cid] = session
+        self._reschedule(session)
+
+    def next_event(self) -> SessionAccepted | None:
+        return self._events.popleft() if self._events else None
+
+    def close(self, now: float, error_code: int = 0, reason: str = "endpoint closing") -> None:
+        """Close every session gracefully (each sends CLOSE)."""
+        for session in list(self.sessions.values()):
+            session.close(error_code, reason, now)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Address,
+                         now: float) -> None:
+        """Handle one datagram from ``addr``. Never raises on bad input."""
+        self.datagrams_in += 1
+        size = len(data)
+        self.bytes_in += size
+        try:
+            packet = parse_packet(data)
+        except ProtocolError:
+            self._drop(DropReason.MALFORMED)
+            return
+        session = self.sessions.get(packet.dcid)
+        if session is None and packet.type is PacketType.INITIAL:
+            route = self._initial_routes.get((addr, packet.dcid))
+            session = self.sessions.get(route) if route else None
+            if session is None:
+                session = self._admit(packet, size, addr, now)
+                if session is None:
+                    return
+        if session is None:
+            self._drop(DropReason.UNKNOWN_SESSION)
+            return
+        was_handshaking = session.state is State.HANDSHAKING
+        reason = session.receive_packet(packet, size, addr, now)
+        if reason is not None:
+            self._drop(reason)
+        self._after_session_input(session, was_handshaking)
+
+    def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
+        """Decide what to do with a new INITIAL: refuse, ask for a RETRY, or create a session."""
+        if size < MIN_INITIAL_SIZE:
+            self._drop(DropReason.TOO_SMALL)
+            return None
+        if len(self.sessions) >= self.config.max_sessions:
+            self._stateless_reply(build_long_packet(
+                PacketType.REFUSE, packet.scid, packet.dcid,
+                refuse_code=RefuseCode.SERVER_BUSY), addr, now, refusal=True)
+            return None
+        validated = False
+        if packet.token:
+            validated = self._token_valid(packet.token, addr, packet.dcid, now)
+            if not validated:
+                self._drop(DropReason.UNEXPECTED)
+                return None
+        elif len(self._half_open) >= self.config.retry_threshold:
+            token = self._make_token(addr, packet.dcid, now)
+            self._stateless_reply(build_long_packet(PacketType.RETRY, packet.scid, packet.dcid,
+                                                    token=token), addr, now, refusal=False)
+            return None
+        session = Session.respond(config=self.config, identity=self.identity, rng=self.rng,
+                                  remote_address=addr, original_dcid=packet.dcid, now=now,
+                                  address_validated=validated, local_cid=self._new_cid())
+        self._initial_routes[(addr, packet.dcid)] = session.local_cid
+        self._half_open.add(session.local_cid)
+        self._add(session, now)
+        return session
+
+    def _after_session_input(self, session: Session, was_handshaking: bool) -> None:
+        if session.is_initiator:
+            if session.confirmed and session.local_cid not in self._accepted:
+                self._accepted.add(session.local_cid)
+                self.handshakes_ok += 1
+        elif was_handshaking and session.state is not State.HANDSHAKING:
+            self._half_open.discard(session.local_cid)
+            if session.confirmed:
+                self.handshakes_ok += 1
+                self._accepted.add(session.local_cid)
+                self._events.append(SessionAccepted(session.local_cid))
+        if session.is_terminated:
+            self._forget(session)
+
+    # -- stateless replies and tokens ---------------------------------------------------------------
+
+    def _stateless_reply(self, datagram: bytes, addr: Address, now: float, *,
+                         refusal: bool) -> None:
+        elapsed = max(0.0, now - self._reply_budget_at)
+        self._reply_budget = min(STATELESS_REPLIES_PER_SECOND,
+                                 self._reply_budget + elapsed * STATELESS_REPLIES_PER_SECOND)
+        self._reply_budget_at = now
+        if self._reply_budget < 1:
+            self._drop(DropReason.RATE_LIMITED)
+            return
+        self._reply_budget -= 1
+        self._drop(DropReason.REFUSED)
+        if refusal:
+            self.refusals_sent += 1
+        else:
+            self.retries_sent += 1
+        self._stateless_out.append((datagram, addr))
+
+    def _token_mac(self, stamp: bytes, addr: Address, dcid: bytes) -> bytes:
+        material = stamp + f"{addr[0]}|{addr[1]}".encode() + dcid
+        return blake2s(material, key=self._token_key, digest_size=16).digest()
+
+    def _make_token(self, addr: Address, dcid: bytes, now: float) -> bytes:
+        stamp = int(now * 1000).to_bytes(8, "big")
+        return stamp + self._token_mac(stamp, addr, dcid)
+
+    def _token_valid(self, token: bytes, addr: Address, dcid: bytes, now: float) -> bool:
+        if len(token) != 24:
+            return False
+        stamp = token[:8]
+        issued = int.from_bytes(stamp, "big") / 1000
+        if not 0 <= now - issued <= TOKEN_LIFETIME:
+            return False
+        return hmac.compare_digest(token[8:], self._token_mac(stamp, addr, dcid))
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def _reschedule(self, session: Session) -> None:
+        deadline = session.get_timer()
+        cid = session.local_cid
+        if deadline is None:
+            self._scheduled.pop(cid, None)
+            return
+        if self._scheduled.get(cid) == deadline:
+            return
+        self._scheduled[cid] = deadline
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, cid))
+
+    def get_timer(self) -> float | None:
+        """The one deadline the runtime arms: the earliest of all sessions'."""
+        heap = self._heap
+        while heap:
+            deadline, _, cid = heap[0]
+            if self._scheduled.get(cid) == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale entry
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every session whose deadline has come, each once (output is taken afterwards)."""
+        heap = self._heap
+        due: list[Session] = []
+        while heap and heap[0][0] <= now:
+            deadline, _, cid = heapq.heappop(heap)
+            if self._scheduled.get(cid) != deadline:
+                continue
+            del self._scheduled[cid]
+            session = self.sessions.get(cid)
+            if session is not None:
+                due.append(session)
+        for session in due:
+            was_handshaking = session.state is State.HANDSHAKING
+            session.handle_timer(now)
+            self._dirty[session.local_cid] = session
+            self._reschedule(session)
+            self._after_session_input(session, was_handshaking)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[Datagram, Address]]:
+        out = self._stateless_out
+        self._stateless_out = []
+        dirty = self._dirty
+        self._dirty = {}
+        for session in dirty.values():
+            for datagram in session.datagrams_to_send(now):
+                out.append((datagram, session.remote_address))
+            self._reschedule(session)
+            if session.is_terminated:
+                self._forget(session)
+        self.datagrams_out += len(out)
+        self.bytes_out += sum(len(d) for d, _ in out)
+        return out
+
+    def _forget(self, session: Session) -> None:
+        cid = session.local_cid
+        if self.sessions.pop(cid, None) is None:
+            return
+        self._scheduled.pop(cid, None)
+        if session.state is not State.TERMINATED:  # pragma: no cover
+            raise UsageError("forgetting a live session")
+        self._half_open.discard(cid)
+        if not session.is_initiator:
+            # The INITIAL route outlives the handshake so that replayed INITIALs reach the
+            # session (and are dropped as replays) instead of opening half-open sessions.
+            self._initial_routes.pop((session.initial_address, session.original_dcid), None)
+        if session.handshake_result is None or not session.confirmed:
+            self.handshakes_failed += 1
+        self._accepted.discard(cid)
+
+    # -- stats ------------------------------------------------------------------------------------
+
+    def _drop(self, reason: DropReason) -> None:
+        self.dropped[reason.value] += 1
+
+    def get_stats(self) -> EndpointStats:
+        return EndpointStats(
+            sessions_open=len(self.sessions), sessions_total=self.sessions_total,
+            handshakes_ok=self.handshakes_ok, handshakes_failed=self.handshakes_failed,
+            datagrams_in=self.datagrams_in, datagrams_out=self.datagrams_out,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, dropped=dict(self.dropped),
+            retries_sent=self.retries_sent, refusals_sent=self.refusals_sent,
+        )

@@ -1,0 +1,369 @@
+"""Frames: the units carried, one after another, inside a sealed packet payload.
+
+Each frame starts with a varint type. Codecs are pure functions: :func:`encode_frame` appends to a
+``bytearray``; :func:`parse_frames` returns the frames of a payload or raises a
+:class:`~stt_proto.errors.FrameError` / :class:`~stt_proto.errors.DecodeError` saying what was wrong.
+Byte-level layouts are in ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Union
+
+import attrs
+
+from .errors import DecodeError, FrameError
+from .varint import MAX_VARINT, decode_varint, encode_varint
+
+Buffer = bytes | bytearray | memoryview
+
+MAX_ACK_RANGES = 256
+MAX_REASON_BYTES = 1024
+
+
+class FrameType(IntEnum):
+    PADDING = 0x00
+    PING = 0x01
+    ACK = 0x02
+    RESET_STREAM = 0x04
+    STOP_SENDING = 0x05
+    STREAM = 0x08  # 0x08 | FIN bit (0x01)
+    STREAM_FIN = 0x09
+    MAX_DATA = 0x10
+    MAX_STREAM_DATA = 0x11
+    MAX_STREAMS = 0x12
+    DATA_BLOCKED = 0x14
+    STREAM_DATA_BLOCKED = 0x15
+    CLOSE = 0x1C
+    APPLICATION_CLOSE = 0x1D
+    KEY_UPDATE = 0x1E
+    HANDSHAKE_DONE = 0x1F
+    DATAGRAM = 0x30
+
+
+@attrs.frozen(slots=True)
+class PaddingFrame:
+    """``length`` zero bytes; decoded runs of padding become one frame."""
+
+    length: int = 1
+
+
+@attrs.frozen(slots=True)
+class PingFrame:
+    """Asks for an acknowledgement; used as keep-alive."""
+
+
+@attrs.frozen(slots=True)
+class AckFrame:
+    """Acknowledged packet numbers as inclusive ``(first, last)`` ranges, highest first.
+
+    ``ack_delay`` is in microseconds: how long the receiver held the acknowledgement.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    ack_delay: int = 0
+
+    @property
+    def largest(self) -> int:
+        return self.ranges[0][1]
+
+
+@attrs.frozen(slots=True)
+class StreamFrame:
+    stream_id: int
+    offset: int
+    data: bytes
+    fin: bool = False
+
+
+@attrs.frozen(slots=True)
+class ResetStreamFrame:
+    stream_id: int
+    error_code: int
+    final_size: int
+
+
+@attrs.frozen(slots=True)
+class StopSendingFrame:
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen(slots=True)
+class MaxDataFrame:
+    maximum: int
+
+
+@attrs.frozen(slots=True)
+class MaxStreamDataFrame:
+    stream_id: int
+    maximum: int
+
+
+@attrs.frozen(slots=True)
+class MaxStreamsFrame:
+    maximum: int
+
+
+@attrs.frozen(slots=True)
+class DataBlockedFrame:
+    limit: int
+
+
+@attrs.frozen(slots=True)
+class StreamDataBlockedFrame:
+    stream_id: int
+    limit: int
+
+
+@attrs.frozen(slots=True)
+class DatagramFrame:
+    """An unreliable message, never retransmitted."""
+
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class CloseFrame:
+    """Ends the session. ``application`` separates user codes from transport error codes."""
+
+    error_code: int
+    reason: str = ""
+    application: bool = False
+
+
+@attrs.frozen(slots=True)
+class KeyUpdateFrame:
+    """Sent in the first packets of a new send key ``generation`` (its phase bit is in the header)."""
+
+    generation: int
+
+
+@attrs.frozen(slots=True)
+class HandshakeDoneFrame:
+    """Sent by the responder once the handshake is complete: confirms it to the initiator."""
+
+
+Frame = Union[
+    PaddingFrame,
+    PingFrame,
+    AckFrame,
+    StreamFrame,
+    ResetStreamFrame,
+    StopSendingFrame,
+    MaxDataFrame,
+    MaxStreamDataFrame,
+    MaxStreamsFrame,
+    DataBlockedFrame,
+    StreamDataBlockedFrame,
+    DatagramFrame,
+    CloseFrame,
+    KeyUpdateFrame,
+    HandshakeDoneFrame,
+]
+
+# Frames that do not oblige the peer to acknowledge the packet carrying them.
+NON_ACK_ELICITING = (AckFrame, PaddingFrame, CloseFrame)
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _check(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_VARINT:
+        raise ValueError(f"{what} {value} outside 0..2**62-1")
+    return value
+
+
+def encode_frame(frame: Frame, out: bytearray) -> None:
+    """Append the encoding of ``frame`` to ``out``."""
+    v = encode_varint
+    if isinstance(frame, StreamFrame):
+        out += v(FrameType.STREAM_FIN if frame.fin else FrameType.STREAM)
+        out += v(_check(frame.stream_id, "stream id"))
+        out += v(_check(frame.offset, "offset"))
+        out += v(len(frame.data))
+        out += frame.data
+    elif isinstance(frame, AckFrame):
+        ranges = frame.ranges
+        if not ranges or len(ranges) > MAX_ACK_RANGES:
+            raise ValueError(f"an ACK frame holds 1..{MAX_ACK_RANGES} ranges")
+        out += v(FrameType.ACK)
+        first, largest = ranges[0]
+        if first > largest:
+            raise ValueError("ACK range first > last")
+        out += v(_check(largest, "largest acknowledged"))
+        out += v(_check(frame.ack_delay, "ack delay"))
+        out += v(len(ranges) - 1)
+        out += v(largest - first)
+        previous_first = first
+        for lo, hi in ranges[1:]:
+            if not lo <= hi <= previous_first - 2:
+                raise ValueError("ACK ranges must be disjoint, separated and descending")
+            out += v(previous_first - hi - 2)
+            out += v(hi - lo)
+            previous_first = lo
+    elif isinstance(frame, PaddingFrame):
+        out += bytes(frame.length)
+    elif isinstance(frame, PingFrame):
+        out += v(FrameType.PING)
+    elif isinstance(frame, ResetStreamFrame):
+        out += v(FrameType.RESET_STREAM) + v(frame.stream_id) + v(frame.error_code)
+        out += v(frame.final_size)
+    elif isinstance(frame, StopSendingFrame):
+        out += v(FrameType.STOP_SENDING) + v(frame.stream_id) + v(frame.error_code)
+    elif isinstance(frame, MaxDataFrame):
+        out += v(FrameType.MAX_DATA) + v(frame.maximum)
+    elif isinstance(frame, MaxStreamDataFrame):
+        out += v(FrameType.MAX_STREAM_DATA) + v(frame.stream_id) + v(frame.maximum)
+    elif isinstance(frame, MaxStreamsFrame):
+        out += v(FrameType.MAX_STREAMS) + v(frame.maximum)
+    elif isinstance(frame, DataBlockedFrame):
+        out += v(FrameType.DATA_BLOCKED) + v(frame.limit)
+    elif isinstance(frame, StreamDataBlockedFrame):
+        out += v(FrameType.STREAM_DATA_BLOCKED) + v(frame.stream_id) + v(frame.limit)
+    elif isinstance(frame, DatagramFrame):
+        out += v(FrameType.DATAGRAM) + v(len(frame.data))
+        out += frame.data
+    elif isinstance(frame, CloseFrame):
+        reason = frame.reason.encode("utf-8")
+        if len(reason) > MAX_REASON_BYTES:
+            reason = reason[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+        kind = FrameType.APPLICATION_CLOSE if frame.application else FrameType.CLOSE
+        out += v(kind) + v(frame.error_code) + v(len(reason))
+        out += reason
+    elif isinstance(frame, KeyUpdateFrame):
+        out += v(FrameType.KEY_UPDATE) + v(frame.generation)
+    elif isinstance(frame, HandshakeDoneFrame):
+        out += v(FrameType.HANDSHAKE_DONE)
+    else:  # pragma: no cover - the Union is exhaustive
+        raise TypeError(f"not a frame: {frame!r}")
+
+
+def encode_frames(frames: list[Frame]) -> bytes:
+    out = bytearray()
+    for frame in frames:
+        encode_frame(frame, out)
+    return bytes(out)
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+_Decoder = Callable[[Buffer, int], tuple[Frame, int]]
+
+
+def _bytes(buf: Buffer, pos: int, what: str) -> tuple[bytes, int]:
+    length, pos = decode_varint(buf, pos)
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError(f"{what} claims {length} bytes but only {len(buf) - pos} remain")
+    return bytes(buf[pos:end]), end
+
+
+def _stream(buf: Buffer, pos: int, fin: bool) -> tuple[Frame, int]:
+    stream_id, pos = decode_varint(buf, pos)
+    offset, pos = decode_varint(buf, pos)
+    data, pos = _bytes(buf, pos, "STREAM data")
+    if offset + len(data) > MAX_VARINT:
+        raise FrameError("STREAM frame extends past the largest possible offset")
+    return StreamFrame(stream_id, offset, data, fin), pos
+
+
+def _ack(buf: Buffer, pos: int) -> tuple[Frame, int]:
+    largest, pos = decode_varint(buf, pos)
+    delay, pos = decode_varint(buf, pos)
+    count, pos = decode_varint(buf, pos)
+    if count >= MAX_ACK_RANGES:
+        raise FrameError(f"ACK frame with {count + 1} ranges exceeds {MAX_ACK_RANGES}")
+    first_len, pos = decode_varint(buf, pos)
+    if first_len > largest:
+        raise FrameError("ACK first range goes below packet number 0")
+    lo = largest - first_len
+    ranges = [(lo, largest)]
+    for _ in range(count):
+        gap, pos = decode_varint(buf, pos)
+        length, pos = decode_varint(buf, pos)
+        hi = lo - gap - 2
+        if hi < 0 or length > hi:
+            raise FrameError("ACK range goes below packet number 0")
+        lo = hi - length
+        ranges.append((lo, hi))
+    return AckFrame(tuple(ranges), delay), pos
+
+
+def _close(buf: Buffer, pos: int, application: bool) -> tuple[Frame, int]:
+    code, pos = decode_varint(buf, pos)
+    raw, pos = _bytes(buf, pos, "CLOSE reason")
+    if len(raw) > MAX_REASON_BYTES:
+        raise FrameError(f"CLOSE reason of {len(raw)} bytes exceeds {MAX_REASON_BYTES}")
+    try:
+        reason = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("CLOSE reason is not valid UTF-8") from None
+    return CloseFrame(code, reason, application), pos
+
+
+def _one(cls: Callable[..., Frame], fields: int) -> _Decoder:
+    def decode(buf: Buffer, pos: int) -> tuple[Frame, int]:
+        values = []
+        for _ in range(fields):
+            value, pos = decode_varint(buf, pos)
+            values.append(value)
+        return cls(*values), pos
+
+    return decode
+
+
+def _datagram(buf: Buffer, pos: int) -> tuple[Frame, int]:
+    data, pos = _bytes(buf, pos, "DATAGRAM data")
+    return DatagramFrame(data), pos
+
+
+_DECODERS: dict[int, _Decoder] = {
+    FrameType.PING: lambda buf, pos: (PingFrame(), pos),
+    FrameType.ACK: _ack,
+    FrameType.RESET_STREAM: _one(ResetStreamFrame, 3),
+    FrameType.STOP_SENDING: _one(StopSendingFrame, 2),
+    FrameType.STREAM: lambda buf, pos: _stream(buf, pos, False),
+    FrameType.STREAM_FIN: lambda buf, pos: _stream(buf, pos, True),
+    FrameType.MAX_DATA: _one(MaxDataFrame, 1),
+    FrameType.MAX_STREAM_DATA: _one(MaxStreamDataFrame, 2),
+    FrameType.MAX_STREAMS: _one(MaxStreamsFrame, 1),
+    FrameType.DATA_BLOCKED: _one(DataBlockedFrame, 1),
+    FrameType.STREAM_DATA_BLOCKED: _one(StreamDataBlockedFrame, 2),
+    FrameType.CLOSE: lambda buf, pos: _close(buf, pos, False),
+    FrameType.APPLICATION_CLOSE: lambda buf, pos: _close(buf, pos, True),
+    FrameType.KEY_UPDATE: _one(KeyUpdateFrame, 1),
+    FrameType.HANDSHAKE_DONE: lambda buf, pos: (HandshakeDoneFrame(), pos),
+    FrameType.DATAGRAM: _datagram,
+}
+
+
+def parse_frames(payload: Buffer) -> list[Frame]:
+    """Decode every frame of a packet payload. An empty payload is an error (nothing to do)."""
+    frames: list[Frame] = []
+    end = len(payload)
+    if end == 0:
+        raise FrameError("packet payload holds no frames")
+    pos = 0
+    while pos < end:
+        kind = payload[pos]
+        if kind == 0:  # a run of PADDING
+            start = pos
+            while pos < end and payload[pos] == 0:
+                pos += 1
+            frames.append(PaddingFrame(pos - start))
+            continue
+        kind, pos = decode_varint(payload, pos)
+        decoder = _DECODERS.get(kind)
+        if decoder is None:
+            raise FrameError(f"unknown frame type {kind:#x}")
+        frame, pos = decoder(payload, pos)
+        frames.append(frame)
+    return frames
+
+
+def is_ack_eliciting(frames: list[Frame]) -> bool:
+    return any(not isinstance(f, NON_ACK_ELICITING) for f in frames)

@@ -1,0 +1,184 @@
+"""The STT handshake: Noise XX (XXpsk3 with a network psk) over three packets.
+
+``InitiatorHandshake`` and ``ResponderHandshake`` wrap a Noise ``HandshakeState`` with what STT puts
+in the payloads (see :mod:`stt_proto.handshake_payload`) and the checks made on them: version,
+connection ids, the AEAD choice (downgrade detection) and, for the initiator, the responder's node id.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .config import NodeConfig
+from .errors import AuthenticationError, CryptoError, HandshakeError, NoiseError
+from .handshake_payload import (
+    Field,
+    TransportSettings,
+    decode_payload,
+    decode_preference,
+    encode_payload,
+    encode_preference,
+    negotiate_cipher,
+    require,
+)
+from .identity import Identity, node_id_for
+from .noise import HandshakeState, KeyPair
+from .packet import CID_LEN, MIN_INITIAL_SIZE, VERSION, PacketCipher
+from .randomness import RandomSource
+from .varint import decode_varint, encode_varint
+
+PROTOCOL = "Noise_XX_25519_ChaChaPoly_BLAKE2s"
+PROTOCOL_PSK = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s"
+PROLOGUE = b"STT handshake v1"
+INITIAL_HEADER_ROOM = 2 + 2 * CID_LEN + 1  # version, flags, two cids, empty token length
+
+
+def local_settings(config: NodeConfig) -> TransportSettings:
+    """The transport settings this node announces."""
+    window = max(config.recv_buffer_size, config.max_frame_size * 4)
+    return TransportSettings(
+        max_frame_size=config.max_frame_size,
+        max_concurrent_streams=config.max_concurrent_streams,
+        max_message_size=config.max_message_size,
+        initial_max_data=window,
+        initial_max_stream_data=max(window // 2, config.max_frame_size * 2),
+        max_datagram_size=config.max_frame_size,
+        keep_alive_timeout_ms=int(config.keep_alive_timeout * 1000),
+    )
+
+
+@attrs.frozen(slots=True)
+class HandshakeResult:
+    """What a finished handshake yields: traffic ciphers per direction and the peer's identity."""
+
+    cipher: str
+    send: PacketCipher
+    recv: PacketCipher
+    peer_static: bytes
+    peer_id: bytes
+    peer_settings: TransportSettings
+    handshake_hash: bytes
+
+
+def _new_state(config: NodeConfig, identity: Identity, rng: RandomSource,
+               initiator: bool) -> HandshakeState:
+    return HandshakeState(
+        PROTOCOL_PSK if config.psk else PROTOCOL,
+        initiator=initiator,
+        prologue=PROLOGUE,
+        s=identity.keypair,
+        psks=[config.psk] if config.psk else [],
+        ephemeral_factory=lambda: KeyPair.from_private_bytes(rng.token_bytes(32)),
+    )
+
+
+def _check_version(fields: dict[int, bytes]) -> None:
+    try:
+        version, _ = decode_varint(require(fields, Field.VERSION))
+    except CryptoError:
+        raise
+    except Exception as exc:  # DecodeError
+        raise HandshakeError(f"bad version field: {exc}") from None
+    if version != VERSION:
+        raise HandshakeError(f"peer speaks version {version}, we speak {VERSION}")
+
+
+def _read(state: HandshakeState, message: bytes, which: str) -> dict[int, bytes]:
+    try:
+        payload = state.read_message(message)
+    except CryptoError as exc:
+        raise HandshakeError(f"handshake {which} failed to authenticate ({exc}): it was "
+                             "tampered with, or the peers' psk settings differ") from None
+    except NoiseError as exc:
+        raise HandshakeError(f"handshake {which} arrived out of turn: {exc}") from None
+    return decode_payload(payload)
+
+
+def _finish(state: HandshakeState, initiator: bool, cipher: str,
+            settings: TransportSettings) -> HandshakeResult:
+    c1, c2 = state.split()
+    k1, k2 = c1.key, c2.key
+    if k1 is None or k2 is None or state.rs is None:  # pragma: no cover - split() guarantees
+        raise HandshakeError("handshake finished without keys")
+    send, recv = (k1, k2) if initiator else (k2, k1)
+    return HandshakeResult(cipher, PacketCipher(cipher, send), PacketCipher(cipher, recv),
+                           state.rs, node_id_for(state.rs), settings, state.handshake_hash)
+
+
+class InitiatorHandshake:
+    """Writes message 1, reads message 2 (authenticating the responder), writes message 3."""
+
+    def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource,
+                 local_cid: bytes, expected_peer_id: bytes) -> None:
+        self._config = config
+        self._state = _new_state(config, identity, rng, True)
+        self._local_cid = local_cid
+        self._expected_peer_id = expected_peer_id
+        self._preference = tuple(config.cipher_preference)
+        payload = encode_payload(
+            {Field.VERSION: encode_varint(VERSION), Field.CONNECTION_ID: local_cid,
+             Field.CIPHER_PREFERENCE: encode_preference(self._preference)},
+            pad_to=MIN_INITIAL_SIZE - INITIAL_HEADER_ROOM - 32,
+        )
+        self.message1 = self._state.write_message(payload)
+        self.result: HandshakeResult | None = None
+
+    def read_message2(self, message: bytes, header_scid: bytes) -> bytes:
+        """Process message 2 and return message 3. Raises a :class:`HandshakeError` subclass."""
+        fields = _read(self._state, message, "message 2")
+        _check_version(fields)
+        if require(fields, Field.CONNECTION_ID) != header_scid:
+            raise HandshakeError("responder connection id differs from the packet header")
+        theirs = decode_preference(require(fields, Field.CIPHER_PREFERENCE))
+        chosen = require(fields, Field.CHOSEN_CIPHER)
+        expected = negotiate_cipher(self._preference, theirs)
+        if chosen != encode_preference((expected,)):
+            raise HandshakeError(f"cipher downgrade: the responder chose {chosen.hex()} where "
+                                 f"both preferences give {expected}")
+        settings = TransportSettings.decode(require(fields, Field.SETTINGS))
+        rs = self._state.rs
+        if rs is None or node_id_for(rs) != self._expected_peer_id:
+            got = node_id_for(rs).hex() if rs else "nothing"
+            raise AuthenticationError(f"responder's node id is {got}, expected "
+                                      f"{self._expected_peer_id.hex()}")
+        message3 = self._state.write_message(encode_payload(
+            {Field.SETTINGS: local_settings(self._config).encode()}))
+        self.result = _finish(self._state, True, expected, settings)
+        return message3
+
+
+class ResponderHandshake:
+    """Reads message 1, writes message 2, reads message 3 (learning the initiator's identity)."""
+
+    def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource) -> None:
+        self._config = config
+        self._state = _new_state(config, identity, rng, False)
+        self._preference = tuple(config.cipher_preference)
+        self._cipher = ""
+        self.peer_cid = b""
+        self.result: HandshakeResult | None = None
+
+    def read_message1(self, message: bytes, header_scid: bytes) -> None:
+        fields = _read(self._state, message, "message 1")
+        _check_version(fields)
+        peer_cid = require(fields, Field.CONNECTION_ID)
+        if peer_cid != header_scid or len(peer_cid) != CID_LEN:
+            raise HandshakeError("initiator connection id differs from the packet header")
+        theirs = decode_preference(require(fields, Field.CIPHER_PREFERENCE))
+        self._cipher = negotiate_cipher(theirs, self._preference)
+        self.peer_cid = peer_cid
+
+    def write_message2(self, local_cid: bytes) -> bytes:
+        return self._state.write_message(encode_payload({
+            Field.VERSION: encode_varint(VERSION),
+            Field.CONNECTION_ID: local_cid,
+            Field.CIPHER_PREFERENCE: encode_preference(self._preference),
+            Field.CHOSEN_CIPHER: encode_preference((self._cipher,)),
+            Field.SETTINGS: local_settings(self._config).encode(),
+        }))
+
+    def read_message3(self, message: bytes) -> HandshakeResult:
+        fields = _read(self._state, message, "message 3")
+        settings = TransportSettings.decode(require(fields, Field.SETTINGS))
+        self.result = _finish(self._state, False, self._cipher, settings)
+        return self.result

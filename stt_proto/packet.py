@@ -1,0 +1,175 @@
+"""Packet headers and packet protection.
+
+Every datagram is one packet: a cleartext header followed by a body. Handshake packets (INITIAL,
+HANDSHAKE, FINISH) carry a Noise handshake message; DATA packets carry frames sealed with the
+session's traffic AEAD, the whole header being the associated data and the packet number the nonce.
+See ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import attrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from .errors import CryptoError, PacketError
+from .varint import decode_varint, encode_varint
+
+VERSION = 1
+CID_LEN = 8
+TAG_LEN = 16
+MAX_TOKEN_LEN = 256
+MIN_INITIAL_SIZE = 1200  # INITIAL datagrams are padded to this, which bounds amplification
+MAX_DATAGRAM_SIZE = 65507
+
+_KEY_PHASE_BIT = 0x10
+_TYPE_MASK = 0x0F
+_RESERVED_MASK = 0xE0
+
+Datagram = bytes | bytearray
+
+
+class PacketType(IntEnum):
+    INITIAL = 1  # initiator -> responder: Noise message 1 (+ optional retry token)
+    HANDSHAKE = 2  # responder -> initiator: Noise message 2
+    FINISH = 3  # initiator -> responder: Noise message 3
+    RETRY = 4  # responder -> initiator: stateless address-validation token
+    REFUSE = 5  # responder -> initiator: the session is refused (busy, handshake failed)
+    DATA = 6  # sealed frames
+
+
+LONG_HEADER_TYPES = frozenset(
+    {PacketType.INITIAL, PacketType.HANDSHAKE, PacketType.FINISH, PacketType.RETRY,
+     PacketType.REFUSE}
+)
+
+
+class RefuseCode(IntEnum):
+    SERVER_BUSY = 1  # max_sessions reached
+    HANDSHAKE_FAILED = 2  # the responder could not complete the handshake (psk mismatch...)
+    VERSION_MISMATCH = 3
+
+
+@attrs.frozen(slots=True)
+class Packet:
+    """A parsed header. ``body`` is the Noise message, token or sealed payload, by type."""
+
+    type: PacketType
+    dcid: bytes
+    scid: bytes = b""
+    packet_number: int = 0
+    key_phase: int = 0
+    token: bytes = b""
+    refuse_code: int = 0
+    header: memoryview | bytes = b""  # the header bytes (associated data for DATA)
+    body: memoryview | bytes = b""
+
+
+def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
+    """Parse the cleartext header of a datagram; raises :class:`PacketError` if it is malformed."""
+    view = memoryview(data)
+    size = len(view)
+    if size < 2 + CID_LEN:
+        raise PacketError(f"datagram of {size} bytes is shorter than any header")
+    if view[0] != VERSION:
+        raise PacketError(f"unsupported version {view[0]}")
+    flags = view[1]
+    if flags & _RESERVED_MASK:
+        raise PacketError("reserved header bits are set")
+    try:
+        ptype = PacketType(flags & _TYPE_MASK)
+    except ValueError:
+        raise PacketError(f"unknown packet type {flags & _TYPE_MASK}") from None
+    dcid = bytes(view[2 : 2 + CID_LEN])
+    pos = 2 + CID_LEN
+    if ptype is PacketType.DATA:
+        pn, pos = decode_varint(view, pos)
+        if size - pos < TAG_LEN + 1:
+            raise PacketError("DATA packet too short to hold a sealed payload")
+        return Packet(ptype, dcid, packet_number=pn, key_phase=1 if flags & _KEY_PHASE_BIT else 0,
+                      header=view[:pos], body=view[pos:])
+    if flags & _KEY_PHASE_BIT:
+        raise PacketError("key phase bit set on a handshake packet")
+    if size < pos + CID_LEN:
+        raise PacketError("long header truncated in the source connection id")
+    scid = bytes(view[pos : pos + CID_LEN])
+    pos += CID_LEN
+    token = b""
+    code = 0
+    if ptype in (PacketType.INITIAL, PacketType.RETRY):
+        length, pos = decode_varint(view, pos)
+        if length > MAX_TOKEN_LEN:
+            raise PacketError(f"token of {length} bytes exceeds {MAX_TOKEN_LEN}")
+        if pos + length > size:
+            raise PacketError("token truncated")
+        token = bytes(view[pos : pos + length])
+        pos += length
+    elif ptype is PacketType.REFUSE:
+        code, pos = decode_varint(view, pos)
+    return Packet(ptype, dcid, scid, token=token, refuse_code=code, header=view[:pos],
+                  body=view[pos:])
+
+
+def build_long_packet(ptype: PacketType, dcid: bytes, scid: bytes, body: bytes = b"", *,
+                      token: bytes = b"", refuse_code: int = 0) -> bytes:
+    """Build a handshake-phase packet (INITIAL, HANDSHAKE, FINISH, RETRY or REFUSE)."""
+    out = bytearray((VERSION, int(ptype)))
+    out += dcid
+    out += scid
+    if ptype in (PacketType.INITIAL, PacketType.RETRY):
+        out += encode_varint(len(token))
+        out += token
+    elif ptype is PacketType.REFUSE:
+        out += encode_varint(refuse_code)
+    out += body
+    return bytes(out)
+
+
+class PacketCipher:
+    """One direction's traffic AEAD. The nonce is the packet number, as Noise's explicit nonce.
+
+    Sealing writes header and ciphertext into one preallocated buffer (``encrypt_into``).
+    """
+
+    __slots__ = ("_aead", "_little", "key", "name")
+
+    NAMES = ("AESGCM", "ChaChaPoly")
+
+    def __init__(self, name: str, key: bytes) -> None:
+        if name == "AESGCM":
+            self._aead: AESGCM | ChaCha20Poly1305 = AESGCM(key)
+            self._little = False
+        elif name == "ChaChaPoly":
+            self._aead = ChaCha20Poly1305(key)
+            self._little = True
+        else:
+            raise ValueError(f"unknown packet cipher {name!r}")
+        self.name = name
+        self.key = key
+
+    def _nonce(self, pn: int) -> bytes:
+        return b"\x00\x00\x00\x00" + pn.to_bytes(8, "little" if self._little else "big")
+
+    def seal(self, dcid: bytes, pn: int, key_phase: int, payload: bytes | bytearray) -> bytearray:
+        header = bytearray((VERSION, PacketType.DATA | (_KEY_PHASE_BIT if key_phase else 0)))
+        header += dcid
+        header += encode_varint(pn)
+        hlen = len(header)
+        out = bytearray(hlen + len(payload) + TAG_LEN)
+        out[:hlen] = header
+        self._aead.encrypt_into(self._nonce(pn), payload, header, memoryview(out)[hlen:])
+        return out
+
+    def open(self, packet: Packet) -> bytes:
+        try:
+            return self._aead.decrypt(self._nonce(packet.packet_number), packet.body,
+                                      packet.header)
+        except InvalidTag:
+            raise CryptoError("packet failed authentication") from None
+
+    def next_generation(self) -> PacketCipher:
+        """The key for the next key phase: Noise REKEY, ENCRYPT(k, 2**64-1, "", zeros)[:32]."""
+        raw = self._aead.encrypt(self._nonce((1 << 64) - 1), bytes(32), b"")[:32]
+        return PacketCipher(self.name, raw)

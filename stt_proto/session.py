@@ -1,0 +1,618 @@
+"""One secure session: the handshake, packet protection, acknowledgements, keep-alive, key
+rotation and closing, as a sans-I/O state machine.
+
+Drive it like aioquic's connection: feed packets with :meth:`Session.receive_datagram`, collect
+output with :meth:`Session.datagrams_to_send`, read :meth:`Session.next_event`, and call
+:meth:`Session.handle_timer` when :meth:`Session.get_timer` says. Normally an
+:class:`~stt_proto.endpoint.Endpoint` does this for every session on a socket.
+Bad input from the network never raises out of here: it is dropped and counted, or it closes
+this session with a protocol error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from enum import Enum, auto
+
+from .ack import AckTracker
+from .config import NodeConfig
+from .errors import (
+    AuthenticationError,
+    ConnectionRefused,
+    CryptoError,
+    HandshakeError,
+    HandshakeTimeout,
+    KeepAliveTimeout,
+    ProtocolError,
+    ProtocolViolation,
+    SessionClosed,
+    STTError,
+    UsageError,
+)
+from .events import Address, HandshakeCompleted, KeyUpdated, SessionEvent, SessionTerminated
+from .frames import (
+    AckFrame,
+    CloseFrame,
+    Frame,
+    HandshakeDoneFrame,
+    KeyUpdateFrame,
+    PaddingFrame,
+    PingFrame,
+    encode_frame,
+    is_ack_eliciting,
+    parse_frames,
+)
+from .handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake
+from .identity import Identity
+from .keys import RecvKeys, SendKeys
+from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet, parse_packet
+from .randomness import RandomSource
+from .replay import ReplayWindow
+from .rtt import RttEstimator
+from .stats import DropReason, SessionCounters, SessionStats
+
+HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
+AMPLIFICATION_FACTOR = 3
+IDLE_TIMEOUT_CODE = 0x10
+MAX_SENT_RECORDS = 4096
+
+
+class State(Enum):
+    HANDSHAKING = auto()  # Noise messages in flight
+    ESTABLISHED = auto()  # keys in place (the initiator may still await confirmation)
+    CLOSING = auto()  # we sent CLOSE; answer late packets with CLOSE until the drain ends
+    DRAINING = auto()  # the peer sent CLOSE; stay silent until the drain ends
+    TERMINATED = auto()  # nothing left: the endpoint forgets the session
+
+
+class Session:
+    """A session with one peer. Create it with :meth:`initiate` or :meth:`respond`."""
+
+    def __init__(self, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+                 is_initiator: bool, local_cid: bytes, remote_cid: bytes,
+                 remote_address: Address, now: float) -> None:
+        self.config = config
+        self.identity = identity
+        self.is_initiator = is_initiator
+        self.local_cid = local_cid
+        self.remote_cid = remote_cid
+        self.remote_address = remote_address
+        self.initial_address = remote_address
+        self.state = State.HANDSHAKING
+        self.peer_id: bytes | None = None
+        self.handshake_result: HandshakeResult | None = None
+        self.confirmed = False
+        self.counters = SessionCounters()
+        self.rtt = RttEstimator()
+        self.error: STTError | None = None
+        self._rng = rng
+        self._events: deque[SessionEvent] = deque()
+        self._outbox: list[Datagram] = []
+        self._initiator_hs: InitiatorHandshake | None = None
+        self._responder_hs: ResponderHandshake | None = None
+        self._handshake_deadline = now + config.handshake_timeout
+        self._hs_packet: bytes | None = None  # the handshake datagram we retransmit
+        self._hs_sent_at = now
+        self._hs_retransmits = 0
+        self._hs_retransmit_at: float | None = None
+        self._peer_message: bytes | None = None  # the last handshake message the peer sent
+        self._token = b""
+        self._finish_message: bytes | None = None  # responder: the peer's message 3
+        self.original_dcid = b""  # responder: the connection id the initiator first used
+        # protected phase
+        self._send_keys: SendKeys | None = None
+        self._recv_keys: RecvKeys | None = None
+        self._replay = ReplayWindow()
+        self._acks = AckTracker()
+        self._next_pn = 0
+        self.largest_acked = -1
+        self._sent_times: dict[int, float] = {}
+        self._last_received = now
+        self._last_sent = now
+        self._last_ping = now
+        self._ping_pending = False
+        self._handshake_done_pending = False
+        self._key_update_pending: int | None = None
+        self._close_frame: CloseFrame | None = None
+        self._close_pending = False
+        self._close_sent_at = -1.0
+        self._drain_deadline: float | None = None
+        # anti-amplification (responder, until the peer's address is validated)
+        self.address_validated = is_initiator
+        self._amp_received = 0
+        self._amp_sent = 0
+        self.wakeup: Callable[[Session], None] | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def initiate(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+                 remote_address: Address, peer_id: bytes, now: float,
+                 local_cid: bytes | None = None) -> Session:
+        """A session that starts the handshake towards ``remote_address`` expecting ``peer_id``."""
+        if len(peer_id) != 32:
+            raise UsageError(f"peer_id must be 32 bytes, got {len(peer_id)}")
+        cid = local_cid or rng.token_bytes(8)
+        session = cls(config=config, identity=identity, rng=rng, is_initiator=True,
+                      local_cid=cid, remote_cid=rng.token_bytes(8),
+                      remote_address=remote_address, now=now)
+        hs = InitiatorHandshake(config, identity, rng, cid, peer_id)
+        session._initiator_hs = hs
+        session._send_handshake(session._initial_packet(), now)
+        return session
+
+    @classmethod
+    def respond(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+                remote_address: Address, original_dcid: bytes, now: float,
+                address_validated: bool = False, local_cid: bytes | None = None) -> Session:
+        """A session for an inbound INITIAL; feed that INITIAL to it next."""
+        session = cls(config=config, identity=identity, rng=rng, is_initiator=False,
+                      local_cid=local_cid or rng.token_bytes(8), remote_cid=b"",
+                      remote_address=remote_address, now=now)
+        session.original_dcid = original_dcid
+        session.address_validated = address_validated
+        session._responder_hs = ResponderHandshake(config, identity, rng)
+        return session
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> bytes:
+        return self.local_cid
+
+    @property
+    def is_established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in (State.CLOSING, State.DRAINING, State.TERMINATED)
+
+    @property
+    def is_terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def close(self, error_code: int = 0, reason: str = "", now: float = 0.0, *,
+              application: bool = True) -> None:
+        """Close gracefully: send CLOSE with ``error_code`` and ``reason``, then drain."""
+        if self.is_closed:
+            return
+        error = SessionClosed(error_code, reason, by_peer=False)
+        if self._send_keys is None:
+            self._terminate(error, error_code, reason, by_peer=False)
+            self._wake()
+            return
+        self._close_frame = CloseFrame(error_code, reason, application)
+        self._close_pending = True
+        self._enter_drain(State.CLOSING, now)
+        self._report_end(error, error_code, reason, by_peer=False)
+        self._wake()
+
+    def send_ping(self) -> None:
+        if self.is_closed:
+            raise UsageError("cannot ping a closed session")
+        self._ping_pending = True
+        self._wake()
+
+    def get_stats(self) -> SessionStats:
+        c = self.counters
+        return SessionStats(
+            packets_sent=c.packets_sent, packets_received=c.packets_received,
+            bytes_sent_wire=c.bytes_sent_wire, bytes_received_wire=c.bytes_received_wire,
+            rtt_ms=self.rtt.smoothed * 1000, rtt_min_ms=self.rtt.min_rtt * 1000,
+            replays_dropped=c.replays_dropped, decrypt_failures=c.decrypt_failures,
+            key_updates_sent=c.key_updates_sent, key_updates_received=c.key_updates_received,
+            pings_sent=c.pings_sent,
+            cipher=self.handshake_result.cipher if self.handshake_result else "",
+        )
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> DropReason | None:
+        """Standalone entry point: parse and handle one datagram; returns why it was dropped."""
+        try:
+            packet = parse_packet(data)
+        except ProtocolError:
+            return DropReason.MALFORMED
+        return self.receive_packet(packet, len(data), addr, now)
+
+    def receive_packet(self, packet: Packet, size: int, addr: Address,
+                       now: float) -> DropReason | None:
+        """Handle one parsed packet routed to this session; returns a drop reason or None."""
+        if self.state is State.TERMINATED:
+            return DropReason.UNKNOWN_SESSION
+        self._amp_received += size
+        self.counters.bytes_received_wire += size
+        try:
+            if packet.type is PacketType.DATA:
+                reason = self._receive_data(packet, addr, now)
+            else:
+                reason = self._receive_handshake(packet, now)
+        except (HandshakeError, ConnectionRefused) as exc:
+            self._terminate(exc, getattr(exc, "code", 0), str(exc), by_peer=False)
+            reason = None
+        except ProtocolError as exc:
+            self._fail(exc, now)
+            reason = None
+        self._wake()
+        return reason
+
+    def _receive_handshake(self, packet: Packet, now: float) -> DropReason | None:
+        ptype = packet.type
+        body = bytes(packet.body)
+        self.counters.packets_received += 1
+        if self.is_initiator:
+            hs = self._initiator_hs
+            if ptype is PacketType.HANDSHAKE and hs is not None and hs.result is None:
+                self.rtt_sample_from_handshake(now)
+                message3 = hs.read_message2(body, packet.scid)
+                self._peer_message = body
+                self.remote_cid = packet.scid
+                self._install_keys(hs.result, now)  # type: ignore[arg-type]
+                self._send_handshake(build_long_packet(PacketType.FINISH, self.remote_cid,
+                                                       self.local_cid, message3), now)
+                return None
+            if ptype is PacketType.HANDSHAKE and body == self._peer_message:
+                if self.confirmed:
+                    return DropReason.REPLAY
+                self._retransmit_handshake(now)  # our message 3 was lost
+                return None
+            if ptype is PacketType.RETRY and hs is not None and hs.result is None:
+                if self._token or not packet.token:
+                    return DropReason.UNEXPECTED
+                self._token = packet.token
+                self._hs_retransmits = 0
+                self._send_handshake(self._initial_packet(), now)
+                return None
+            if ptype is PacketType.REFUSE and not self.confirmed:
+                if packet.refuse_code == RefuseCode.SERVER_BUSY:
+                    raise ConnectionRefused("the peer refused the session: it is at max_sessions")
+                raise HandshakeError("the peer rejected the handshake (refuse code "
+                                     f"{packet.refuse_code}): most often the psk settings differ")
+            return DropReason.UNEXPECTED
+        rhs = self._responder_hs
+        if rhs is None:
+            return DropReason.UNEXPECTED
+        if ptype is PacketType.INITIAL:
+            if self._peer_message is None:
+                try:
+                    rhs.read_message1(body, packet.scid)
+                except HandshakeError:
+                    self._refuse(packet.scid, RefuseCode.HANDSHAKE_FAILED)
+                    raise
+                self._peer_message = body
+                self.remote_cid = rhs.peer_cid
+                message2 = rhs.write_message2(self.local_cid)
+                self._send_handshake(build_long_packet(PacketType.HANDSHAKE, self.remote_cid,
+                                                       self.local_cid, message2), now)
+                return None
+            if body == self._peer_message and self.state is State.HANDSHAKING:
+                self._retransmit_handshake(now)  # our message 2 was lost
+                return None
+            return DropReason.REPLAY
+        if ptype is PacketType.FINISH:
+            if rhs.result is None and self._peer_message is not None:
+                try:
+                    result = rhs.read_message3(body)
+                except HandshakeError:
+                    self._refuse(self.remote_cid, RefuseCode.HANDSHAKE_FAILED)
+                    raise
+                self.rtt_sample_from_handshake(now)
+                self._finish_message = body
+                self.address_validated = True
+                self._install_keys(result, now)
+                self._confirm()
+                self._handshake_done_pending = True
+                return None
+            if rhs.result is not None and body == self._finish_message:
+                self._handshake_done_pending = True  # our HANDSHAKE_DONE was lost
+                return None
+        return DropReason.UNEXPECTED
+
+    def _refuse(self, peer_cid: bytes, code: RefuseCode) -> None:
+        """Tell the initiator its handshake failed, so it fails fast with a clear error."""
+        self._outbox.append(build_long_packet(PacketType.REFUSE, peer_cid, self.local_cid,
+                                              refuse_code=code))
+
+    def rtt_sample_from_handshake(self, now: float) -> None:
+        if self._hs_retransmits == 0:
+            self.rtt.update(now - self._hs_sent_at)
+
+    def _receive_data(self, packet: Packet, addr: Address, now: float) -> DropReason | None:
+        keys = self._recv_keys
+        if keys is None or self.state is State.DRAINING:
+            return DropReason.UNEXPECTED
+        pn = packet.packet_number
+        if not self._replay.check(pn):
+            self.counters.replays_dropped += 1
+            return DropReason.REPLAY
+        try:
+            payload, rotated = keys.open(packet)
+        except CryptoError:
+            self.counters.decrypt_failures += 1
+            return DropReason.DECRYPT_FAILED
+        self._replay.accept(pn)
+        self.counters.packets_received += 1
+        self._last_received = now
+        if pn == self._replay.largest and addr != self.remote_address:
+            self.remote_address = addr  # the peer's address changed (NAT rebinding)
+        if rotated:
+            self.counters.key_updates_received += 1
+            self._events.append(KeyUpdated("receive", keys.generation))
+        if self.is_initiator and not self.confirmed:
+            self._confirm()  # any authenticated packet proves the responder has our message 3
+        if self.state is State.CLOSING:
+            if now - self._close_sent_at >= self.rtt.pto():
+                self._close_pending = True  # the peer has not seen our CLOSE yet
+            return None
+        frames = parse_frames(payload)
+        self._acks.on_packet(pn, is_ack_eliciting(frames), now)
+        for frame in frames:
+            self._handle_frame(frame, now)
+        return None
+
+    def _handle_frame(self, frame: Frame, now: float) -> None:
+        if isinstance(frame, AckFrame):
+            self._on_ack(frame, now)
+        elif isinstance(frame, (PingFrame, PaddingFrame)):
+            pass
+        elif isinstance(frame, CloseFrame):
+            error = SessionClosed(frame.error_code, frame.reason, by_peer=True)
+            self._enter_drain(State.DRAINING, now)
+            self._report_end(error, frame.error_code, frame.reason, by_peer=True)
+        elif isinstance(frame, HandshakeDoneFrame):
+            if not self.is_initiator:
+                raise ProtocolViolation("HANDSHAKE_DONE sent by the initiator")
+        elif isinstance(frame, KeyUpdateFrame):
+            keys = self._recv_keys
+            if keys is None or frame.generation != keys.generation:
+                raise ProtocolViolation(
+                    f"KEY_UPDATE announces generation {frame.generation}, the packet used "
+                    f"{keys.generation if keys else 'none'}")
+        else:
+            self.handle_stream_frame(frame, now)
+
+    def handle_stream_frame(self, frame: Frame, now: float) -> None:
+        """Stream, flow-control and datagram frames; the stream layer overrides this."""
+        raise ProtocolViolation(f"{type(frame).__name__} is not supported by this session")
+
+    def _on_ack(self, frame: AckFrame, now: float) -> None:
+        largest = frame.largest
+        if largest >= self._next_pn:
+            raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
+        if largest > self.largest_acked:
+            self.largest_acked = largest
+            sent_at = self._sent_times.get(largest)
+            if sent_at is not None:
+                self.rtt.update(now - sent_at, frame.ack_delay / 1_000_000)
+            for pn in [p for p in self._sent_times if p <= largest]:
+                del self._sent_times[pn]
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` must run, or None."""
+        state = self.state
+        if state is State.TERMINATED:
+            return None
+        if state in (State.CLOSING, State.DRAINING):
+            return self._drain_deadline
+        deadlines = []
+        if not self.confirmed:
+            deadlines.append(self._handshake_deadline)
+            if self._hs_retransmit_at is not None:
+                deadlines.append(self._hs_retransmit_at)
+        if state is State.ESTABLISHED:
+            deadlines.append(self._last_received + self.config.keep_alive_timeout)
+            deadlines.append(self._ping_deadline())
+            if self._acks.ack_deadline is not None:
+                deadlines.append(self._acks.ack_deadline)
+            if self._send_keys is not None and self.confirmed:
+                deadlines.append(self._send_keys.started_at + self.config.key_update_interval)
+        return min(deadlines)
+
+    def _ping_deadline(self) -> float:
+        heard = max(self._last_received, self._last_ping)
+        return min(self._last_sent, heard) + self.config.keep_alive_interval
+
+    def handle_timer(self, now: float) -> None:
+        state = self.state
+        if state is State.TERMINATED:
+            return
+        if state in (State.CLOSING, State.DRAINING):
+            deadline = self._drain_deadline
+            if deadline is not None and now >= deadline and not self._close_pending:
+                self.state = State.TERMINATED
+            return
+        if not self.confirmed and now >= self._handshake_deadline:
+            timeout = HandshakeTimeout(
+                f"no handshake with {self.remote_address[0]}:{self.remote_address[1]} within "
+                f"{self.config.handshake_timeout:g} s")
+            self._terminate(timeout, 0, str(timeout), by_peer=False)
+            return
+        if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
+            self._retransmit_handshake(now)
+        if state is State.ESTABLISHED:
+            if now >= self._last_received + self.config.keep_alive_timeout:
+                error = KeepAliveTimeout(
+                    f"nothing heard from the peer for {self.config.keep_alive_timeout:g} s")
+                self._close_frame = CloseFrame(IDLE_TIMEOUT_CODE, "keep-alive timeout")
+                self._close_pending = True
+                self._report_end(error, IDLE_TIMEOUT_CODE, str(error), by_peer=False)
+                self._enter_drain(State.CLOSING, now, drain=0.0)
+            elif now >= self._ping_deadline():
+                self._ping_pending = True
+                self._last_ping = now
+        self._wake()
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        """Every datagram ready to leave now (bounded by anti-amplification before validation)."""
+        out: list[Datagram] = []
+        if self._outbox:
+            kept: list[Datagram] = []
+            for datagram in self._outbox:
+                if self._may_send(len(datagram)):
+                    out.append(datagram)
+                else:
+                    kept.append(datagram)
+                    self.counters.amplification_blocked += 1
+            self._outbox = kept
+        packet = None
+        if self._send_keys is not None and self.state in (State.ESTABLISHED, State.CLOSING):
+            packet = self._build_control_packet(now)
+            if packet is not None:
+                out.append(packet)
+        if out:
+            self._last_sent = now
+            self.counters.packets_sent += len(out) - (packet is not None)
+            for datagram in out:
+                self.counters.bytes_sent_wire += len(datagram)
+                self._amp_sent += len(datagram)
+        deadline = self._drain_deadline
+        if (self.state is State.CLOSING and deadline is not None and deadline <= now
+                and not self._close_pending):
+            self.state = State.TERMINATED  # a zero-length drain: the CLOSE is out, we are done
+        return out
+
+    def _build_control_packet(self, now: float) -> bytearray | None:
+        if self._close_pending and self._close_frame is not None:
+            self._close_pending = False
+            self._close_sent_at = now
+            return self._seal([self._close_frame], now, ack_eliciting=False)
+        if self.state is not State.ESTABLISHED:
+            return None
+        self._maybe_rotate_keys(now)
+        frames: list[Frame] = []
+        if self._acks.ack_due(now):
+            ack = self._acks.build(now)
+            if ack is not None:
+                frames.append(ack)
+        if self._key_update_pending is not None:
+            frames.append(KeyUpdateFrame(self._key_update_pending))
+            self._key_update_pending = None
+        if self._handshake_done_pending:
+            frames.append(HandshakeDoneFrame())
+            self._handshake_done_pending = False
+        if self._ping_pending:
+            frames.append(PingFrame())
+            self._ping_pending = False
+            self.counters.pings_sent += 1
+        if not frames:
+            return None
+        return self._seal(frames, now, ack_eliciting=is_ack_eliciting(frames))
+
+    def _seal(self, frames: list[Frame], now: float, *, ack_eliciting: bool) -> bytearray:
+        keys = self._send_keys
+        if keys is None:  # pragma: no cover - callers check
+            raise UsageError("no traffic keys yet")
+        payload = bytearray()
+        for frame in frames:
+            encode_frame(frame, payload)
+        pn = self._next_pn
+        self._next_pn += 1
+        keys.packets += 1
+        self.counters.packets_sent += 1
+        if ack_eliciting:
+            if len(self._sent_times) >= MAX_SENT_RECORDS:
+                del self._sent_times[next(iter(self._sent_times))]
+            self._sent_times[pn] = now
+        return keys.cipher.seal(self.remote_cid, pn, keys.phase, payload)
+
+    def _maybe_rotate_keys(self, now: float) -> None:
+        keys = self._send_keys
+        if keys is None or not self.confirmed:
+            return
+        due = (keys.packets >= self.config.key_update_packets
+               or now >= keys.started_at + self.config.key_update_interval)
+        # Rotate again only once the peer has acknowledged this generation (phase bit safety).
+        if due and (keys.generation == 0 or self.largest_acked >= keys.first_pn):
+            keys.rotate(self._next_pn, now)
+            self.counters.key_updates_sent += 1
+            self._key_update_pending = keys.generation
+            self._events.append(KeyUpdated("send", keys.generation))
+
+    def _may_send(self, size: int) -> bool:
+        if self.address_validated:
+            return True
+        return self._amp_sent + size <= AMPLIFICATION_FACTOR * self._amp_received
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _initial_packet(self) -> bytes:
+        hs = self._initiator_hs
+        if hs is None:  # pragma: no cover
+            raise UsageError("not an initiator")
+        return build_long_packet(PacketType.INITIAL, self.remote_cid, self.local_cid,
+                                 hs.message1, token=self._token)
+
+    def _send_handshake(self, datagram: bytes, now: float) -> None:
+        self._hs_packet = datagram
+        self._hs_sent_at = now
+        self._outbox.append(datagram)
+        self._hs_retransmit_at = now + max(2 * self.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN)
+
+    def _retransmit_handshake(self, now: float) -> None:
+        if self._hs_packet is None or self.confirmed:
+            self._hs_retransmit_at = None
+            return
+        if self._hs_packet not in self._outbox:
+            self._outbox.append(self._hs_packet)
+        self._hs_retransmits += 1
+        backoff = max(2 * self.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN) * 2 ** min(
+            self._hs_retransmits, 6)
+        self._hs_retransmit_at = now + backoff
+
+    def _install_keys(self, result: HandshakeResult, now: float) -> None:
+        self.handshake_result = result
+        self.peer_id = result.peer_id
+        self._send_keys = SendKeys(result.send, now)
+        self._recv_keys = RecvKeys(result.recv)
+        self.state = State.ESTABLISHED
+        self._last_received = self._last_sent = self._last_ping = now
+
+    def _confirm(self) -> None:
+        self.confirmed = True
+        self._hs_retransmit_at = None
+        self._hs_packet = None
+        result = self.handshake_result
+        if result is not None:
+            self._events.append(HandshakeCompleted(result.peer_id, result.cipher,
+                                                   result.peer_settings))
+
+    def _enter_drain(self, state: State, now: float, drain: float | None = None) -> None:
+        self.state = state
+        self._drain_deadline = now + (3 * self.rtt.pto() if drain is None else drain)
+        self._hs_retransmit_at = None
+
+    def _report_end(self, error: STTError, code: int, reason: str, *, by_peer: bool) -> None:
+        if self.error is None:
+            self.error = error
+            self._events.append(SessionTerminated(code, reason, by_peer, error))
+
+    def _terminate(self, error: STTError, code: int, reason: str, *, by_peer: bool) -> None:
+        self._report_end(error, code, reason, by_peer=by_peer)
+        self.state = State.TERMINATED
+        self._hs_retransmit_at = None
+
+    def _fail(self, exc: ProtocolError, now: float) -> None:
+        """The peer broke the protocol: close with its error code and say why."""
+        if self._send_keys is None or self.is_closed:
+            self._terminate(exc, exc.code, str(exc), by_peer=False)
+            return
+        self._close_frame = CloseFrame(exc.code, str(exc)[:200])
+        self._close_pending = True
+        self._enter_drain(State.CLOSING, now)
+        self._report_end(exc, exc.code, str(exc), by_peer=False)
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup(self)
+
+
+__all__ = ["AuthenticationError", "Session", "State"]

@@ -1,0 +1,50 @@
+"""Counters kept by sessions and endpoints, and the reasons a datagram can be dropped."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import attrs
+
+
+class DropReason(str, Enum):
+    MALFORMED = "malformed"  # header or frames could not be parsed
+    REPLAY = "replay"  # duplicate or too-old packet number
+    UNKNOWN_SESSION = "unknown_session"  # no session has that connection id
+    RATE_LIMITED = "rate_limited"  # stateless replies over their budget
+    DECRYPT_FAILED = "decrypt_failed"  # authentication failed (forged, corrupt or stale key)
+    UNEXPECTED = "unexpected"  # valid packet, wrong moment (e.g. a second RETRY)
+    TOO_SMALL = "too_small"  # an INITIAL not padded to the minimum size
+    REFUSED = "refused"  # the INITIAL was answered with REFUSE or RETRY
+
+
+@attrs.define(slots=True)
+class SessionCounters:
+    packets_sent: int = 0
+    packets_received: int = 0
+    bytes_sent_wire: int = 0
+    bytes_received_wire: int = 0
+    replays_dropped: int = 0
+    decrypt_failures: int = 0
+    key_updates_sent: int = 0
+    key_updates_received: int = 0
+    pings_sent: int = 0
+    amplification_blocked: int = 0
+
+
+@attrs.frozen(slots=True)
+class SessionStats:
+    """A snapshot of one session; ``rtt_*`` in milliseconds."""
+
+    packets_sent: int
+    packets_received: int
+    bytes_sent_wire: int
+    bytes_received_wire: int
+    rtt_ms: float
+    rtt_min_ms: float
+    replays_dropped: int
+    decrypt_failures: int
+    key_updates_sent: int
+    key_updates_received: int
+    pings_sent: int
+    cipher: str

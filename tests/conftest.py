@@ -1,0 +1,53 @@
+"""Shared fixtures: paired endpoints on a simulated network with a virtual clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+
+from stt_proto import DeterministicRandom, Endpoint, NodeConfig, Session
+from stt_proto.sim import LinkProfile, Network
+
+A = ("10.0.0.1", 4000)
+B = ("10.0.0.2", 5000)
+
+
+@attrs.define
+class Pair:
+    net: Network
+    client: Endpoint
+    server: Endpoint
+
+    def connect(self, peer_id: bytes | None = None) -> Session:
+        pid = self.server.identity.node_id if peer_id is None else peer_id
+        return self.client.connect(B, pid, self.net.now)
+
+    def server_session(self) -> Session:
+        event = self.server.next_event()
+        assert event is not None, "no session was accepted"
+        return self.server.sessions[event.session_id]
+
+    def established(self, timeout: float = 5.0) -> tuple[Session, Session]:
+        session = self.connect()
+        assert self.net.run_until(lambda: session.confirmed, timeout)
+        self.net.run(0.1)
+        return session, self.server_session()
+
+
+def make_pair(seed: int = 1, profile: LinkProfile | None = None,
+              client_config: dict[str, Any] | None = None,
+              server_config: dict[str, Any] | None = None) -> Pair:
+    net = Network(seed=seed, default_profile=profile or LinkProfile(latency=0.01))
+    client = Endpoint(NodeConfig.build(**(client_config or {})), rng=DeterministicRandom(seed))
+    server = Endpoint(NodeConfig.build(**(server_config or {})),
+                      rng=DeterministicRandom(seed + 10_000))
+    net.add_endpoint(client, A)
+    net.add_endpoint(server, B)
+    return Pair(net, client, server)
+
+
+@pytest.fixture
+def pair() -> Pair:
+    return make_pair()
