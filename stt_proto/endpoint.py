@@ -188,7 +188,7 @@ class Endpoint:
         if session.is_terminated:
             self._forget(session)
 
-    # -- stateless replies and tokens ---------------------------------------------------------------
+    # -- stateless replies and tokens -------------------------------------------------------------
 
     def _stateless_reply(self, datagram: bytes, addr: Address, now: float, *,
                          refusal: bool) -> None:

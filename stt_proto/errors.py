@@ -86,7 +86,7 @@ class ConnectionRefused(STTError, ConnectionError):
 
 
 class SessionClosed(STTError):
-    """The session is closed; ``error_code`` and ``reason`` say why and ``by_peer`` who closed it."""
+    """The session is closed: ``error_code`` and ``reason`` say why, ``by_peer`` who closed it."""
 
     def __init__(self, error_code: int = 0, reason: str = "", *, by_peer: bool = False) -> None:
         who = "peer" if by_peer else "local side"

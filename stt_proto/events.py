@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import attrs
 
 from .errors import STTError
@@ -46,4 +44,4 @@ class SessionAccepted:
     session_id: bytes
 
 
-SessionEvent = Union[HandshakeCompleted, SessionTerminated, KeyUpdated]
+SessionEvent = HandshakeCompleted | SessionTerminated | KeyUpdated

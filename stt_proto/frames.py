@@ -2,7 +2,8 @@
 
 Each frame starts with a varint type. Codecs are pure functions: :func:`encode_frame` appends to a
 ``bytearray``; :func:`parse_frames` returns the frames of a payload or raises a
-:class:`~stt_proto.errors.FrameError` / :class:`~stt_proto.errors.DecodeError` saying what was wrong.
+:class:`~stt_proto.errors.FrameError` or :class:`~stt_proto.errors.DecodeError` saying
+what was wrong.
 Byte-level layouts are in ``docs/wire-format.md``.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Union
 
 import attrs
 
@@ -136,7 +136,7 @@ class CloseFrame:
 
 @attrs.frozen(slots=True)
 class KeyUpdateFrame:
-    """Sent in the first packets of a new send key ``generation`` (its phase bit is in the header)."""
+    """Sent in the first packet of send key ``generation`` (the header carries its phase bit)."""
 
     generation: int
 
@@ -146,23 +146,23 @@ class HandshakeDoneFrame:
     """Sent by the responder once the handshake is complete: confirms it to the initiator."""
 
 
-Frame = Union[
-    PaddingFrame,
-    PingFrame,
-    AckFrame,
-    StreamFrame,
-    ResetStreamFrame,
-    StopSendingFrame,
-    MaxDataFrame,
-    MaxStreamDataFrame,
-    MaxStreamsFrame,
-    DataBlockedFrame,
-    StreamDataBlockedFrame,
-    DatagramFrame,
-    CloseFrame,
-    KeyUpdateFrame,
-    HandshakeDoneFrame,
-]
+Frame = (
+    PaddingFrame
+    | PingFrame
+    | AckFrame
+    | StreamFrame
+    | ResetStreamFrame
+    | StopSendingFrame
+    | MaxDataFrame
+    | MaxStreamDataFrame
+    | MaxStreamsFrame
+    | DataBlockedFrame
+    | StreamDataBlockedFrame
+    | DatagramFrame
+    | CloseFrame
+    | KeyUpdateFrame
+    | HandshakeDoneFrame
+)
 
 # Frames that do not oblige the peer to acknowledge the packet carrying them.
 NON_ACK_ELICITING = (AckFrame, PaddingFrame, CloseFrame)

@@ -2,7 +2,8 @@
 
 ``InitiatorHandshake`` and ``ResponderHandshake`` wrap a Noise ``HandshakeState`` with what STT puts
 in the payloads (see :mod:`stt_proto.handshake_payload`) and the checks made on them: version,
-connection ids, the AEAD choice (downgrade detection) and, for the initiator, the responder's node id.
+connection ids, the AEAD choice (downgrade detection) and, for the initiator, the responder's
+node id.
 """
 
 from __future__ import annotations

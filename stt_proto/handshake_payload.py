@@ -75,7 +75,8 @@ class TransportSettings:
             values[name] = value
         settings = cls(**values)
         if not 1200 <= settings.max_frame_size <= 65507:
-            raise HandshakeError(f"peer max_frame_size {settings.max_frame_size} not in 1200..65507")
+            raise HandshakeError(
+                f"peer max_frame_size {settings.max_frame_size} not in 1200..65507")
         if settings.max_concurrent_streams < 1 or settings.max_message_size < 1:
             raise HandshakeError("peer announced a zero stream or message limit")
         return settings

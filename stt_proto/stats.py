@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import attrs
 
 
-class DropReason(str, Enum):
+class DropReason(StrEnum):
     MALFORMED = "malformed"  # header or frames could not be parsed
     REPLAY = "replay"  # duplicate or too-old packet number
     UNKNOWN_SESSION = "unknown_session"  # no session has that connection id

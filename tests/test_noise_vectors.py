@@ -103,12 +103,16 @@ def test_misuse_raises_noise_error() -> None:
         HandshakeState("Noise_XXpsk3_25519_ChaChaPoly_SHA256", initiator=True)
 
 
+def _fixed(last: int) -> KeyPair:
+    return KeyPair.from_private_bytes(bytes(31) + bytes([last]))
+
+
 def test_truncated_messages_raise_crypto_error() -> None:
     for cut in range(0, 48):
         init = HandshakeState("Noise_NN_25519_ChaChaPoly_SHA256", initiator=True,
-                              ephemeral_factory=lambda: KeyPair.from_private_bytes(bytes(31) + b"\x09"))
+                              ephemeral_factory=lambda: _fixed(9))
         resp = HandshakeState("Noise_NN_25519_ChaChaPoly_SHA256", initiator=False,
-                              ephemeral_factory=lambda: KeyPair.from_private_bytes(bytes(31) + b"\x07"))
+                              ephemeral_factory=lambda: _fixed(7))
         resp.read_message(init.write_message(b""))
         msg2 = resp.write_message(b"")
         with pytest.raises(CryptoError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -102,10 +103,11 @@ class HashFunction:
     name: str
     hashlen: int
     blocklen: int
-    constructor: Callable[..., hashlib._Hash]
+    constructor: Callable[..., Any]
 
     def hash(self, data: bytes) -> bytes:
-        return self.constructor(data).digest()
+        digest: bytes = self.constructor(data).digest()
+        return digest
 
     def hmac(self, key: bytes, data: bytes) -> bytes:
         return hmac.new(key, data, self.constructor).digest()

@@ -63,7 +63,7 @@ class CipherState:
 class SymmetricState:
     """The chaining key ``ck`` and handshake hash ``h`` that every token mixes into."""
 
-    __slots__ = ("ck", "cipher_state", "h", "hash")
+    __slots__ = ("cipher_state", "ck", "h", "hash")
 
     def __init__(self, protocol: ProtocolName) -> None:
         self.hash = HASHES[protocol.hash]
@@ -112,8 +112,8 @@ class SymmetricState:
 class HandshakeState:
     """Runs one handshake pattern for one side, message by message.
 
-    ``ephemeral_factory`` supplies ephemeral key pairs (tests inject fixed ones); ``e``/``re`` may be
-    given for patterns that pre-message them, as in the specification.
+    ``ephemeral_factory`` supplies ephemeral key pairs (tests inject fixed ones); ``e`` and ``re``
+    may be given for patterns that pre-message them, as in the specification.
     """
 
     def __init__(

@@ -1,0 +1,85 @@
+"""Settings validation, presets, identities and node ids."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from stt_proto import Identity, NodeConfig, SettingsError, hash_data, preset
+from stt_proto.config import PRESETS
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_constructs_and_accepts_overrides(name: str) -> None:
+    config = preset(name, keep_alive_interval=5.0, keep_alive_timeout=15.0)
+    assert config.keep_alive_interval == 5.0
+    for key, value in PRESETS[name].items():
+        assert getattr(config, key) == value
+
+
+def test_preset_values_follow_the_seed() -> None:
+    low = preset("low_latency")
+    assert (low.max_frame_size, low.no_delay, low.recv_buffer_size) == (4096, True, 512 * 1024)
+    high = preset("high_throughput")
+    assert (high.recv_buffer_size, high.max_concurrent_streams) == (8 * 1024**2, 64)
+    assert high.max_frame_size >= 65507
+    bal = preset("balanced")
+    assert (bal.max_frame_size, bal.recv_buffer_size, bal.max_concurrent_streams) == (
+        16384, 2 * 1024**2, 256)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_frame_size", 1199), ("max_frame_size", 65508), ("max_frame_size", "big"),
+        ("port", -1), ("port", 70000), ("max_concurrent_streams", 0), ("max_sessions", 0),
+        ("keep_alive_interval", 0), ("handshake_timeout", -1.0), ("recv_buffer_size", 10),
+        ("send_buffer_size", 1 << 31), ("congestion_control", "vegas"), ("transport", "tcp"),
+        ("psk", b"short"), ("no_delay", "yes"), ("max_message_size", 0),
+        ("cipher_preference", ("AESGCM",)), ("workers", 0),
+    ],
+)
+def test_invalid_settings_raise_value_error_naming_the_setting(setting: str, value: object) -> None:
+    with pytest.raises(ValueError, match=setting):
+        NodeConfig.build(**{setting: value})
+
+
+def test_keep_alive_timeout_must_exceed_interval() -> None:
+    with pytest.raises(SettingsError, match="keep_alive_timeout"):
+        NodeConfig(keep_alive_interval=10.0, keep_alive_timeout=5.0)
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(SettingsError, match="frame_sise"):
+        NodeConfig.build(frame_sise=4)
+    with pytest.raises(SettingsError, match="unknown preset"):
+        preset("fastest")
+
+
+def test_identity_round_trip_with_private_file(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    path = tmp_path / "id.key"
+    identity.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    loaded = Identity.load(path)
+    assert loaded.node_id == identity.node_id
+    assert identity.node_id == hashlib.blake2s(identity.public_key, digest_size=32).digest()
+    assert len(identity.node_id) == 32
+
+
+def test_corrupt_identity_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"hello")
+    with pytest.raises(SettingsError, match="not an STT identity"):
+        Identity.load(bad)
+    bad.write_bytes(b"STT-IDENTITY-1\nzz\n")
+    with pytest.raises(SettingsError, match="corrupt"):
+        Identity.load(bad)
+
+
+def test_hash_data_is_blake2b_256() -> None:
+    assert hash_data(b"abc") == hashlib.blake2b(b"abc", digest_size=32).digest()

@@ -1,0 +1,198 @@
+"""Endpoint admission, stateless retry, anti-amplification, junk handling and the timer heap."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stt_proto import (
+    ConnectionRefused,
+    DeterministicRandom,
+    Endpoint,
+    NodeConfig,
+    SessionTerminated,
+    State,
+)
+from stt_proto.packet import PacketType, parse_packet
+from stt_proto.session import AMPLIFICATION_FACTOR
+from stt_proto.sim import LinkProfile
+
+from .conftest import A, B, make_pair
+
+
+def _first_initial(trace: list[tuple[float, object, object, bytes]]) -> bytes:
+    return next(raw for _, _, _, raw in trace if parse_packet(raw).type is PacketType.INITIAL)
+
+
+def test_max_sessions_refuses_cleanly() -> None:
+    pair = make_pair(server_config={"max_sessions": 2})
+    first, second = pair.connect(), pair.connect()
+    pair.net.run(0.5)
+    assert first.confirmed and second.confirmed
+    third = pair.connect()
+    pair.net.run(0.5)
+    ends = [e for e in iter(third.next_event, None) if isinstance(e, SessionTerminated)]
+    assert len(ends) == 1 and isinstance(ends[0].error, ConnectionRefused)
+    assert "max_sessions" in str(ends[0].error)
+    stats = pair.server.get_stats()
+    assert stats.sessions_open == 2 and stats.refusals_sent == 1
+
+
+def test_retry_under_load_validates_address_and_completes() -> None:
+    pair = make_pair(server_config={"retry_threshold": 0})
+    session = pair.connect()
+    assert pair.net.run_until(lambda: session.confirmed, 2.0)
+    assert pair.net.now == __import__("pytest").approx(0.06)  # one extra round trip
+    assert pair.server.get_stats().retries_sent == 1
+    server = pair.server_session()
+    assert server.address_validated
+
+
+def test_forged_or_stale_retry_tokens_are_refused() -> None:
+    pair = make_pair(server_config={"retry_threshold": 0})
+    session = pair.connect()
+    pair.net.run(1.0)
+    assert session.confirmed
+    initial_with_token = [raw for _, src, _, raw in pair.net.trace
+                          if parse_packet(raw).type is PacketType.INITIAL
+                          and parse_packet(raw).token]
+    # The same token from another address is no good.
+    pair.net.send(("10.6.6.6", 1), B, initial_with_token[0])
+    pair.net.run(0.1)
+    assert len(pair.server.sessions) == 1
+    # Nor the token from the right address once it expired.
+    pair.net.run(30.0)
+    before = pair.server.get_stats().dropped["unexpected"]
+    pair.server._initial_routes.clear()
+    pair.net.send(A, B, initial_with_token[0])
+    pair.net.run(0.1)
+    assert pair.server.get_stats().dropped["unexpected"] == before + 1
+
+
+def test_initial_flood_under_load_costs_no_state() -> None:
+    pair = make_pair(server_config={"retry_threshold": 4})
+    legit = pair.connect()
+    pair.net.run(0.5)
+    initial = _first_initial(pair.net.trace)
+    # 5,000 INITIALs from spoofed sources: a handful get sessions, the rest only RETRYs or drops.
+    for i in range(5000):
+        pair.net.send((f"10.{i // 250}.{i % 250}.9", 1000 + i), B, initial)
+    pair.net.run(0.1)
+    server = pair.server
+    assert len(server.sessions) <= 1 + 4
+    stats = server.get_stats()
+    assert stats.retries_sent + stats.dropped["rate_limited"] >= 4990
+    assert stats.dropped["rate_limited"] > 0  # stateless replies have a budget
+    assert legit.state is State.ESTABLISHED
+
+
+def test_responder_never_amplifies_beyond_three_times() -> None:
+    pair = make_pair(profile=LinkProfile(latency=0.01))
+    # Message 3 never arrives: the responder keeps retransmitting message 2 but within 3x.
+    pair.net.tamper = lambda src, dst, data: (
+        None if parse_packet(data).type is PacketType.FINISH else data)
+    pair.connect()
+    pair.net.run(0.05)
+    victim_bytes_in = pair.net.link_counters(A, B)
+    pair.client.sessions.clear()  # the "client" is a spoofed victim: it sends nothing more
+    pair.client._scheduled.clear()
+    pair.net.run(12.0)
+    sent_to_victim = sum(len(raw) for _, src, _, raw in pair.net.trace if src == B)
+    received = sum(len(raw) for _, src, _, raw in pair.net.trace if src == A)
+    assert victim_bytes_in.sent == 1
+    assert sent_to_victim <= AMPLIFICATION_FACTOR * received
+    assert not pair.server.sessions  # the half-open session timed out
+
+
+def test_junk_is_dropped_and_counted_by_reason() -> None:
+    pair = make_pair()
+    _client, server = pair.established()
+    net = pair.net
+    net.send(A, B, b"")
+    net.send(A, B, b"\x07" * 30)  # bad version
+    net.send(A, B, b"\x01\x06" + b"\x99" * 8 + b"\x01" + bytes(40))  # unknown session
+    net.send(A, B, b"\x01\x01" + b"\x42" * 16 + b"\x00" + bytes(100))  # short INITIAL
+    net.run(0.1)
+    dropped = pair.server.get_stats().dropped
+    assert dropped["malformed"] == 2
+    assert dropped["unknown_session"] == 1
+    assert dropped["too_small"] == 1
+    assert server.state is State.ESTABLISHED
+
+
+def test_authenticated_garbage_frames_close_only_that_session() -> None:
+    pair = make_pair()
+    client, server = pair.established()
+    other_client = pair.connect()
+    pair.net.run(0.2)
+    raw = client._send_keys.cipher.seal(server.local_cid, client._next_pn, 0, b"\x3f\x00")
+    client._next_pn += 1
+    pair.net.send(A, B, raw)
+    pair.net.run(0.05)
+    ends = [e for e in iter(server.next_event, None) if isinstance(e, SessionTerminated)]
+    assert ends and "unknown frame type" in ends[-1].reason
+    assert server.is_closed and other_client.state is State.ESTABLISHED
+    client_end = [e for e in iter(client.next_event, None) if isinstance(e, SessionTerminated)]
+    assert client_end and client_end[-1].by_peer and "unknown frame type" in client_end[-1].reason
+
+
+def test_one_timer_for_many_sessions() -> None:
+    pair = make_pair()
+    sessions = [pair.connect() for _ in range(200)]
+    pair.net.run(1.0)
+    assert all(s.confirmed for s in sessions)
+    deadline = pair.client.get_timer()
+    assert deadline == min(s.get_timer() for s in sessions if s.get_timer() is not None)
+    assert len(pair.client._heap) < 4 * len(sessions)  # stale entries are pruned as they surface
+
+
+def test_endpoint_close_sends_close_to_every_peer() -> None:
+    pair = make_pair()
+    sessions = [pair.connect() for _ in range(5)]
+    pair.net.run(0.5)
+    peers = [pair.server.sessions[e.session_id] for e in iter(pair.server.next_event, None)]
+    pair.client.close(pair.net.now)
+    pair.net.run(0.05)
+    assert all(p.state is State.DRAINING for p in peers)
+    pair.net.run(2.0)
+    assert not pair.client.sessions and not pair.server.sessions
+    assert all(s.is_terminated for s in sessions)
+
+
+profiles = st.builds(
+    LinkProfile,
+    latency=st.floats(0.0005, 0.2),
+    jitter=st.floats(0, 0.02),
+    bandwidth=st.one_of(st.none(), st.floats(1e5, 1e9)),
+    queue_limit=st.integers(4000, 1 << 20),
+    loss=st.floats(0, 0.25),
+    duplicate=st.floats(0, 0.2),
+    reorder=st.floats(0, 0.3),
+    reorder_delay=st.floats(0, 0.05),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profile=profiles, seed=st.integers(0, 2**32))
+def test_random_link_profiles(profile: LinkProfile, seed: int) -> None:
+    """Over any link: the handshake completes or times out cleanly, pings keep it alive,
+    and a close leaves nothing behind on either side."""
+    pair = make_pair(seed=seed, profile=profile,
+                     client_config={"keep_alive_interval": 0.5, "keep_alive_timeout": 5.0},
+                     server_config={"keep_alive_interval": 0.5, "keep_alive_timeout": 5.0})
+    session = pair.connect()
+    done = pair.net.run_until(lambda: session.confirmed or session.is_terminated, 10.5)
+    assert done
+    if session.confirmed:
+        pair.net.run(3.0)
+        assert session.state is State.ESTABLISHED
+        session.close(5, "property", pair.net.now)
+    pair.net.run(20.0)
+    assert not pair.client.sessions and not pair.server.sessions
+    assert pair.client.get_timer() is None and pair.server.get_timer() is None
+
+
+def test_endpoint_accepts_deterministic_identity() -> None:
+    one = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
+    two = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
+    assert one.identity.node_id == two.identity.node_id
