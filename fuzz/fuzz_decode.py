@@ -1,0 +1,49 @@
+"""Fuzz every decoder: packet headers, frames, handshake payloads and settings.
+
+Decoding must either succeed or raise a ``ProtocolError``; anything decoded must re-encode to
+bytes that decode to the same frames. Run: ``python fuzz/fuzz_decode.py -max_total_time=60``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from stt_proto.errors import ProtocolError
+from stt_proto.frames import encode_frames, parse_frames
+from stt_proto.handshake_payload import TransportSettings, decode_payload, decode_preference
+from stt_proto.packet import parse_packet
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+    try:
+        frames = parse_frames(data)
+    except ProtocolError:
+        pass
+    else:
+        again = parse_frames(encode_frames(frames))
+        if again != frames and not _only_padding_merge(frames, again):
+            raise AssertionError(f"frames did not round-trip: {frames!r} -> {again!r}")
+    for decoder in (parse_packet, decode_payload, TransportSettings.decode, decode_preference):
+        try:
+            decoder(data)  # type: ignore[operator]
+        except ProtocolError:
+            pass
+
+
+def _only_padding_merge(first: list[object], second: list[object]) -> bool:
+    from stt_proto.frames import PaddingFrame
+
+    strip = [f for f in first if not isinstance(f, PaddingFrame)]
+    return strip == [f for f in second if not isinstance(f, PaddingFrame)]
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``stt`` command-line tool."""
