@@ -6,6 +6,7 @@ bytes that decode to the same frames. Run: ``python fuzz/fuzz_decode.py -max_tot
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from stt_proto.errors import ProtocolError
@@ -14,7 +15,7 @@ from stt_proto.handshake_payload import TransportSettings, decode_payload, decod
 from stt_proto.packet import parse_packet
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:  # atheris calls it by this name
     try:
         frames = parse_frames(data)
     except ProtocolError:
@@ -24,10 +25,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
         if again != frames and not _only_padding_merge(frames, again):
             raise AssertionError(f"frames did not round-trip: {frames!r} -> {again!r}")
     for decoder in (parse_packet, decode_payload, TransportSettings.decode, decode_preference):
-        try:
+        with contextlib.suppress(ProtocolError):
             decoder(data)  # type: ignore[operator]
-        except ProtocolError:
-            pass
 
 
 def _only_padding_merge(first: list[object], second: list[object]) -> bool:

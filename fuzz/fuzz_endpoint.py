@@ -30,7 +30,7 @@ def _setup() -> tuple[Network, Endpoint, Session, Session]:
     return net, server, session, server.sessions[accepted.session_id]
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:  # atheris calls it by this name
     if not data:
         return
     net, server, client_session, server_session = _setup()
