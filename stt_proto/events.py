@@ -44,4 +44,56 @@ class SessionAccepted:
     session_id: bytes
 
 
-SessionEvent = HandshakeCompleted | SessionTerminated | KeyUpdated
+@attrs.frozen(slots=True)
+class StreamOpened:
+    """The peer opened ``stream_id``."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class StreamReadable:
+    """Whole messages are waiting on ``stream_id``."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class StreamEnded:
+    """The peer finished ``stream_id`` gracefully and every message has been cut (may be unread)."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class StreamResetByPeer:
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen(slots=True)
+class StreamWritable:
+    """``stream_id`` has send-buffer room again after refusing a message."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class StreamFlushed:
+    """Every byte written to ``stream_id`` so far has been acknowledged."""
+
+    stream_id: int
+
+
+
+
+@attrs.frozen(slots=True)
+class DatagramReceived:
+    """An unreliable DATAGRAM frame arrived."""
+
+    data: bytes
+
+
+StreamEvent = (StreamOpened | StreamReadable | StreamEnded | StreamResetByPeer | StreamWritable
+               | StreamFlushed)
+SessionEvent = HandshakeCompleted | SessionTerminated | KeyUpdated | StreamEvent | DatagramReceived

@@ -17,6 +17,7 @@ from enum import Enum, auto
 
 from .ack import AckTracker
 from .config import NodeConfig
+from .dataplane import DataPlane
 from .errors import (
     AuthenticationError,
     ConnectionRefused,
@@ -43,7 +44,12 @@ from .frames import (
     is_ack_eliciting,
     parse_frames,
 )
-from .handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake
+from .handshake import (
+    HandshakeResult,
+    InitiatorHandshake,
+    ResponderHandshake,
+    local_settings,
+)
 from .identity import Identity
 from .keys import RecvKeys, SendKeys
 from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet, parse_packet
@@ -55,7 +61,6 @@ from .stats import DropReason, SessionCounters, SessionStats
 HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
 AMPLIFICATION_FACTOR = 3
 IDLE_TIMEOUT_CODE = 0x10
-MAX_SENT_RECORDS = 4096
 
 
 class State(Enum):
@@ -106,8 +111,7 @@ class Session:
         self._replay = ReplayWindow()
         self._acks = AckTracker()
         self._next_pn = 0
-        self.largest_acked = -1
-        self._sent_times: dict[int, float] = {}
+        self.data: DataPlane | None = None
         self._last_received = now
         self._last_sent = now
         self._last_ping = now
@@ -123,6 +127,7 @@ class Session:
         self._amp_received = 0
         self._amp_sent = 0
         self.wakeup: Callable[[Session], None] | None = None
+        self._now = now
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -191,6 +196,69 @@ class Session:
         self._enter_drain(State.CLOSING, now)
         self._report_end(error, error_code, reason, by_peer=False)
         self._wake()
+
+    # -- streams and datagrams ------------------------------------------------------------------
+
+    def _data_plane(self) -> DataPlane:
+        if self.data is None or self.state is not State.ESTABLISHED:
+            raise UsageError("the session is not established" if not self.is_closed
+                             else "the session is closed")
+        return self.data
+
+    def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
+                    priority: int = 0) -> int:
+        """Open a stream and return its id. Raises StreamLimitError past the peer's limit."""
+        data = self._data_plane()
+        size = data.max_datagram if max_frame_size is None else max_frame_size
+        if not 64 <= size <= 65507:
+            raise UsageError(f"max_frame_size must be in 64..65507, got {size}")
+        return data.streams.open(min(size, data.max_datagram), no_delay, priority).stream_id
+
+    def send_message(self, stream_id: int, message: bytes | bytearray | memoryview) -> bool:
+        """Queue one message on a stream. False means the send buffer is full: wait for
+        StreamWritable and try again (back-pressure)."""
+        data = self._data_plane()
+        accepted = data.streams.send_message(stream_id, message, self._now, data.hold_time())
+        if accepted:
+            self._wake()
+        return accepted
+
+    def receive_message(self, stream_id: int) -> bytes | None:
+        """The next whole message of a stream, or None if none is complete yet."""
+        if self.data is None:
+            return None
+        message = self.data.streams.receive_message(stream_id)
+        if message is not None:
+            self._wake()
+        return message
+
+    def stream_state(self, stream_id: int) -> tuple[bool, bool, int | None]:
+        """(peer finished and everything read, all our data acknowledged, reset code or None)."""
+        if self.data is None:
+            return False, False, None
+        stream = self.data.streams.streams.get(stream_id)
+        if stream is None:
+            return True, True, None
+        recv = stream.recv
+        code = recv.reset_code if recv.reset_code is not None else stream.send.reset_sent
+        return recv.finished and not recv.messages, stream.send.all_acked, code
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close: everything queued is sent, then FIN."""
+        self._data_plane().streams.close_stream(stream_id)
+        self._wake()
+
+    def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
+        """Abort both directions of a stream."""
+        if self.data is not None and not self.is_closed:
+            self.data.streams.reset_stream(stream_id, error_code)
+            self._wake()
+
+    def send_datagram(self, message: bytes | bytearray | memoryview) -> bool:
+        """Queue an unreliable datagram (never retransmitted); False if the queue is full."""
+        accepted = self._data_plane().send_datagram(message)
+        self._wake()
+        return accepted
 
     def send_ping(self) -> None:
         if self.is_closed:
@@ -338,6 +406,7 @@ class Session:
         self._replay.accept(pn)
         self.counters.packets_received += 1
         self._last_received = now
+        self._now = now
         if pn == self._replay.largest and addr != self.remote_address:
             self.remote_address = addr  # the peer's address changed (NAT rebinding)
         if rotated:
@@ -357,7 +426,8 @@ class Session:
 
     def _handle_frame(self, frame: Frame, now: float) -> None:
         if isinstance(frame, AckFrame):
-            self._on_ack(frame, now)
+            if self.data is not None:
+                self.data.on_ack(frame, now, self._next_pn)
         elif isinstance(frame, (PingFrame, PaddingFrame)):
             pass
         elif isinstance(frame, CloseFrame):
@@ -377,20 +447,14 @@ class Session:
             self.handle_stream_frame(frame, now)
 
     def handle_stream_frame(self, frame: Frame, now: float) -> None:
-        """Stream, flow-control and datagram frames; the stream layer overrides this."""
-        raise ProtocolViolation(f"{type(frame).__name__} is not supported by this session")
+        """Stream, flow-control and datagram frames go to the data plane."""
+        if self.data is None:  # pragma: no cover - data packets imply installed keys
+            raise ProtocolViolation("stream frame before the handshake finished")
+        self.data.on_frame(frame)
 
-    def _on_ack(self, frame: AckFrame, now: float) -> None:
-        largest = frame.largest
-        if largest >= self._next_pn:
-            raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
-        if largest > self.largest_acked:
-            self.largest_acked = largest
-            sent_at = self._sent_times.get(largest)
-            if sent_at is not None:
-                self.rtt.update(now - sent_at, frame.ack_delay / 1_000_000)
-            for pn in [p for p in self._sent_times if p <= largest]:
-                del self._sent_times[pn]
+    @property
+    def largest_acked(self) -> int:
+        return self.data.recovery.largest_acked if self.data is not None else -1
 
     # -- timers -----------------------------------------------------------------------------------
 
@@ -413,6 +477,10 @@ class Session:
                 deadlines.append(self._acks.ack_deadline)
             if self._send_keys is not None and self.confirmed:
                 deadlines.append(self._send_keys.started_at + self.config.key_update_interval)
+            if self.data is not None:
+                data_deadline = self.data.timer(self._now)
+                if data_deadline is not None:
+                    deadlines.append(data_deadline)
         return min(deadlines)
 
     def _ping_deadline(self) -> float:
@@ -420,6 +488,7 @@ class Session:
         return min(self._last_sent, heard) + self.config.keep_alive_interval
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         state = self.state
         if state is State.TERMINATED:
             return
@@ -437,6 +506,8 @@ class Session:
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             self._retransmit_handshake(now)
         if state is State.ESTABLISHED:
+            if self.data is not None:
+                self.data.on_timer(now)
             if now >= self._last_received + self.config.keep_alive_timeout:
                 error = KeepAliveTimeout(
                     f"nothing heard from the peer for {self.config.keep_alive_timeout:g} s")
@@ -463,14 +534,13 @@ class Session:
                     kept.append(datagram)
                     self.counters.amplification_blocked += 1
             self._outbox = kept
-        packet = None
+        handshake_packets = len(out)
+        self._now = now
         if self._send_keys is not None and self.state in (State.ESTABLISHED, State.CLOSING):
-            packet = self._build_control_packet(now)
-            if packet is not None:
-                out.append(packet)
+            out.extend(self._build_packets(now))
         if out:
             self._last_sent = now
-            self.counters.packets_sent += len(out) - (packet is not None)
+            self.counters.packets_sent += handshake_packets
             for datagram in out:
                 self.counters.bytes_sent_wire += len(datagram)
                 self._amp_sent += len(datagram)
@@ -480,49 +550,44 @@ class Session:
             self.state = State.TERMINATED  # a zero-length drain: the CLOSE is out, we are done
         return out
 
-    def _build_control_packet(self, now: float) -> bytearray | None:
+    def _build_packets(self, now: float) -> list[bytearray]:
         if self._close_pending and self._close_frame is not None:
             self._close_pending = False
             self._close_sent_at = now
-            return self._seal([self._close_frame], now, ack_eliciting=False)
-        if self.state is not State.ESTABLISHED:
-            return None
+            payload = bytearray()
+            encode_frame(self._close_frame, payload)
+            return [self._seal(payload)[0]]
+        if self.state is not State.ESTABLISHED or self.data is None:
+            return []
         self._maybe_rotate_keys(now)
-        frames: list[Frame] = []
-        if self._acks.ack_due(now):
-            ack = self._acks.build(now)
-            if ack is not None:
-                frames.append(ack)
+        head: list[Frame] = []
         if self._key_update_pending is not None:
-            frames.append(KeyUpdateFrame(self._key_update_pending))
+            head.append(KeyUpdateFrame(self._key_update_pending))
             self._key_update_pending = None
         if self._handshake_done_pending:
-            frames.append(HandshakeDoneFrame())
+            head.append(HandshakeDoneFrame())
             self._handshake_done_pending = False
         if self._ping_pending:
-            frames.append(PingFrame())
+            head.append(PingFrame())
             self._ping_pending = False
             self.counters.pings_sent += 1
-        if not frames:
-            return None
-        return self._seal(frames, now, ack_eliciting=is_ack_eliciting(frames))
+        acks = self._acks
+        if acks.ack_due(now) or (acks.ack_deadline is not None
+                                 and (head or self.data.streams.has_pending())):
+            ack = acks.build(now)
+            if ack is not None:
+                head.insert(0, ack)
+        return self.data.build(now, head, self._seal)
 
-    def _seal(self, frames: list[Frame], now: float, *, ack_eliciting: bool) -> bytearray:
+    def _seal(self, payload: bytearray) -> tuple[bytearray, int]:
         keys = self._send_keys
         if keys is None:  # pragma: no cover - callers check
             raise UsageError("no traffic keys yet")
-        payload = bytearray()
-        for frame in frames:
-            encode_frame(frame, payload)
         pn = self._next_pn
         self._next_pn += 1
         keys.packets += 1
         self.counters.packets_sent += 1
-        if ack_eliciting:
-            if len(self._sent_times) >= MAX_SENT_RECORDS:
-                del self._sent_times[next(iter(self._sent_times))]
-            self._sent_times[pn] = now
-        return keys.cipher.seal(self.remote_cid, pn, keys.phase, payload)
+        return keys.cipher.seal(self.remote_cid, pn, keys.phase, payload), pn
 
     def _maybe_rotate_keys(self, now: float) -> None:
         keys = self._send_keys
@@ -573,6 +638,9 @@ class Session:
         self.peer_id = result.peer_id
         self._send_keys = SendKeys(result.send, now)
         self._recv_keys = RecvKeys(result.recv)
+        self.data = DataPlane(config=self.config, is_initiator=self.is_initiator,
+                              local=local_settings(self.config), peer=result.peer_settings,
+                              rtt=self.rtt, emit=self._events.append)
         self.state = State.ESTABLISHED
         self._last_received = self._last_sent = self._last_ping = now
 

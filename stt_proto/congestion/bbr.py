@@ -1,0 +1,167 @@
+"""A model-based controller in the style of BBR (v1).
+
+It estimates the bottleneck bandwidth (windowed maximum of delivery-rate samples over ten round
+trips) and the minimum RTT (over ten seconds), paces at ``gain × bandwidth`` and caps the data in
+flight at twice the bandwidth-delay product. Random loss does not shrink the model, so unlike
+Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
+one base RTT.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum, auto
+
+from ..recovery import RateSample, SentPacket
+from ..rtt import RttEstimator
+from .base import CongestionController
+
+STARTUP_GAIN = 2.885  # 2 / ln 2
+CWND_GAIN = 2.0
+PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+BW_WINDOW_ROUNDS = 10
+MIN_RTT_WINDOW = 10.0
+PROBE_RTT_DURATION = 0.2
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+
+
+class Mode(Enum):
+    STARTUP = auto()
+    DRAIN = auto()
+    PROBE_BW = auto()
+    PROBE_RTT = auto()
+
+
+class Bbr(CongestionController):
+    name = "bbr"
+
+    def __init__(self, max_datagram: int) -> None:
+        super().__init__(max_datagram)
+        self.mode = Mode.STARTUP
+        self.pacing_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_GAIN
+        self._bw_samples: deque[tuple[int, float]] = deque()
+        self.btl_bw = 0.0
+        self.min_rtt = float("inf")
+        self._min_rtt_stamp = 0.0
+        self.round_count = 0
+        self._next_round_delivered = 0
+        self._round_start = False
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self.filled_pipe = False
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done: float | None = None
+        self._prior_cwnd = self.cwnd
+        self._probe_rtt_min = float("inf")
+
+    # -- model ------------------------------------------------------------------------------------
+
+    def _bdp(self, gain: float) -> int:
+        if self.btl_bw == 0 or self.min_rtt == float("inf"):
+            return self.cwnd
+        return int(gain * self.btl_bw * self.min_rtt) + 3 * self.max_datagram
+
+    def _update_round(self, rate: RateSample) -> None:
+        self._round_start = False
+        if rate.prior_delivered >= self._next_round_delivered:
+            self._next_round_delivered = rate.delivered
+            self.round_count += 1
+            self._round_start = True
+
+    def _update_bw(self, rate: RateSample) -> None:
+        samples = self._bw_samples
+        while samples and samples[0][0] <= self.round_count - BW_WINDOW_ROUNDS:
+            samples.popleft()
+        if rate.app_limited and rate.delivery_rate < self.btl_bw:
+            return
+        samples.append((self.round_count, rate.delivery_rate))
+        self.btl_bw = max(bw for _, bw in samples)
+
+    def _check_full_pipe(self, rate: RateSample) -> None:
+        if self.filled_pipe or not self._round_start or rate.app_limited:
+            return
+        if self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = self.btl_bw
+            self._full_bw_count = 0
+            return
+        self._full_bw_count += 1
+        if self._full_bw_count >= FULL_BW_ROUNDS:
+            self.filled_pipe = True
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def on_ack(self, acked: list[SentPacket], rate: RateSample | None, rtt: RttEstimator,
+               bytes_in_flight: int, now: float) -> None:
+        if rate is None:
+            return
+        self._update_round(rate)
+        self._update_bw(rate)
+        self._check_full_pipe(rate)
+        if rate.rtt > 0:
+            if rate.rtt <= self.min_rtt:
+                self.min_rtt = rate.rtt
+                self._min_rtt_stamp = now
+            elif now - self._min_rtt_stamp > MIN_RTT_WINDOW and self.mode is not Mode.PROBE_RTT:
+                self._enter_probe_rtt(now)
+            if self.mode is Mode.PROBE_RTT:
+                self._probe_rtt_min = min(self._probe_rtt_min, rate.rtt)
+        self._update_mode(bytes_in_flight, now)
+        self._update_cwnd(sum(p.size for p in acked))
+
+    def _update_mode(self, bytes_in_flight: int, now: float) -> None:
+        if self.mode is Mode.STARTUP and self.filled_pipe:
+            self.mode = Mode.DRAIN
+            self.pacing_gain = 1 / STARTUP_GAIN
+            self.cwnd_gain = STARTUP_GAIN
+        if self.mode is Mode.DRAIN and bytes_in_flight <= self._bdp(1.0):
+            self._enter_probe_bw(now)
+        if self.mode is Mode.PROBE_BW and now - self._cycle_stamp > self.min_rtt:
+            self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAINS)
+            self._cycle_stamp = now
+            self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+        if self.mode is Mode.PROBE_RTT and self._probe_rtt_done is not None \
+                and now >= self._probe_rtt_done:
+            self.min_rtt = min(self._probe_rtt_min, self.min_rtt * 1.25)
+            self._min_rtt_stamp = now
+            self.cwnd = max(self.cwnd, self._prior_cwnd)
+            if self.filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.mode = Mode.STARTUP
+                self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.mode = Mode.PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        self._cycle_index = 2  # start cruising; the probe comes in turn
+        self._cycle_stamp = now
+        self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+
+    def _enter_probe_rtt(self, now: float) -> None:
+        self.mode = Mode.PROBE_RTT
+        self.pacing_gain = 1.0
+        self._prior_cwnd = self.cwnd
+        self._probe_rtt_min = float("inf")
+        self._probe_rtt_done = now + max(PROBE_RTT_DURATION, self.min_rtt)
+
+    def _update_cwnd(self, acked_bytes: int) -> None:
+        if self.mode is Mode.PROBE_RTT:
+            self.cwnd = 4 * self.max_datagram
+            return
+        target = self._bdp(self.cwnd_gain)
+        if self.filled_pipe:
+            self.cwnd = min(self.cwnd + acked_bytes, target)
+        elif self.cwnd < target or self.btl_bw == 0:
+            self.cwnd += acked_bytes
+        self.cwnd = max(self.cwnd, 4 * self.max_datagram)
+
+    def on_loss(self, lost: list[SentPacket], rtt: RttEstimator, now: float) -> None:
+        """Random loss is not a congestion signal here; the model already bounds the queue."""
+
+    def pacing_rate(self, rtt: RttEstimator) -> float:
+        if self.btl_bw == 0:
+            return STARTUP_GAIN * self.cwnd / max(rtt.smoothed, 1e-4)
+        return self.pacing_gain * self.btl_bw

@@ -1,0 +1,202 @@
+"""Everything a session does once its keys are in place: loss recovery, congestion control,
+pacing, streams and unreliable datagrams, and assembling them into packets.
+
+The session owns keys, handshake, keep-alive and closing; it hands this object the frames it
+wants sent (ACK, PING, KEY_UPDATE, ...) and a function that seals a payload into a datagram.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .config import NodeConfig
+from .congestion import CongestionController, make_controller
+from .errors import UsageError
+from .events import DatagramReceived
+from .frames import AckFrame, DatagramFrame, Frame, PingFrame, encode_frame
+from .handshake_payload import TransportSettings
+from .packet import CID_LEN, TAG_LEN
+from .recovery import AckResult, LossRecovery, SentPacket
+from .rtt import RttEstimator
+from .streams import StreamManager
+
+PACKET_OVERHEAD = 2 + CID_LEN + 8 + TAG_LEN  # header with the longest packet number, and tag
+MAX_QUEUED_DATAGRAMS = 256
+COALESCE_HOLD_MAX = 0.005  # seconds a small message may wait to be coalesced (≤ one RTT)
+
+
+class Pacer:
+    """Spreads packets at the controller's rate, allowing a burst of ``quantum`` bytes."""
+
+    __slots__ = ("next_send",)
+
+    def __init__(self) -> None:
+        self.next_send = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self.next_send
+
+    def on_sent(self, size: int, rate: float, quantum: float, now: float) -> None:
+        rate = max(rate, 1.0)
+        base = max(self.next_send, now - quantum / rate)
+        self.next_send = base + size / rate
+
+
+class DataPlane:
+    def __init__(self, *, config: NodeConfig, is_initiator: bool, local: TransportSettings,
+                 peer: TransportSettings, rtt: RttEstimator,
+                 emit: Callable[[Any], None]) -> None:
+        self.max_datagram = min(config.max_frame_size, peer.max_frame_size)
+        self.rtt = rtt
+        self.recovery = LossRecovery(rtt)
+        self.cc: CongestionController = make_controller(config.congestion_control,
+                                                        self.max_datagram)
+        self.pacer = Pacer()
+        self.streams = StreamManager(is_initiator=is_initiator, local=local, peer=peer,
+                                     send_buffer=config.send_buffer_size,
+                                     recv_buffer=config.recv_buffer_size,
+                                     no_delay=config.no_delay, emit=emit)
+        self._emit = emit
+        self._peer_max_datagram = peer.max_datagram_size
+        self._datagrams: deque[bytes] = deque()
+        self.datagrams_dropped = 0
+        self.datagram_bytes_sent = 0
+        self.datagram_bytes_received = 0
+        self.probes = 0
+        self.send_rate = 0.0  # bytes/s, smoothed delivery rate
+
+    # -- application ------------------------------------------------------------------------------
+
+    def send_datagram(self, data: bytes | bytearray | memoryview) -> bool:
+        """Queue an unreliable message; False (and nothing queued) when the queue is full."""
+        limit = min(self.max_datagram, self._peer_max_datagram) - PACKET_OVERHEAD - 9
+        if len(data) > limit:
+            raise UsageError(f"a datagram carries at most {limit} bytes, got {len(data)}")
+        if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
+            self.datagrams_dropped += 1
+            return False
+        self._datagrams.append(bytes(data))
+        return True
+
+    def hold_time(self) -> float:
+        return min(self.rtt.smoothed, COALESCE_HOLD_MAX)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def on_ack(self, frame: AckFrame, now: float, next_pn: int) -> None:
+        result = self.recovery.on_ack(frame, now, next_pn)
+        self._apply(result, now)
+
+    def _apply(self, result: AckResult, now: float) -> None:
+        streams = self.streams
+        for packet in result.acked:
+            for item in packet.items:
+                streams.on_item_acked(item)
+        if result.acked:
+            self.cc.on_ack(result.acked, result.rate, self.rtt, self.recovery.bytes_in_flight,
+                           now)
+            if result.rate is not None and not result.rate.app_limited:
+                rate = result.rate.delivery_rate
+                self.send_rate = rate if not self.send_rate else 0.875 * self.send_rate + \
+                    0.125 * rate
+        if result.lost:
+            self._lost(result.lost, now)
+        if result.persistent_congestion:
+            self.cc.on_persistent_congestion(now)
+
+    def _lost(self, lost: list[SentPacket], now: float) -> None:
+        for packet in lost:
+            for item in packet.items:
+                self.streams.on_item_lost(item)
+        self.cc.on_loss(lost, self.rtt, now)
+
+    def on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, DatagramFrame):
+            self.datagram_bytes_received += len(frame.data)
+            self._emit(DatagramReceived(frame.data))
+        else:
+            self.streams.on_frame(frame)
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def timer(self, now: float) -> float | None:
+        deadlines = []
+        loss = self.recovery.loss_detection_timer()
+        if loss is not None:
+            deadlines.append(loss)
+        if self._has_sendable():
+            # Sending happens whenever the session is polled; a timer is needed only for a
+            # pacing slot or a coalescing hold that lies in the future.
+            if (self._cwnd_room() or self.probes) and self.pacer.next_send > now:
+                deadlines.append(self.pacer.next_send)
+            hold = self.streams.next_hold_deadline()
+            if hold is not None and hold > now:
+                deadlines.append(hold)
+        return min(deadlines) if deadlines else None
+
+    def on_timer(self, now: float) -> None:
+        deadline = self.recovery.loss_detection_timer()
+        if deadline is None or now < deadline:
+            return
+        lost, probe = self.recovery.on_timeout(now)
+        if lost:
+            self._lost(lost, now)
+        if probe:
+            self.probes = 2
+            # Probe with the oldest unacknowledged data, sent again in new packets.
+            for packet in list(self.recovery.sent.values())[:2]:
+                for item in packet.items:
+                    self.streams.on_item_lost(item)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def _cwnd_room(self) -> bool:
+        return self.cc.cwnd - self.recovery.bytes_in_flight >= self.max_datagram
+
+    def _has_sendable(self) -> bool:
+        return bool(self._datagrams) or self.streams.has_pending()
+
+    def build(self, now: float, head: list[Frame],
+              seal: Callable[[bytearray], tuple[bytearray, int]]) -> list[bytearray]:
+        """Assemble packets: ``head`` frames first (session control), then datagrams and stream
+        data as congestion control and pacing allow."""
+        out: list[bytearray] = []
+        space = self.max_datagram - PACKET_OVERHEAD
+        if self.streams.windows_dirty:
+            self.streams.collect_window_updates(now, self.rtt.smoothed)
+        while True:
+            payload = bytearray()
+            for frame in head:
+                encode_frame(frame, payload)
+            eliciting = any(not isinstance(f, AckFrame) for f in head)
+            head = []
+            items: list[Any] = []
+            allowed = (self._cwnd_room() or self.probes > 0) and self.pacer.ready(now)
+            if allowed:
+                while self._datagrams and len(self._datagrams[0]) + 9 <= space - len(payload):
+                    data = self._datagrams.popleft()
+                    encode_frame(DatagramFrame(data), payload)
+                    self.datagram_bytes_sent += len(data)
+                    eliciting = True
+                self.streams.fill(payload, space, items, now, self.recovery.bytes_in_flight)
+                if self.probes and not items and not eliciting:
+                    encode_frame(PingFrame(), payload)  # a probe must elicit an ACK
+            if not payload:
+                break
+            eliciting = eliciting or bool(items)
+            datagram, pn = seal(payload)
+            if eliciting:
+                packet = SentPacket(pn, now, len(datagram), True, True, items)
+                self.recovery.on_packet_sent(packet, app_limited=not self._has_sendable())
+                self.cc.on_packet_sent(packet, self.recovery.bytes_in_flight, now)
+                rate = self.cc.pacing_rate(self.rtt)
+                quantum = max(2 * self.max_datagram, rate * 0.001)
+                self.pacer.on_sent(len(datagram), rate, quantum, now)
+                if self.probes:
+                    self.probes -= 1
+            out.append(datagram)
+            if not allowed or not self._has_sendable():
+                break
+        return out

@@ -1,0 +1,204 @@
+"""Loss detection and recovery after RFC 9002, plus delivery-rate sampling for the controllers.
+
+Sent packets are remembered until acknowledged or declared lost. A packet is lost when three
+newer packets were acknowledged (packet threshold) or it is older than 9/8 of the RTT behind an
+acknowledged one (time threshold). With nothing acknowledged for a probe timeout (PTO), probes go
+out and the timeout doubles. What a lost packet carried is handed back for retransmission in new
+packets: packet numbers are never reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .errors import ProtocolViolation
+from .frames import AckFrame
+from .rtt import TIMER_GRANULARITY, RttEstimator
+
+PACKET_THRESHOLD = 3
+TIME_THRESHOLD = 9 / 8
+PERSISTENT_CONGESTION_THRESHOLD = 3
+MAX_ACK_DELAY = 0.025
+
+
+@attrs.define(slots=True, eq=False)
+class SentPacket:
+    """What we need to know about a packet after sending it."""
+
+    pn: int
+    time_sent: float
+    size: int
+    ack_eliciting: bool
+    in_flight: bool
+    items: list[Any]  # what to retransmit if lost: stream ranges and control frames
+    delivered: int = 0
+    delivered_time: float = 0.0
+    first_sent_time: float = 0.0
+    app_limited: bool = False
+
+
+@attrs.frozen(slots=True)
+class RateSample:
+    """One delivery-rate measurement (bytes per second) and whether the app limited it."""
+
+    delivery_rate: float
+    app_limited: bool
+    rtt: float
+    delivered: int
+    prior_delivered: int
+
+
+@attrs.define(slots=True)
+class AckResult:
+    acked: list[SentPacket]
+    lost: list[SentPacket]
+    rate: RateSample | None
+    persistent_congestion: bool
+    newly_acked_bytes: int
+
+
+class LossRecovery:
+    __slots__ = ("_app_limited_until", "bytes_in_flight", "delivered", "delivered_time",
+                 "eliciting_in_flight", "first_sent_time", "largest_acked", "loss_time", "lost_packets",
+                 "lost_bytes", "pto_count", "rtt", "sent", "time_of_last_eliciting")
+
+    def __init__(self, rtt: RttEstimator) -> None:
+        self.rtt = rtt
+        self.sent: dict[int, SentPacket] = {}
+        self.bytes_in_flight = 0
+        self.largest_acked = -1
+        self.loss_time: float | None = None
+        self.pto_count = 0
+        self.time_of_last_eliciting: float | None = None
+        self.lost_packets = 0
+        self.lost_bytes = 0
+        self.eliciting_in_flight = 0
+        # delivery-rate estimation state
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        self._app_limited_until = 0
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def on_packet_sent(self, packet: SentPacket, app_limited: bool) -> None:
+        if not self.sent:
+            self.first_sent_time = self.delivered_time = packet.time_sent
+        packet.delivered = self.delivered
+        packet.delivered_time = self.delivered_time
+        packet.first_sent_time = self.first_sent_time
+        if app_limited:
+            self._app_limited_until = self.delivered + max(self.bytes_in_flight, 1)
+        packet.app_limited = self._app_limited_until > self.delivered
+        self.sent[packet.pn] = packet
+        if packet.in_flight:
+            self.bytes_in_flight += packet.size
+        if packet.ack_eliciting:
+            self.time_of_last_eliciting = packet.time_sent
+            self.eliciting_in_flight += 1
+
+    # -- acknowledgements -------------------------------------------------------------------------
+
+    def on_ack(self, frame: AckFrame, now: float, next_pn: int) -> AckResult:
+        largest = frame.largest
+        if largest >= next_pn:
+            raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
+        sent = self.sent
+        acked: list[SentPacket] = []
+        if sent:
+            first_outstanding = next(iter(sent))
+            for lo, hi in frame.ranges:
+                if hi < first_outstanding:
+                    break
+                for pn in range(max(lo, first_outstanding), hi + 1):
+                    packet = sent.pop(pn, None)
+                    if packet is not None:
+                        acked.append(packet)
+        if not acked:
+            return AckResult([], [], None, False, 0)
+        acked.sort(key=lambda p: p.pn)
+        newest = acked[-1]
+        if newest.pn > self.largest_acked:
+            self.largest_acked = newest.pn
+            if any(p.ack_eliciting for p in acked):
+                self.rtt.update(now - newest.time_sent, frame.ack_delay / 1e6, MAX_ACK_DELAY)
+        newly = 0
+        for packet in acked:
+            if packet.in_flight:
+                self.bytes_in_flight -= packet.size
+            if packet.ack_eliciting:
+                self.eliciting_in_flight -= 1
+            newly += packet.size
+        rate = self._rate_sample(acked, now)
+        self.pto_count = 0
+        lost, persistent = self._detect_lost(now)
+        return AckResult(acked, lost, rate, persistent, newly)
+
+    def _rate_sample(self, acked: list[SentPacket], now: float) -> RateSample | None:
+        self.delivered += sum(p.size for p in acked)
+        self.delivered_time = now
+        newest = max(acked, key=lambda p: p.time_sent)
+        self.first_sent_time = newest.time_sent
+        send_elapsed = newest.time_sent - newest.first_sent_time
+        ack_elapsed = now - newest.delivered_time
+        interval = max(send_elapsed, ack_elapsed)
+        if interval < TIMER_GRANULARITY / 10:
+            return None
+        delivered = self.delivered - newest.delivered
+        return RateSample(delivered / interval, newest.app_limited, now - newest.time_sent,
+                          self.delivered, newest.delivered)
+
+    # -- loss -------------------------------------------------------------------------------------
+
+    def _detect_lost(self, now: float) -> tuple[list[SentPacket], bool]:
+        self.loss_time = None
+        rtt = self.rtt
+        loss_delay = max(TIME_THRESHOLD * max(rtt.latest, rtt.smoothed), TIMER_GRANULARITY)
+        lost_before = now - loss_delay
+        lost: list[SentPacket] = []
+        for pn, packet in self.sent.items():
+            if pn > self.largest_acked:
+                break
+            if pn <= self.largest_acked - PACKET_THRESHOLD or packet.time_sent <= lost_before:
+                lost.append(packet)
+            else:
+                self.loss_time = packet.time_sent + loss_delay
+                break
+        persistent = False
+        for packet in lost:
+            del self.sent[packet.pn]
+            if packet.in_flight:
+                self.bytes_in_flight -= packet.size
+            if packet.ack_eliciting:
+                self.eliciting_in_flight -= 1
+            self.lost_packets += 1
+            self.lost_bytes += packet.size
+        if len(lost) >= 2 and rtt.has_sample:
+            span = lost[-1].time_sent - lost[0].time_sent
+            duration = (rtt.smoothed + max(4 * rtt.rttvar, TIMER_GRANULARITY) + MAX_ACK_DELAY)
+            persistent = span > duration * PERSISTENT_CONGESTION_THRESHOLD
+        return lost, persistent
+
+    def loss_detection_timer(self) -> float | None:
+        if self.loss_time is not None:
+            return self.loss_time
+        if self.time_of_last_eliciting is None or not self.eliciting_in_flight:
+            return None
+        return self.time_of_last_eliciting + self.rtt.pto(MAX_ACK_DELAY) * (2 ** self.pto_count)
+
+    def on_timeout(self, now: float) -> tuple[list[SentPacket], bool]:
+        """Returns (lost packets, whether to send probes)."""
+        if self.loss_time is not None and now >= self.loss_time:
+            lost, _ = self._detect_lost(now)
+            return lost, False
+        self.pto_count += 1
+        return [], True
+
+    def discard_all(self) -> list[SentPacket]:
+        packets = list(self.sent.values())
+        self.sent.clear()
+        self.bytes_in_flight = 0
+        self.eliciting_in_flight = 0
+        return packets

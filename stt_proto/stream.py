@@ -1,0 +1,282 @@
+"""One stream: a reliable, ordered byte stream carrying length-prefixed messages.
+
+The send side keeps every byte until the peer acknowledges it (so lost ranges can be resent) and
+respects the peer's per-stream window. The receive side reassembles out-of-order data, cuts it into
+whole messages and grants the peer more window only as the application reads, so a reader that
+stops throttles the sender. Buffered bytes stay within the window plus one partial message.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+
+from .errors import ProtocolViolation
+from .rangeset import RangeSet
+from .varint import MAX_VARINT, decode_varint, encode_varint
+
+
+class SendSide:
+    __slots__ = ("_chunks", "_starts", "acked", "buffered_end", "error_code", "fin_acked",
+                 "fin_offset", "fin_sent", "max_data", "reset_sent", "retransmit", "sent_end",
+                 "blocked_at")
+
+    def __init__(self, max_data: int) -> None:
+        self._starts: list[int] = []  # chunk start offsets, ascending
+        self._chunks: list[bytes] = []
+        self.buffered_end = 0  # offset after the last byte written by the application
+        self.sent_end = 0  # offset after the last byte sent at least once
+        self.retransmit = RangeSet()  # lost ranges to send again
+        self.acked = RangeSet()
+        self.max_data = max_data  # the peer's window for this stream
+        self.fin_offset: int | None = None
+        self.fin_sent = False
+        self.fin_acked = False
+        self.reset_sent: int | None = None
+        self.error_code = 0
+        self.blocked_at = -1  # offset at which we last reported STREAM_DATA_BLOCKED
+
+    # -- application side -------------------------------------------------------------------------
+
+    def write_message(self, data: bytes | bytearray | memoryview) -> int:
+        header = encode_varint(len(data))
+        self._append(header)
+        if len(data):
+            self._append(bytes(data))
+        return len(header) + len(data)
+
+    def _append(self, data: bytes) -> None:
+        self._starts.append(self.buffered_end)
+        self._chunks.append(data)
+        self.buffered_end += len(data)
+
+    @property
+    def unacked_bytes(self) -> int:
+        start = self._starts[0] if self._starts else self.buffered_end
+        return self.buffered_end - start
+
+    @property
+    def all_acked(self) -> bool:
+        if self.fin_offset is not None and not self.fin_acked:
+            return False
+        return self.acked.prefix_end(0) >= self.buffered_end
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def has_data(self, conn_credit: int) -> bool:
+        if self.reset_sent is not None:
+            return False
+        if self.retransmit:
+            return True
+        if self.sent_end < self.buffered_end and self.sent_end < self.max_data and conn_credit > 0:
+            return True
+        return self.fin_offset is not None and not self.fin_sent and \
+            self.sent_end == self.buffered_end
+
+    def next_range(self, limit: int, conn_credit: int) -> tuple[int, int, bool, bool]:
+        """The next ``(start, stop, fin, is_new)`` to send, at most ``limit`` bytes."""
+        if self.retransmit:
+            start, stop = self.retransmit.pop_first(limit)  # type: ignore[misc]
+            fin = self.fin_offset is not None and stop == self.fin_offset
+            return start, stop, fin, False
+        stop = min(self.buffered_end, self.sent_end + limit, self.max_data,
+                   self.sent_end + conn_credit)
+        start = self.sent_end
+        self.sent_end = stop
+        fin = self.fin_offset is not None and stop == self.fin_offset
+        if fin:
+            self.fin_sent = True
+        return start, stop, fin, True
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of the stream (still buffered: they are not yet acked)."""
+        starts, chunks = self._starts, self._chunks
+        i = bisect_right(starts, start) - 1
+        out = bytearray()
+        while start < stop:
+            chunk_start = starts[i]
+            chunk = chunks[i]
+            begin = start - chunk_start
+            end = min(len(chunk), stop - chunk_start)
+            out += chunk[begin:end]
+            start = chunk_start + end
+            i += 1
+        return bytes(out)
+
+    def on_acked(self, start: int, stop: int, fin: bool) -> None:
+        self.acked.add(start, stop)
+        if fin:
+            self.fin_acked = True
+        acked_to = self.acked.prefix_end(0)
+        starts, chunks = self._starts, self._chunks
+        drop = 0
+        while drop < len(starts) and starts[drop] + len(chunks[drop]) <= acked_to:
+            drop += 1
+        if drop:
+            del starts[:drop], chunks[:drop]
+
+    def on_lost(self, start: int, stop: int, fin: bool) -> None:
+        if self.reset_sent is not None:
+            return
+        if stop > start:
+            self.retransmit.add(start, stop)
+            for a, b in list(self.acked):
+                if a < stop and b > start:
+                    self.retransmit.subtract(a, b)
+        elif fin and not self.fin_acked:
+            self.fin_sent = False  # a lost FIN-only frame: send the FIN again
+
+
+class RecvSide:
+    __slots__ = ("_heap", "_pending", "_pos", "_received", "_segments", "consumed",
+                 "final_size", "max_data", "max_message", "messages", "read_offset",
+                 "reported", "reset_code", "unread_bytes", "window", "window_updated_at")
+
+    def __init__(self, window: int, max_message: int) -> None:
+        self._segments: dict[int, bytes] = {}
+        self._heap: list[int] = []
+        self._received = RangeSet()
+        self._pending = bytearray()  # in-order bytes not yet cut into messages
+        self._pos = 0
+        self.read_offset = 0  # everything below is in _pending or already messages
+        self.messages: deque[bytes] = deque()
+        self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
+        self.reported = 0  # credit already counted toward the session-level window
+        self.window = window
+        self.max_data = window  # the limit we advertised
+        self.max_message = max_message
+        self.final_size: int | None = None
+        self.reset_code: int | None = None
+        self.window_updated_at = 0.0
+
+    @property
+    def finished(self) -> bool:
+        """The peer's FIN arrived and every byte before it was received and cut into messages."""
+        return self.final_size is not None and self.read_offset == self.final_size \
+            and self._pos == len(self._pending)
+
+    def on_data(self, offset: int, data: bytes, fin: bool) -> int:
+        """Take a STREAM frame; returns how many new bytes extend the highest offset seen."""
+        end = offset + len(data)
+        if end > self.max_data:
+            raise ProtocolViolation(f"stream data to offset {end} exceeds the window "
+                                    f"{self.max_data}")
+        if self.final_size is not None and end > self.final_size:
+            raise ProtocolViolation("stream data past its final size")
+        if fin:
+            if self.final_size is not None and self.final_size != end:
+                raise ProtocolViolation("stream final size changed")
+            if end < self._highest():
+                raise ProtocolViolation("stream final size below data already received")
+            self.final_size = end
+        before = self._highest()
+        if data and end > self.read_offset and not self._received.covers(offset, end):
+            self._received.add(offset, end)
+            if offset <= self.read_offset:
+                self._take(data[self.read_offset - offset:])
+                self._drain_segments()
+            else:
+                if offset not in self._segments or len(self._segments[offset]) < len(data):
+                    if offset not in self._segments:
+                        heapq.heappush(self._heap, offset)
+                    self._segments[offset] = data
+        self._cut_messages()
+        return max(0, self._highest() - before)
+
+    def _highest(self) -> int:
+        highest = self.read_offset
+        for _, stop in self._received:
+            highest = max(highest, stop)
+        return highest
+
+    def _take(self, data: bytes) -> None:
+        self._pending += data
+        self.read_offset += len(data)
+
+    def _drain_segments(self) -> None:
+        heap, segments = self._heap, self._segments
+        while heap and heap[0] <= self.read_offset:
+            offset = heapq.heappop(heap)
+            data = segments.pop(offset)
+            if offset + len(data) > self.read_offset:
+                self._take(data[self.read_offset - offset:])
+
+    def _cut_messages(self) -> None:
+        pending = self._pending
+        pos = self._pos
+        size = len(pending)
+        while pos < size:
+            try:
+                length, body = decode_varint(pending, pos)
+            except Exception:  # DecodeError: the length prefix is still incomplete
+                break
+            if length > self.max_message:
+                raise ProtocolViolation(f"message of {length} bytes exceeds max_message_size "
+                                        f"{self.max_message}")
+            if body + length > size:
+                break
+            self.messages.append(bytes(pending[body : body + length]))
+            self.unread_bytes += body + length - pos
+            pos = body + length
+        if pos > 65536 and pos * 2 > size:
+            del pending[:pos]
+            pos = 0
+        self._pos = pos
+
+    def pop_message(self) -> bytes | None:
+        if not self.messages:
+            return None
+        message = self.messages.popleft()
+        self.unread_bytes -= len(message) + len(encode_varint(len(message)))
+        return message
+
+    def credit(self) -> int:
+        """The stream offset the application has taken off our hands (complete messages read,
+        plus the partial message being assembled, which must be allowed to complete)."""
+        return self.read_offset - self.unread_bytes
+
+    def window_update(self, now: float, srtt: float, max_window: int) -> int | None:
+        """A new MAX_STREAM_DATA limit when half the window has been used, else None.
+        The window doubles (up to ``max_window``) when it was used up within two RTTs."""
+        credit = self.credit()
+        if self.final_size is not None or self.max_data - credit > self.window // 2:
+            return None
+        if now - self.window_updated_at < 2 * srtt and self.window < max_window:
+            self.window = min(self.window * 2, max_window)
+        self.window_updated_at = now
+        new_limit = min(credit + self.window, MAX_VARINT)
+        if new_limit <= self.max_data:
+            return None
+        self.max_data = new_limit
+        return new_limit
+
+
+class Stream:
+    """Both directions of one stream, with its per-stream settings."""
+
+    __slots__ = ("send", "recv", "stream_id", "max_frame_size", "no_delay", "priority",
+                 "hold_until", "local", "app_closed")
+
+    def __init__(self, stream_id: int, *, local: bool, send_window: int, recv_window: int,
+                 max_message: int, max_frame_size: int, no_delay: bool, priority: int) -> None:
+        self.stream_id = stream_id
+        self.local = local
+        self.send = SendSide(send_window)
+        self.recv = RecvSide(recv_window, max_message)
+        self.max_frame_size = max_frame_size
+        self.no_delay = no_delay
+        self.priority = priority
+        self.hold_until: float | None = None
+        self.app_closed = False
+
+    @property
+    def send_done(self) -> bool:
+        s = self.send
+        return s.reset_sent is not None or (s.fin_offset is not None and s.fin_acked
+                                            and s.all_acked)
+
+    @property
+    def recv_done(self) -> bool:
+        r = self.recv
+        return r.reset_code is not None or (r.finished and not r.messages)

@@ -1,0 +1,437 @@
+"""All streams of a session: ids, limits, connection-level flow control, scheduling, and the
+translation between stream state and STREAM / flow-control frames.
+
+Ids: the initiator opens even ids, the responder odd ones, so they never collide. Each side may
+have at most the peer's ``max_concurrent_streams`` open at once; MAX_STREAMS raises that allowance
+as streams finish. Sending is scheduled by priority (higher first) and round-robin among equals;
+a stream that is blocked by its own window is skipped, so it never holds up the others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .errors import ProtocolViolation, StreamLimitError, UsageError
+from .frames import (
+    DataBlockedFrame,
+    Frame,
+    MaxDataFrame,
+    MaxStreamDataFrame,
+    MaxStreamsFrame,
+    ResetStreamFrame,
+    StopSendingFrame,
+    StreamDataBlockedFrame,
+    StreamFrame,
+    encode_frame,
+)
+from .events import (
+    StreamEnded,
+    StreamFlushed,
+    StreamOpened,
+    StreamReadable,
+    StreamResetByPeer,
+    StreamWritable,
+)
+from .handshake_payload import TransportSettings
+from .stream import Stream
+from .varint import varint_size
+
+STREAM_FRAME_OVERHEAD = 1 + 8 + 8 + 4  # type, id, offset, length varints at their largest
+
+
+class StreamManager:
+    def __init__(self, *, is_initiator: bool, local: TransportSettings,
+                 peer: TransportSettings, send_buffer: int, recv_buffer: int,
+                 no_delay: bool, emit: Any) -> None:
+        self.streams: dict[int, Stream] = {}
+        self._is_initiator = is_initiator
+        self._local = local
+        self._peer = peer
+        self._emit = emit
+        self._send_buffer = send_buffer
+        self._no_delay = no_delay
+        self._next_local_index = 0
+        self._local_allowed = peer.max_concurrent_streams  # cumulative streams we may open
+        self._peer_allowed = local.max_concurrent_streams  # cumulative the peer may open
+        self._peer_opened = 0  # highest peer stream index + 1
+        self._peer_closed = 0
+        self._max_streams_pending = False
+        # connection-level flow control
+        self.conn_send_max = peer.initial_max_data
+        self.conn_sent = 0  # highest new-data offsets summed over streams
+        self.conn_recv_max = local.initial_max_data
+        self.conn_recv_window = local.initial_max_data
+        self.conn_received = 0
+        self.conn_consumed = 0  # session-level credit given back (sum of stream credits)
+        self._window_dirty: set[int] = set()
+        self._conn_window_at = 0.0
+        self.max_recv_window = max(recv_buffer * 4, local.initial_max_data)
+        self._control: deque[Frame] = deque()
+        self._ready: dict[int, deque[int]] = {}
+        self._in_ready: set[int] = set()
+        self._blocked_writers: set[int] = set()
+        self._data_blocked_at = -1
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _local_id(self, index: int) -> int:
+        return index * 2 + (0 if self._is_initiator else 1)
+
+    def _is_local(self, stream_id: int) -> bool:
+        return (stream_id % 2 == 0) == self._is_initiator
+
+    def open(self, max_frame_size: int, no_delay: bool | None, priority: int) -> Stream:
+        if self._next_local_index >= self._local_allowed:
+            raise StreamLimitError(
+                f"the peer allows {self._peer.max_concurrent_streams} concurrent streams and "
+                f"all are in use")
+        stream_id = self._local_id(self._next_local_index)
+        self._next_local_index += 1
+        stream = self._make(stream_id, local=True, max_frame_size=max_frame_size,
+                            no_delay=self._no_delay if no_delay is None else no_delay,
+                            priority=priority)
+        return stream
+
+    def _make(self, stream_id: int, *, local: bool, max_frame_size: int, no_delay: bool,
+              priority: int) -> Stream:
+        stream = Stream(stream_id, local=local, send_window=self._peer.initial_max_stream_data,
+                        recv_window=self._local.initial_max_stream_data,
+                        max_message=self._local.max_message_size,
+                        max_frame_size=max_frame_size, no_delay=no_delay, priority=priority)
+        self.streams[stream_id] = stream
+        return stream
+
+    def _peer_stream(self, stream_id: int) -> Stream | None:
+        """The stream a peer frame names, opening it if new; None if it is already gone."""
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            return stream
+        if self._is_local(stream_id):
+            if stream_id // 2 < self._next_local_index:
+                return None  # one of ours, already finished
+            raise ProtocolViolation(f"frame for stream {stream_id}, which we never opened")
+        index = stream_id // 2
+        if index < self._peer_opened:
+            return None  # finished and forgotten
+        if index >= self._peer_allowed:
+            raise ProtocolViolation(f"peer opened stream {stream_id} beyond its allowance of "
+                                    f"{self._peer_allowed} streams")
+        self._peer_opened = index + 1
+        stream = self._make(stream_id, local=False, max_frame_size=self._local.max_frame_size,
+                            no_delay=self._no_delay, priority=0)
+        self._emit(StreamOpened(stream_id))
+        return stream
+
+    @property
+    def open_count(self) -> int:
+        return len(self.streams)
+
+    # -- application ------------------------------------------------------------------------------
+
+    def get(self, stream_id: int) -> Stream:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise UsageError(f"stream {stream_id} is not open")
+        return stream
+
+    def send_message(self, stream_id: int, data: bytes | bytearray | memoryview,
+                     now: float, hold: float) -> bool:
+        stream = self.get(stream_id)
+        send = stream.send
+        if stream.app_closed or send.fin_offset is not None or send.reset_sent is not None:
+            raise UsageError(f"stream {stream_id} is closed for sending")
+        if len(data) > self._peer.max_message_size:
+            raise UsageError(f"message of {len(data)} bytes exceeds the peer's max_message_size "
+                             f"{self._peer.max_message_size}")
+        if send.unacked_bytes >= self._send_buffer:
+            self._blocked_writers.add(stream_id)
+            return False
+        send.write_message(data)
+        self.bytes_sent += len(data)
+        if not stream.no_delay and stream.hold_until is None:
+            stream.hold_until = now + hold
+        self._make_ready(stream)
+        return True
+
+    def receive_message(self, stream_id: int) -> bytes | None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return None
+        message = stream.recv.pop_message()
+        if message is not None:
+            self._window_dirty.add(stream_id)
+            self._maybe_forget(stream)
+        return message
+
+    def close_stream(self, stream_id: int) -> None:
+        stream = self.get(stream_id)
+        stream.app_closed = True
+        if stream.send.fin_offset is None and stream.send.reset_sent is None:
+            stream.send.fin_offset = stream.send.buffered_end
+            self._make_ready(stream)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        send = stream.send
+        if send.reset_sent is None and not (send.fin_offset is not None and send.fin_acked):
+            send.reset_sent = error_code
+            self._control.append(ResetStreamFrame(stream_id, error_code, send.sent_end))
+        if stream.recv.reset_code is None and not stream.recv.finished:
+            stream.recv.reset_code = error_code
+            self._control.append(StopSendingFrame(stream_id, error_code))
+            stream.recv.messages.clear()
+        self._maybe_forget(stream)
+
+    # -- flow control -----------------------------------------------------------------------------
+
+    def conn_credit_left(self) -> int:
+        return self.conn_send_max - self.conn_sent
+
+    def collect_window_updates(self, now: float, srtt: float) -> None:
+        """Queue MAX_STREAM_DATA / MAX_DATA where the application has freed half a window.
+        Only streams that received or released data since the last call are looked at."""
+        dirty, self._window_dirty = self._window_dirty, set()
+        for stream_id in dirty:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                continue
+            recv = stream.recv
+            credit = recv.credit()
+            self.conn_consumed += credit - recv.reported
+            recv.reported = credit
+            limit = recv.window_update(now, srtt, self.max_recv_window)
+            if limit is not None:
+                self._control.append(MaxStreamDataFrame(stream.stream_id, limit))
+        if self.conn_recv_max - self.conn_consumed <= self.conn_recv_window // 2:
+            if now - self._conn_window_at < 2 * srtt:
+                self.conn_recv_window = min(self.conn_recv_window * 2, 2 * self.max_recv_window)
+            self._conn_window_at = now
+            self.conn_recv_max = self.conn_consumed + self.conn_recv_window
+            self._control.append(MaxDataFrame(self.conn_recv_max))
+
+    @property
+    def windows_dirty(self) -> bool:
+        return bool(self._window_dirty)
+
+    # -- incoming frames --------------------------------------------------------------------------
+
+    def on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, StreamFrame):
+            self._on_stream(frame)
+        elif isinstance(frame, MaxStreamDataFrame):
+            stream = self._stream_for_peer_update(frame.stream_id)
+            if stream is not None and frame.maximum > stream.send.max_data:
+                stream.send.max_data = frame.maximum
+                self._make_ready(stream)
+        elif isinstance(frame, MaxDataFrame):
+            if frame.maximum > self.conn_send_max:
+                self.conn_send_max = frame.maximum
+                for stream in self.streams.values():
+                    self._make_ready(stream)
+        elif isinstance(frame, MaxStreamsFrame):
+            self._local_allowed = max(self._local_allowed, frame.maximum)
+        elif isinstance(frame, ResetStreamFrame):
+            stream = self._peer_stream(frame.stream_id)
+            if stream is not None and stream.recv.reset_code is None:
+                recv = stream.recv
+                if recv.final_size is not None and recv.final_size != frame.final_size:
+                    raise ProtocolViolation("RESET_STREAM changes the final size")
+                recv.reset_code = frame.error_code
+                recv.messages.clear()
+                self._emit(StreamResetByPeer(frame.stream_id, frame.error_code))
+                self._maybe_forget(stream)
+        elif isinstance(frame, StopSendingFrame):
+            stream = self._stream_for_peer_update(frame.stream_id)
+            if stream is not None and stream.send.reset_sent is None:
+                stream.send.reset_sent = frame.error_code
+                self._control.append(ResetStreamFrame(frame.stream_id, frame.error_code,
+                                                      stream.send.sent_end))
+                self._emit(StreamResetByPeer(frame.stream_id, frame.error_code))
+                self._maybe_forget(stream)
+        elif isinstance(frame, DataBlockedFrame | StreamDataBlockedFrame):
+            pass  # informational: our window updates follow the application's reads
+        else:  # pragma: no cover - the session routes only these frames here
+            raise ProtocolViolation(f"unexpected {type(frame).__name__}")
+
+    def _stream_for_peer_update(self, stream_id: int) -> Stream | None:
+        return self._peer_stream(stream_id)
+
+    def _on_stream(self, frame: StreamFrame) -> None:
+        stream = self._peer_stream(frame.stream_id)
+        if stream is None or stream.recv.reset_code is not None:
+            return
+        recv = stream.recv
+        had = len(recv.messages)
+        grown = recv.on_data(frame.offset, frame.data, frame.fin)
+        self._window_dirty.add(frame.stream_id)
+        self.conn_received += grown
+        if self.conn_received > self.conn_recv_max:
+            raise ProtocolViolation("peer exceeded the session's flow-control window")
+        if len(recv.messages) > had:
+            self.bytes_received += sum(len(m) for m in list(recv.messages)[had:])
+            self._emit(StreamReadable(frame.stream_id))
+        if recv.finished and frame.fin:
+            self._emit(StreamEnded(frame.stream_id))
+        elif recv.finished and not frame.fin and grown:
+            self._emit(StreamEnded(frame.stream_id))
+
+    # -- acknowledgement and loss -----------------------------------------------------------------
+
+    def on_item_acked(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind != "stream":
+            return
+        _, stream_id, start, stop, fin = item
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        send = stream.send
+        was_flushed = send.all_acked
+        send.on_acked(start, stop, fin)
+        if send.all_acked and not was_flushed:
+            self._emit(StreamFlushed(stream_id))
+        if stream_id in self._blocked_writers and send.unacked_bytes < self._send_buffer:
+            self._blocked_writers.discard(stream_id)
+            self._emit(StreamWritable(stream_id))
+        self._maybe_forget(stream)
+
+    def on_item_lost(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "stream":
+            _, stream_id, start, stop, fin = item
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.send.on_lost(start, stop, fin)
+                self._make_ready(stream)
+        elif kind == "control":
+            frame = item[1]
+            if isinstance(frame, ResetStreamFrame | StopSendingFrame):
+                self._control.append(frame)
+            elif isinstance(frame, MaxStreamsFrame):
+                self._max_streams_pending = True
+            elif isinstance(frame, MaxDataFrame) and frame.maximum == self.conn_recv_max:
+                self._control.append(frame)
+            elif isinstance(frame, MaxStreamDataFrame):
+                stream = self.streams.get(frame.stream_id)
+                if stream is not None and stream.recv.max_data == frame.maximum:
+                    self._control.append(frame)
+
+    # -- forgetting finished streams --------------------------------------------------------------
+
+    def _maybe_forget(self, stream: Stream) -> None:
+        if not (stream.send_done and stream.recv_done):
+            return
+        if stream.local and not stream.app_closed and stream.send.reset_sent is None:
+            return
+        del self.streams[stream.stream_id]
+        self._in_ready.discard(stream.stream_id)
+        self._blocked_writers.discard(stream.stream_id)
+        if not stream.local:
+            self._peer_closed += 1
+            self._peer_allowed = self._peer_closed + self._local.max_concurrent_streams
+            self._max_streams_pending = True
+        recv = stream.recv
+        final = recv.final_size if recv.final_size is not None else recv.credit()
+        self.conn_consumed += max(final, recv.credit()) - recv.reported
+
+    # -- scheduling and packet filling ------------------------------------------------------------
+
+    def _make_ready(self, stream: Stream) -> None:
+        sid = stream.stream_id
+        if sid in self._in_ready:
+            return
+        self._in_ready.add(sid)
+        self._ready.setdefault(stream.priority, deque()).append(sid)
+
+    def next_hold_deadline(self) -> float | None:
+        deadlines = [s.hold_until for sid in self._in_ready
+                     if (s := self.streams.get(sid)) is not None and s.hold_until is not None]
+        return min(deadlines) if deadlines else None
+
+    def has_pending(self) -> bool:
+        return bool(self._control) or self._max_streams_pending or bool(self._in_ready)
+
+    def fill(self, payload: bytearray, space: int, items: list[Any], now: float,
+             in_flight: int) -> None:
+        """Append control and STREAM frames to ``payload`` within ``space`` bytes."""
+        control = self._control
+        if self._max_streams_pending:
+            control.append(MaxStreamsFrame(self._peer_allowed))
+            self._max_streams_pending = False
+        while control:
+            frame = control[0]
+            scratch = bytearray()
+            encode_frame(frame, scratch)
+            if len(scratch) > space - len(payload):
+                return
+            control.popleft()
+            payload += scratch
+            items.append(("control", frame))
+        for priority in sorted(self._ready, reverse=True):
+            queue = self._ready[priority]
+            rounds = len(queue)
+            while queue and rounds > 0:
+                rounds -= 1
+                room = space - len(payload) - STREAM_FRAME_OVERHEAD
+                if room <= 0:
+                    return
+                sid = queue.popleft()
+                stream = self.streams.get(sid)
+                if stream is None:
+                    self._in_ready.discard(sid)
+                    continue
+                keep = self._write_stream(stream, payload, room, items, now, in_flight)
+                if keep:
+                    queue.append(sid)
+                else:
+                    self._in_ready.discard(sid)
+            if not queue:
+                del self._ready[priority]
+        self._note_blocked()
+
+    def _write_stream(self, stream: Stream, payload: bytearray, room: int,
+                      items: list[Any], now: float, in_flight: int) -> bool:
+        send = stream.send
+        credit = self.conn_credit_left()
+        if not send.has_data(credit):
+            if (send.sent_end < send.buffered_end and send.sent_end >= send.max_data
+                    and send.blocked_at != send.max_data):
+                send.blocked_at = send.max_data
+                self._control.append(StreamDataBlockedFrame(stream.stream_id, send.max_data))
+            return False
+        limit = min(room, stream.max_frame_size - STREAM_FRAME_OVERHEAD)
+        if not send.retransmit and not self._may_send_now(stream, limit, in_flight, now):
+            return True
+        start, stop, fin, is_new = send.next_range(limit, credit)
+        if is_new:
+            self.conn_sent += stop - start
+        data = send.read(start, stop) if stop > start else b""
+        encode_frame(StreamFrame(stream.stream_id, start, data, fin), payload)
+        items.append(("stream", stream.stream_id, start, stop, fin))
+        if send.sent_end >= send.buffered_end:
+            stream.hold_until = None
+        return send.has_data(self.conn_credit_left())
+
+    def _may_send_now(self, stream: Stream, limit: int, in_flight: int, now: float) -> bool:
+        """Small-message coalescing: without ``no_delay`` a partial frame waits while earlier
+        data is unacknowledged, at most until ``hold_until``."""
+        send = stream.send
+        if stream.no_delay or in_flight == 0 or send.fin_offset is not None:
+            return True
+        if send.buffered_end - send.sent_end >= limit:
+            return True
+        return stream.hold_until is None or now >= stream.hold_until
+
+    def _note_blocked(self) -> None:
+        if self.conn_credit_left() <= 0 and self._data_blocked_at != self.conn_send_max:
+            if any(s.send.sent_end < s.send.buffered_end for s in self.streams.values()):
+                self._data_blocked_at = self.conn_send_max
+                self._control.append(DataBlockedFrame(self.conn_send_max))
+
+
+__all__ = ["StreamManager", "varint_size"]
