@@ -97,6 +97,7 @@ class DataPlane:
         if result.acked:
             self.cc.on_ack(result.acked, result.rate, self.rtt, self.recovery.bytes_in_flight,
                            now)
+            streams.send_buffer_floor = 2 * self.cc.cwnd
             if result.rate is not None and not result.rate.app_limited:
                 rate = result.rate.delivery_rate
                 self.send_rate = rate if not self.send_rate else 0.875 * self.send_rate + \

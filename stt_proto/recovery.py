@@ -156,12 +156,13 @@ class LossRecovery:
         self.loss_time = None
         rtt = self.rtt
         loss_delay = max(TIME_THRESHOLD * max(rtt.latest, rtt.smoothed), TIMER_GRANULARITY)
-        lost_before = now - loss_delay
         lost: list[SentPacket] = []
         for pn, packet in self.sent.items():
             if pn > self.largest_acked:
                 break
-            if pn <= self.largest_acked - PACKET_THRESHOLD or packet.time_sent <= lost_before:
+            # the same expression as loss_time below, so equality at the deadline is exact
+            if (pn <= self.largest_acked - PACKET_THRESHOLD
+                    or packet.time_sent + loss_delay <= now):
                 lost.append(packet)
             else:
                 self.loss_time = packet.time_sent + loss_delay

@@ -50,6 +50,7 @@ class StreamManager:
         self._peer = peer
         self._emit = emit
         self._send_buffer = send_buffer
+        self.send_buffer_floor = 0  # raised to 2 x cwnd so the buffer never starves the pipe
         self._no_delay = no_delay
         self._next_local_index = 0
         self._local_allowed = peer.max_concurrent_streams  # cumulative streams we may open
@@ -146,7 +147,7 @@ class StreamManager:
         if len(data) > self._peer.max_message_size:
             raise UsageError(f"message of {len(data)} bytes exceeds the peer's max_message_size "
                              f"{self._peer.max_message_size}")
-        if send.unacked_bytes >= self._send_buffer:
+        if send.unacked_bytes >= self.send_buffer_limit:
             self._blocked_writers.add(stream_id)
             return False
         send.write_message(data)
@@ -155,6 +156,11 @@ class StreamManager:
             stream.hold_until = now + hold
         self._make_ready(stream)
         return True
+
+    @property
+    def send_buffer_limit(self) -> int:
+        """Unacknowledged bytes a stream may hold before ``send_message`` refuses more."""
+        return max(self._send_buffer, self.send_buffer_floor)
 
     def receive_message(self, stream_id: int) -> bytes | None:
         stream = self.streams.get(stream_id)
@@ -295,7 +301,7 @@ class StreamManager:
         send.on_acked(start, stop, fin)
         if send.all_acked and not was_flushed:
             self._emit(StreamFlushed(stream_id))
-        if stream_id in self._blocked_writers and send.unacked_bytes < self._send_buffer:
+        if stream_id in self._blocked_writers and send.unacked_bytes < self.send_buffer_limit:
             self._blocked_writers.discard(stream_id)
             self._emit(StreamWritable(stream_id))
         self._maybe_forget(stream)

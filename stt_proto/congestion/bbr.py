@@ -81,8 +81,10 @@ class Bbr(CongestionController):
         self.btl_bw = max(bw for _, bw in samples)
 
     def _check_full_pipe(self, rate: RateSample) -> None:
-        if self.filled_pipe or not self._round_start or rate.app_limited:
+        if self.filled_pipe or not self._round_start:
             return
+        if rate.app_limited and rate.delivery_rate < self.btl_bw:
+            return  # an app-limited sample below the estimate says nothing about the pipe
         if self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
             self._full_bw = self.btl_bw
             self._full_bw_count = 0
