@@ -47,12 +47,12 @@ class Pacer:
 class DataPlane:
     def __init__(self, *, config: NodeConfig, is_initiator: bool, local: TransportSettings,
                  peer: TransportSettings, rtt: RttEstimator,
-                 emit: Callable[[Any], None]) -> None:
+                 emit: Callable[[Any], None], seed: int = 0) -> None:
         self.max_datagram = min(config.max_frame_size, peer.max_frame_size)
         self.rtt = rtt
         self.recovery = LossRecovery(rtt)
         self.cc: CongestionController = make_controller(config.congestion_control,
-                                                        self.max_datagram)
+                                                        self.max_datagram, seed)
         self.pacer = Pacer()
         self.streams = StreamManager(is_initiator=is_initiator, local=local, peer=peer,
                                      send_buffer=config.send_buffer_size,

@@ -60,9 +60,23 @@ class AckResult:
 
 
 class LossRecovery:
-    __slots__ = ("_app_limited_until", "bytes_in_flight", "delivered", "delivered_time",
-                 "eliciting_in_flight", "first_sent_time", "largest_acked", "loss_time", "lost_packets",
-                 "lost_bytes", "pto_count", "rtt", "sent", "time_of_last_eliciting")
+    __slots__ = (
+        "_app_limited_until",
+        "bytes_in_flight",
+        "delivered",
+        "delivered_time",
+        "eliciting_in_flight",
+        "first_sent_time",
+        "largest_acked",
+        "loss_time",
+        "lost_bytes",
+        "lost_packets",
+        "pto_count",
+        "rtt",
+        "sent",
+        "sent_count",
+        "time_of_last_eliciting",
+    )
 
     def __init__(self, rtt: RttEstimator) -> None:
         self.rtt = rtt
@@ -75,6 +89,7 @@ class LossRecovery:
         self.lost_packets = 0
         self.lost_bytes = 0
         self.eliciting_in_flight = 0
+        self.sent_count = 0  # packets that counted toward bytes in flight
         # delivery-rate estimation state
         self.delivered = 0
         self.delivered_time = 0.0
@@ -93,6 +108,7 @@ class LossRecovery:
             self._app_limited_until = self.delivered + max(self.bytes_in_flight, 1)
         packet.app_limited = self._app_limited_until > self.delivered
         self.sent[packet.pn] = packet
+        self.sent_count += 1
         if packet.in_flight:
             self.bytes_in_flight += packet.size
         if packet.ack_eliciting:
@@ -187,7 +203,8 @@ class LossRecovery:
             return self.loss_time
         if self.time_of_last_eliciting is None or not self.eliciting_in_flight:
             return None
-        return self.time_of_last_eliciting + self.rtt.pto(MAX_ACK_DELAY) * (2 ** self.pto_count)
+        backoff: float = 2.0 ** self.pto_count
+        return self.time_of_last_eliciting + self.rtt.pto(MAX_ACK_DELAY) * backoff
 
     def on_timeout(self, now: float) -> tuple[list[SentPacket], bool]:
         """Returns (lost packets, whether to send probes)."""

@@ -268,13 +268,27 @@ class Session:
 
     def get_stats(self) -> SessionStats:
         c = self.counters
+        data = self.data
+        lost = data.recovery.lost_packets if data else 0
+        in_flight_sent = data.recovery.sent_count if data else 0
+        streams = data.streams if data else None
         return SessionStats(
+            bytes_sent=(streams.bytes_sent + data.datagram_bytes_sent) if data and streams else 0,
+            bytes_received=(streams.bytes_received + data.datagram_bytes_received)
+            if data and streams else 0,
             packets_sent=c.packets_sent, packets_received=c.packets_received,
-            bytes_sent_wire=c.bytes_sent_wire, bytes_received_wire=c.bytes_received_wire,
+            packets_lost=lost,
             rtt_ms=self.rtt.smoothed * 1000, rtt_min_ms=self.rtt.min_rtt * 1000,
+            loss_rate=lost / in_flight_sent if in_flight_sent else 0.0,
+            throughput_mbps=(data.send_rate * 8 / 1e6) if data else 0.0,
+            cwnd_bytes=data.cc.cwnd if data else 0,
+            streams_open=streams.open_count if streams else 0,
+            bytes_sent_wire=c.bytes_sent_wire, bytes_received_wire=c.bytes_received_wire,
             replays_dropped=c.replays_dropped, decrypt_failures=c.decrypt_failures,
             key_updates_sent=c.key_updates_sent, key_updates_received=c.key_updates_received,
             pings_sent=c.pings_sent,
+            datagrams_dropped=data.datagrams_dropped if data else 0,
+            congestion_control=self.config.congestion_control,
             cipher=self.handshake_result.cipher if self.handshake_result else "",
         )
 
@@ -640,7 +654,8 @@ class Session:
         self._recv_keys = RecvKeys(result.recv)
         self.data = DataPlane(config=self.config, is_initiator=self.is_initiator,
                               local=local_settings(self.config), peer=result.peer_settings,
-                              rtt=self.rtt, emit=self._events.append)
+                              rtt=self.rtt, emit=self._events.append,
+                              seed=self._rng.token_bytes(1)[0])
         self.state = State.ESTABLISHED
         self._last_received = self._last_sent = self._last_ping = now
 

@@ -89,6 +89,12 @@ class Network:
         if both_ways:
             self._links[(b, a)] = _Link(profile)
 
+    def share_link(self, pairs: list[tuple[Address, Address]], profile: LinkProfile) -> None:
+        """Make several (source, destination) directions share one bottleneck and its queue."""
+        link = _Link(profile)
+        for pair in pairs:
+            self._links[pair] = link
+
     def link_counters(self, a: Address, b: Address) -> LinkCounters:
         return self._link(a, b).counters
 

@@ -34,17 +34,28 @@ class SessionCounters:
 
 @attrs.frozen(slots=True)
 class SessionStats:
-    """A snapshot of one session; ``rtt_*`` in milliseconds."""
+    """A snapshot of one session, computed from protocol state. ``rtt_*`` in milliseconds;
+    ``bytes_*`` count application payload (stream messages and datagrams), ``*_wire`` whole
+    datagrams; ``throughput_mbps`` is the smoothed delivery rate of recent sending."""
 
+    bytes_sent: int
+    bytes_received: int
     packets_sent: int
     packets_received: int
-    bytes_sent_wire: int
-    bytes_received_wire: int
+    packets_lost: int
     rtt_ms: float
     rtt_min_ms: float
+    loss_rate: float
+    throughput_mbps: float
+    cwnd_bytes: int
+    streams_open: int
+    bytes_sent_wire: int
+    bytes_received_wire: int
     replays_dropped: int
     decrypt_failures: int
     key_updates_sent: int
     key_updates_received: int
     pings_sent: int
+    datagrams_dropped: int
+    congestion_control: str
     cipher: str

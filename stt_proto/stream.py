@@ -18,9 +18,21 @@ from .varint import MAX_VARINT, decode_varint, encode_varint
 
 
 class SendSide:
-    __slots__ = ("_chunks", "_starts", "acked", "buffered_end", "error_code", "fin_acked",
-                 "fin_offset", "fin_sent", "max_data", "reset_sent", "retransmit", "sent_end",
-                 "blocked_at")
+    __slots__ = (
+        "_chunks",
+        "_starts",
+        "acked",
+        "blocked_at",
+        "buffered_end",
+        "error_code",
+        "fin_acked",
+        "fin_offset",
+        "fin_sent",
+        "max_data",
+        "reset_sent",
+        "retransmit",
+        "sent_end",
+    )
 
     def __init__(self, max_data: int) -> None:
         self._starts: list[int] = []  # chunk start offsets, ascending
@@ -255,8 +267,17 @@ class RecvSide:
 class Stream:
     """Both directions of one stream, with its per-stream settings."""
 
-    __slots__ = ("send", "recv", "stream_id", "max_frame_size", "no_delay", "priority",
-                 "hold_until", "local", "app_closed")
+    __slots__ = (
+        "app_closed",
+        "hold_until",
+        "local",
+        "max_frame_size",
+        "no_delay",
+        "priority",
+        "recv",
+        "send",
+        "stream_id",
+    )
 
     def __init__(self, stream_id: int, *, local: bool, send_window: int, recv_window: int,
                  max_message: int, max_frame_size: int, no_delay: bool, priority: int) -> None:

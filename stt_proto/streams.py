@@ -13,6 +13,14 @@ from collections import deque
 from typing import Any
 
 from .errors import ProtocolViolation, StreamLimitError, UsageError
+from .events import (
+    StreamEnded,
+    StreamFlushed,
+    StreamOpened,
+    StreamReadable,
+    StreamResetByPeer,
+    StreamWritable,
+)
 from .frames import (
     DataBlockedFrame,
     Frame,
@@ -24,14 +32,6 @@ from .frames import (
     StreamDataBlockedFrame,
     StreamFrame,
     encode_frame,
-)
-from .events import (
-    StreamEnded,
-    StreamFlushed,
-    StreamOpened,
-    StreamReadable,
-    StreamResetByPeer,
-    StreamWritable,
 )
 from .handshake_payload import TransportSettings
 from .stream import Stream
@@ -281,9 +281,7 @@ class StreamManager:
         if len(recv.messages) > had:
             self.bytes_received += sum(len(m) for m in list(recv.messages)[had:])
             self._emit(StreamReadable(frame.stream_id))
-        if recv.finished and frame.fin:
-            self._emit(StreamEnded(frame.stream_id))
-        elif recv.finished and not frame.fin and grown:
+        if (recv.finished and frame.fin) or (recv.finished and not frame.fin and grown):
             self._emit(StreamEnded(frame.stream_id))
 
     # -- acknowledgement and loss -----------------------------------------------------------------
@@ -434,10 +432,10 @@ class StreamManager:
         return stream.hold_until is None or now >= stream.hold_until
 
     def _note_blocked(self) -> None:
-        if self.conn_credit_left() <= 0 and self._data_blocked_at != self.conn_send_max:
-            if any(s.send.sent_end < s.send.buffered_end for s in self.streams.values()):
-                self._data_blocked_at = self.conn_send_max
-                self._control.append(DataBlockedFrame(self.conn_send_max))
+        if (self.conn_credit_left() <= 0 and self._data_blocked_at != self.conn_send_max
+                and any(s.send.sent_end < s.send.buffered_end for s in self.streams.values())):
+            self._data_blocked_at = self.conn_send_max
+            self._control.append(DataBlockedFrame(self.conn_send_max))
 
 
 __all__ = ["StreamManager", "varint_size"]

@@ -14,9 +14,10 @@ CONTROLLERS: dict[str, type[CongestionController]] = {
 }
 
 
-def make_controller(name: str, max_datagram: int) -> CongestionController:
+def make_controller(name: str, max_datagram: int, seed: int = 0) -> CongestionController:
+    """``seed`` (from the session's random source) desynchronises flows that start together."""
     try:
-        return CONTROLLERS[name](max_datagram)
+        return CONTROLLERS[name](max_datagram, seed)
     except KeyError:
         raise ValueError(f"unknown congestion controller {name!r}") from None
 

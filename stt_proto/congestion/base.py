@@ -14,7 +14,7 @@ class CongestionController:
 
     name = "base"
 
-    def __init__(self, max_datagram: int) -> None:
+    def __init__(self, max_datagram: int, seed: int = 0) -> None:
         self.max_datagram = max_datagram
         self.cwnd = INITIAL_WINDOW_PACKETS * max_datagram
         self.ssthresh: float = float("inf")

@@ -1,7 +1,7 @@
 """A model-based controller in the style of BBR (v1).
 
 It estimates the bottleneck bandwidth (windowed maximum of delivery-rate samples over ten round
-trips) and the minimum RTT (over ten seconds), paces at ``gain × bandwidth`` and caps the data in
+trips) and the minimum RTT (over ten seconds), paces at ``gain x bandwidth`` and caps the data in
 flight at twice the bandwidth-delay product. Random loss does not shrink the model, so unlike
 Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
 one base RTT.
@@ -36,8 +36,9 @@ class Mode(Enum):
 class Bbr(CongestionController):
     name = "bbr"
 
-    def __init__(self, max_datagram: int) -> None:
+    def __init__(self, max_datagram: int, seed: int = 0) -> None:
         super().__init__(max_datagram)
+        self._seed = seed
         self.mode = Mode.STARTUP
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_GAIN
@@ -138,7 +139,11 @@ class Bbr(CongestionController):
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = Mode.PROBE_BW
         self.cwnd_gain = CWND_GAIN
-        self._cycle_index = 2  # start cruising; the probe comes in turn
+        # Start at a per-session phase of the cycle (never the draining 0.75 phase), so flows
+        # sharing a bottleneck do not probe in lockstep, which slows their convergence.
+        self._cycle_index = (2 + self._seed % (len(PROBE_BW_GAINS) - 1)) % len(PROBE_BW_GAINS)
+        if self._cycle_index == 1:
+            self._cycle_index = 0
         self._cycle_stamp = now
         self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
 

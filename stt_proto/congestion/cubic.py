@@ -13,8 +13,8 @@ BETA = 0.7
 class Cubic(CongestionController):
     name = "cubic"
 
-    def __init__(self, max_datagram: int) -> None:
-        super().__init__(max_datagram)
+    def __init__(self, max_datagram: int, seed: int = 0) -> None:
+        super().__init__(max_datagram, seed)
         self.recovery_start = -1.0
         self.w_max = 0.0
         self.k = 0.0

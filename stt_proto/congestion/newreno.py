@@ -12,8 +12,8 @@ LOSS_REDUCTION = 0.5
 class NewReno(CongestionController):
     name = "newreno"
 
-    def __init__(self, max_datagram: int) -> None:
-        super().__init__(max_datagram)
+    def __init__(self, max_datagram: int, seed: int = 0) -> None:
+        super().__init__(max_datagram, seed)
         self.recovery_start = -1.0
         self._acked_in_ca = 0
 
