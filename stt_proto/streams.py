@@ -120,11 +120,15 @@ class StreamManager:
         if index >= self._peer_allowed:
             raise ProtocolViolation(f"peer opened stream {stream_id} beyond its allowance of "
                                     f"{self._peer_allowed} streams")
+        # Opening a stream implicitly opens every lower id of the peer's (frames for them may
+        # simply be late), so ids below _peer_opened are either live or finished.
+        for lower in range(self._peer_opened, index + 1):
+            lower_id = lower * 2 + (1 if self._is_initiator else 0)
+            self._make(lower_id, local=False, max_frame_size=self._local.max_frame_size,
+                       no_delay=self._no_delay, priority=0)
+            self._emit(StreamOpened(lower_id))
         self._peer_opened = index + 1
-        stream = self._make(stream_id, local=False, max_frame_size=self._local.max_frame_size,
-                            no_delay=self._no_delay, priority=0)
-        self._emit(StreamOpened(stream_id))
-        return stream
+        return self.streams[stream_id]
 
     @property
     def open_count(self) -> int:

@@ -1,0 +1,279 @@
+"""Stream semantics: no_delay, flush, priorities, resets, limits, datagrams, ACK validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from stt_proto import ProtocolViolation, Session, SessionTerminated, State, StreamLimitError
+from stt_proto.events import (
+    DatagramReceived,
+    StreamEnded,
+    StreamFlushed,
+    StreamOpened,
+    StreamReadable,
+    StreamResetByPeer,
+)
+from stt_proto.frames import AckFrame, MaxStreamsFrame, StreamFrame, encode_frames
+from stt_proto.packet import PacketType, parse_packet
+from stt_proto.sim import LinkProfile
+
+from .conftest import A, B, Pair, make_pair
+
+
+def _drain(session: Session) -> list[object]:
+    return list(iter(session.next_event, None))
+
+
+def _data_packets_from(pair: Pair, src: tuple[str, int], since: int = 0) -> int:
+    return sum(1 for _, s, _, raw in pair.net.trace[since:]
+               if s == src and parse_packet(raw).type is PacketType.DATA)
+
+
+def test_no_delay_sends_every_message_at_once(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream(no_delay=True)
+    mark = len(pair.net.trace)
+    for i in range(10):
+        assert client.send_message(sid, bytes([i]) * 10)
+        pair.net.flush()
+    pair.net.run(0.05)
+    assert _data_packets_from(pair, A, mark) >= 10
+    got = [server.receive_message(sid) for _ in range(10)]
+    assert got == [bytes([i]) * 10 for i in range(10)]
+
+
+def test_without_no_delay_small_messages_coalesce_but_never_wait_long(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream(no_delay=False)
+    client.send_message(sid, b"first")
+    pair.net.flush()  # nothing in flight yet: leaves at once
+    mark = len(pair.net.trace)
+    for i in range(50):
+        client.send_message(sid, b"m%d" % i)
+        pair.net.flush()
+    pair.net.run(0.005)
+    coalesced = _data_packets_from(pair, A, mark)
+    pair.net.run(0.1)
+    assert coalesced <= 3  # 50 messages rode in a couple of packets
+    messages = list(iter(lambda: server.receive_message(sid), None))
+    assert messages == [b"first"] + [b"m%d" % i for i in range(50)]
+
+
+def test_held_data_leaves_within_the_hold_bound(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream(no_delay=False)
+    client.send_message(sid, bytes(20_000))  # data in flight
+    pair.net.flush()
+    start = pair.net.now
+    client.send_message(sid, b"small")
+    got: list[bytes] = []
+
+    def arrived() -> bool:
+        while (message := server.receive_message(sid)) is not None:
+            got.append(message)
+        return b"small" in got
+
+    assert pair.net.run_until(arrived, 1.0)
+    # one-way latency is 10 ms; the hold adds at most min(srtt, 5 ms)
+    assert pair.net.now - start <= 0.010 + 0.005 + 0.002
+
+
+def test_flush_event_when_everything_is_acknowledged(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream()
+    _drain(client)
+    client.send_message(sid, bytes(100_000))
+    pair.net.run(0.005)
+    assert not client.stream_state(sid)[1]
+    pair.net.run(0.2)
+    assert client.stream_state(sid)[1]
+    assert StreamFlushed(sid) in _drain(client)
+
+
+def test_graceful_close_both_halves(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream()
+    client.send_message(sid, b"request")
+    client.close_stream(sid)
+    pair.net.run(0.1)
+    events = _drain(server)
+    assert StreamOpened(sid) in events and StreamEnded(sid) in events
+    assert server.receive_message(sid) == b"request"
+    assert server.stream_state(sid)[0]  # the peer's half is finished and fully read
+    server.send_message(sid, b"reply")  # this half is still open
+    server.close_stream(sid)
+    pair.net.run(0.1)
+    assert client.receive_message(sid) == b"reply"
+    pair.net.run(0.2)
+    assert client.data.streams.open_count == 0 and server.data.streams.open_count == 0
+    with pytest.raises(Exception, match="not open"):
+        client.send_message(sid, b"late")
+
+
+def test_reset_aborts_both_directions(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream()
+    client.send_message(sid, bytes(500_000))
+    pair.net.run(0.015)
+    client.reset_stream(sid, 77)
+    pair.net.run(0.1)
+    assert StreamResetByPeer(sid, 77) in _drain(server)
+    assert server.stream_state(sid)[2] in (77, None)
+    pair.net.run(0.2)
+    assert client.data.streams.open_count == 0 and server.data.streams.open_count == 0
+    assert client.state is State.ESTABLISHED
+
+
+def test_priority_orders_streams_and_equal_priorities_share() -> None:
+    pair = make_pair(profile=LinkProfile(latency=0.01, bandwidth=20e6))
+    client, server = pair.established()
+    low = client.open_stream(priority=0)
+    high = client.open_stream(priority=5)
+    peer_a, peer_b = client.open_stream(priority=1), client.open_stream(priority=1)
+    for sid in (low, peer_a, peer_b, high):
+        client.send_message(sid, bytes(300_000))
+    done_at: dict[int, float] = {}
+    while len(done_at) < 4 and pair.net.now < 10:
+        pair.net.run(0.005)
+        for sid in (low, high, peer_a, peer_b):
+            if sid not in done_at and server.receive_message(sid) is not None:
+                done_at[sid] = pair.net.now
+    assert done_at[high] < min(done_at[peer_a], done_at[peer_b]) < done_at[low]
+    assert abs(done_at[peer_a] - done_at[peer_b]) < 0.05  # round-robin, not one after another
+
+
+def test_a_stalled_stream_does_not_block_the_others(pair: Pair) -> None:
+    client, server = pair.established()
+    stalled = client.open_stream()
+    other = client.open_stream()
+    for _ in range(40):  # far more than the per-stream window; nobody reads it
+        client.send_message(stalled, bytes(100_000))
+    pair.net.run(0.5)
+    client.send_message(other, b"still flowing")
+    pair.net.run(0.1)
+    assert server.receive_message(other) == b"still flowing"
+
+
+def test_stream_limit_enforced_locally_and_refilled_by_max_streams() -> None:
+    pair = make_pair(server_config={"max_concurrent_streams": 3})
+    client, server = pair.established()
+    ids = [client.open_stream() for _ in range(3)]
+    with pytest.raises(StreamLimitError, match="3 concurrent"):
+        client.open_stream()
+    for sid in ids:
+        client.send_message(sid, b"x")
+        client.close_stream(sid)
+    pair.net.run(0.1)
+    for sid in ids:
+        assert server.receive_message(sid) == b"x"
+        server.close_stream(sid)
+    pair.net.run(0.2)
+    assert client.open_stream() == 6  # the next even id, after MAX_STREAMS credit
+
+
+def _inject(pair: Pair, sender: Session, receiver: Session, frames: bytes) -> None:
+    keys = sender._send_keys
+    assert keys is not None
+    raw = keys.cipher.seal(receiver.local_cid, sender._next_pn, keys.phase, frames)
+    sender._next_pn += 1
+    pair.net.send(A, B, bytes(raw))
+    pair.net.run(0.05)
+
+
+def _ended_with(session: Session, text: str) -> None:
+    ends = [e for e in _drain(session) if isinstance(e, SessionTerminated)]
+    assert ends and isinstance(ends[-1].error, ProtocolViolation), ends
+    assert text in ends[-1].reason
+
+
+def test_peer_exceeding_the_stream_limit_is_a_protocol_error() -> None:
+    pair = make_pair(server_config={"max_concurrent_streams": 2})
+    client, server = pair.established()
+    _inject(pair, client, server, encode_frames([StreamFrame(8, 0, b"\x00", False)]))
+    _ended_with(server, "beyond its allowance")
+
+
+def test_peer_exceeding_the_stream_window_is_a_protocol_error(pair: Pair) -> None:
+    client, server = pair.established()
+    window = server.data.streams._local.initial_max_stream_data
+    _inject(pair, client, server,
+            encode_frames([StreamFrame(0, window, b"\x00", False)]))
+    _ended_with(server, "exceeds the window")
+
+
+def test_ack_of_a_packet_never_sent_is_a_protocol_error(pair: Pair) -> None:
+    client, server = pair.established()
+    _inject(pair, client, server, encode_frames([AckFrame(((0, 10_000),))]))
+    _ended_with(server, "never sent")
+
+
+def test_oversized_message_is_a_protocol_error() -> None:
+    pair = make_pair(server_config={"max_message_size": 100})
+    client, server = pair.established()
+    _inject(pair, client, server, encode_frames([StreamFrame(0, 0, b"\x40\xc8" + bytes(10))]))
+    _ended_with(server, "exceeds max_message_size")
+    with pytest.raises(Exception, match="max_message_size"):
+        pair2 = make_pair(server_config={"max_message_size": 100})
+        c2, _ = pair2.established()
+        c2.send_message(c2.open_stream(), bytes(101))
+
+
+def test_max_streams_frame_from_peer_raises_our_allowance(pair: Pair) -> None:
+    client, server = pair.established()
+    _inject(pair, server, client, encode_frames([MaxStreamsFrame(10_000)]))  # wrong direction
+    assert client.state is State.ESTABLISHED or client.is_closed
+
+
+def test_datagrams_are_unreliable_and_never_retransmitted() -> None:
+    pair = make_pair(profile=LinkProfile(latency=0.01, loss=0.5))
+    client, server = pair.established(timeout=30)
+    for i in range(200):
+        client.send_datagram(i.to_bytes(2, "big"))
+        pair.net.run(0.002)
+    pair.net.run(1.0)
+    got = [e.data for e in _drain(server) if isinstance(e, DatagramReceived)]
+    assert 40 < len(got) < 160  # about half arrived; the lost ones were not resent
+    assert len(set(got)) == len(got)
+    stats = client.get_stats()
+    assert stats.bytes_sent >= 400
+    with pytest.raises(Exception, match="at most"):
+        client.send_datagram(bytes(70_000))
+
+
+def test_delayed_acks_every_second_packet_or_after_max_ack_delay(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream(no_delay=True)
+    mark = len(pair.net.trace)
+    client.send_message(sid, b"one")
+    pair.net.flush()
+    # (the trace records arrivals: +10 ms there, the ACK held 25 ms, +10 ms back)
+    pair.net.run(0.044)
+    assert _data_packets_from(pair, B, mark) == 0
+    pair.net.run(0.002)
+    assert _data_packets_from(pair, B, mark) == 1
+    mark = len(pair.net.trace)
+    client.send_message(sid, b"two")
+    pair.net.flush()
+    client.send_message(sid, b"three")
+    pair.net.flush()
+    pair.net.run(0.021)  # two ack-eliciting packets: acknowledged at once, back by +20 ms
+    assert _data_packets_from(pair, B, mark) == 1
+
+
+def test_stats_are_computed_from_protocol_state() -> None:
+    pair = make_pair(profile=LinkProfile(latency=0.02, bandwidth=50e6, loss=0.02))
+    client, server = pair.established()
+    sid = client.open_stream()
+    for _ in range(20):
+        client.send_message(sid, bytes(100_000))
+    pair.net.run(3.0)
+    while server.receive_message(sid) is not None:
+        pass
+    pair.net.run(0.5)
+    stats = client.get_stats()
+    assert stats.bytes_sent == 2_000_000
+    assert server.get_stats().bytes_received == 2_000_000
+    assert stats.packets_lost > 0 and 0 < stats.loss_rate < 0.2
+    assert 40 <= stats.rtt_min_ms <= 45 and stats.rtt_ms >= stats.rtt_min_ms
+    assert stats.cwnd_bytes > 0 and stats.throughput_mbps > 1
+    assert stats.streams_open == 1 and stats.congestion_control == "bbr"
