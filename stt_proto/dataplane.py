@@ -184,6 +184,7 @@ class DataPlane:
                 self.streams.fill(payload, space, items, now, self.recovery.bytes_in_flight)
                 if self.probes and not items and not eliciting:
                     encode_frame(PingFrame(), payload)  # a probe must elicit an ACK
+                    eliciting = True
             if not payload:
                 break
             eliciting = eliciting or bool(items)

@@ -196,3 +196,19 @@ def test_endpoint_accepts_deterministic_identity() -> None:
     one = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
     two = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
     assert one.identity.node_id == two.identity.node_id
+
+
+def test_probe_pings_do_not_storm_on_a_duplicating_reordering_link() -> None:
+    """Regression: a PTO probe PING once failed to count as ack-eliciting, so every packet
+    received triggered another probe, in an endless exchange at one virtual instant."""
+    profile = LinkProfile(latency=0.0005, queue_limit=563013, loss=0.05, duplicate=0.14,
+                          reorder=0.25, reorder_delay=1e-300)
+    cfg = {"keep_alive_interval": 0.5, "keep_alive_timeout": 5.0}
+    pair = make_pair(seed=33127564, profile=profile, client_config=cfg, server_config=cfg)
+    session = pair.connect()
+    end = 10.0
+    for _ in range(5000):  # bounded: a storm would exhaust the steps, not the clock
+        if not pair.net.step(end):
+            break
+    assert session.confirmed and session.state is State.ESTABLISHED
+    assert len(pair.net.trace) < 400  # handshake and keep-alive traffic only

@@ -10,7 +10,6 @@ from stt_proto.events import (
     StreamEnded,
     StreamFlushed,
     StreamOpened,
-    StreamReadable,
     StreamResetByPeer,
 )
 from stt_proto.frames import AckFrame, MaxStreamsFrame, StreamFrame, encode_frames
@@ -79,7 +78,7 @@ def test_held_data_leaves_within_the_hold_bound(pair: Pair) -> None:
 
 
 def test_flush_event_when_everything_is_acknowledged(pair: Pair) -> None:
-    client, server = pair.established()
+    client, _server = pair.established()
     sid = client.open_stream()
     _drain(client)
     client.send_message(sid, bytes(100_000))
@@ -176,7 +175,8 @@ def _inject(pair: Pair, sender: Session, receiver: Session, frames: bytes) -> No
     assert keys is not None
     raw = keys.cipher.seal(receiver.local_cid, sender._next_pn, keys.phase, frames)
     sender._next_pn += 1
-    pair.net.send(A, B, bytes(raw))
+    src, dst = (A, B) if sender.is_initiator else (B, A)
+    pair.net.send(src, dst, bytes(raw))
     pair.net.run(0.05)
 
 
@@ -218,10 +218,18 @@ def test_oversized_message_is_a_protocol_error() -> None:
         c2.send_message(c2.open_stream(), bytes(101))
 
 
-def test_max_streams_frame_from_peer_raises_our_allowance(pair: Pair) -> None:
+def test_max_streams_frame_from_peer_raises_our_allowance() -> None:
+    pair = make_pair(server_config={"max_concurrent_streams": 2})
     client, server = pair.established()
-    _inject(pair, server, client, encode_frames([MaxStreamsFrame(10_000)]))  # wrong direction
-    assert client.state is State.ESTABLISHED or client.is_closed
+    client.open_stream()
+    client.open_stream()
+    with pytest.raises(StreamLimitError):
+        client.open_stream()
+    _inject(pair, server, client, encode_frames([MaxStreamsFrame(5)]))
+    assert [client.open_stream() for _ in range(3)] == [4, 6, 8]
+    with pytest.raises(StreamLimitError):
+        client.open_stream()
+    assert client.state is State.ESTABLISHED
 
 
 def test_datagrams_are_unreliable_and_never_retransmitted() -> None:
@@ -241,7 +249,7 @@ def test_datagrams_are_unreliable_and_never_retransmitted() -> None:
 
 
 def test_delayed_acks_every_second_packet_or_after_max_ack_delay(pair: Pair) -> None:
-    client, server = pair.established()
+    client, _server = pair.established()
     sid = client.open_stream(no_delay=True)
     mark = len(pair.net.trace)
     client.send_message(sid, b"one")
