@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stt_proto import State, StreamLimitError
 from stt_proto.sim import LinkProfile
@@ -177,3 +179,44 @@ def test_ten_thousand_streams_leave_no_state_behind() -> None:
     assert server.data.streams.open_count == 0
     assert client.state is State.ESTABLISHED
     assert len(client.data.recovery.sent) == 0
+
+
+link_profiles = st.builds(
+    LinkProfile,
+    latency=st.floats(0.0005, 0.15),
+    jitter=st.floats(0, 0.01),
+    bandwidth=st.one_of(st.none(), st.floats(2e6, 1e9)),
+    queue_limit=st.integers(64_000, 8 * MiB),
+    loss=st.floats(0, 0.2),
+    duplicate=st.floats(0, 0.1),
+    reorder=st.floats(0, 0.2),
+    reorder_delay=st.floats(0, 0.03),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profile=link_profiles, seed=st.integers(0, 2**32),
+       controller=st.sampled_from(["bbr", "cubic", "newreno"]))
+def test_exact_transfer_over_generated_link_profiles(profile: LinkProfile, seed: int,
+                                                     controller: str) -> None:
+    cfg = {"congestion_control": controller}
+    pair = make_pair(seed=seed % 1000, profile=profile, client_config=cfg, server_config=cfg)
+    client, server = pair.established(timeout=30)
+    messages = mixed_messages(2 * MiB, seed=seed, largest=MiB)
+    transfer = Transfer(pair.net, client, server, messages)
+    assert run_transfers(pair.net, [transfer], timeout=900.0)
+    assert transfer.received == messages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", [0.01, 0.1, 0.3])
+def test_256_mib_soak(loss: float) -> None:
+    profile = LinkProfile(latency=0.02, bandwidth=1e9, queue_limit=16 * MiB, loss=loss,
+                          duplicate=0.02, reorder=0.05)
+    pair = make_pair(seed=7, profile=profile)
+    client, server = pair.established()
+    messages = mixed_messages(256 * MiB, seed=9)
+    transfer = Transfer(pair.net, client, server, messages)
+    assert run_transfers(pair.net, [transfer], timeout=3600.0)
+    assert hashlib.sha256(b"".join(transfer.received)).digest() == \
+        hashlib.sha256(b"".join(messages)).digest()
