@@ -56,7 +56,7 @@ from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet,
 from .randomness import RandomSource
 from .replay import ReplayWindow
 from .rtt import RttEstimator
-from .stats import DropReason, SessionCounters, SessionStats
+from .stats import DropReason, SessionCounters, SessionStats, StreamStats
 
 HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
 AMPLIFICATION_FACTOR = 3
@@ -242,6 +242,15 @@ class Session:
         recv = stream.recv
         code = recv.reset_code if recv.reset_code is not None else stream.send.reset_sent
         return recv.finished and not recv.messages, stream.send.all_acked, code
+
+    def stream_stats(self, stream_id: int) -> StreamStats:
+        """Byte and message counters of one open stream."""
+        stream = self._data_plane().streams.get(stream_id)
+        recv = stream.recv
+        return StreamStats(stream_id, stream.bytes_sent, stream.bytes_received,
+                           stream.messages_sent, stream.messages_received,
+                           stream.send.unacked_bytes, recv.read_offset - recv.credit()
+                           + recv.unread_bytes)
 
     def close_stream(self, stream_id: int) -> None:
         """Half-close: everything queued is sent, then FIN."""

@@ -59,3 +59,16 @@ class SessionStats:
     datagrams_dropped: int
     congestion_control: str
     cipher: str
+
+
+@attrs.frozen(slots=True)
+class StreamStats:
+    """Per-stream counters of application payload, and what is still buffered."""
+
+    stream_id: int
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    bytes_unacked: int
+    bytes_buffered_in: int

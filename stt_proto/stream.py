@@ -269,9 +269,13 @@ class Stream:
 
     __slots__ = (
         "app_closed",
+        "bytes_received",
+        "bytes_sent",
         "hold_until",
         "local",
         "max_frame_size",
+        "messages_received",
+        "messages_sent",
         "no_delay",
         "priority",
         "recv",
@@ -290,6 +294,10 @@ class Stream:
         self.priority = priority
         self.hold_until: float | None = None
         self.app_closed = False
+        self.bytes_sent = 0  # application payload accepted by send_message
+        self.bytes_received = 0  # application payload of messages handed to the reader
+        self.messages_sent = 0
+        self.messages_received = 0
 
     @property
     def send_done(self) -> bool:

@@ -156,6 +156,8 @@ class StreamManager:
             return False
         send.write_message(data)
         self.bytes_sent += len(data)
+        stream.bytes_sent += len(data)
+        stream.messages_sent += 1
         if not stream.no_delay and stream.hold_until is None:
             stream.hold_until = now + hold
         self._make_ready(stream)
@@ -172,6 +174,8 @@ class StreamManager:
             return None
         message = stream.recv.pop_message()
         if message is not None:
+            stream.bytes_received += len(message)
+            stream.messages_received += 1
             self._window_dirty.add(stream_id)
             self._maybe_forget(stream)
         return message

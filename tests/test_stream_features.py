@@ -274,10 +274,10 @@ def test_stats_are_computed_from_protocol_state() -> None:
     sid = client.open_stream()
     for _ in range(20):
         client.send_message(sid, bytes(100_000))
-    pair.net.run(3.0)
-    while server.receive_message(sid) is not None:
-        pass
-    pair.net.run(0.5)
+    for _ in range(40):
+        pair.net.run(0.1)
+        while server.receive_message(sid) is not None:
+            pass
     stats = client.get_stats()
     assert stats.bytes_sent == 2_000_000
     assert server.get_stats().bytes_received == 2_000_000
@@ -285,3 +285,6 @@ def test_stats_are_computed_from_protocol_state() -> None:
     assert 40 <= stats.rtt_min_ms <= 45 and stats.rtt_ms >= stats.rtt_min_ms
     assert stats.cwnd_bytes > 0 and stats.throughput_mbps > 1
     assert stats.streams_open == 1 and stats.congestion_control == "bbr"
+    mine, theirs = client.stream_stats(sid), server.stream_stats(sid)
+    assert (mine.bytes_sent, mine.messages_sent, mine.bytes_unacked) == (2_000_000, 20, 0)
+    assert (theirs.bytes_received, theirs.messages_received) == (2_000_000, 20)
