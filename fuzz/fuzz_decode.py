@@ -7,7 +7,6 @@ bytes that decode to the same frames. Run: ``python fuzz/fuzz_decode.py -max_tot
 from __future__ import annotations
 
 import contextlib
-import sys
 
 from stt_proto.errors import ProtocolError
 from stt_proto.frames import encode_frames, parse_frames
@@ -36,13 +35,7 @@ def _only_padding_merge(first: list[object], second: list[object]) -> bool:
     return strip == [f for f in second if not isinstance(f, PaddingFrame)]
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    from fuzz.runner import fuzz
+
+    fuzz(TestOneInput)

@@ -8,8 +8,6 @@ the endpoint must stay usable. Run: ``python fuzz/fuzz_endpoint.py -max_total_ti
 
 from __future__ import annotations
 
-import sys
-
 from stt_proto import DeterministicRandom, Endpoint, NodeConfig, Session
 from stt_proto.packet import PacketType, build_long_packet
 from stt_proto.sim import Network
@@ -57,13 +55,7 @@ def TestOneInput(data: bytes) -> None:  # atheris calls it by this name
     server.get_stats()
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    from fuzz.runner import fuzz
+
+    fuzz(TestOneInput)

@@ -271,6 +271,7 @@ class Stream:
         "app_closed",
         "bytes_received",
         "bytes_sent",
+        "end_reported",
         "hold_until",
         "local",
         "max_frame_size",
@@ -298,6 +299,7 @@ class Stream:
         self.bytes_received = 0  # application payload of messages handed to the reader
         self.messages_sent = 0
         self.messages_received = 0
+        self.end_reported = False  # StreamEnded was emitted
 
     @property
     def send_done(self) -> bool:

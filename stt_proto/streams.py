@@ -35,7 +35,6 @@ from .frames import (
 )
 from .handshake_payload import TransportSettings
 from .stream import Stream
-from .varint import varint_size
 
 STREAM_FRAME_OVERHEAD = 1 + 8 + 8 + 4  # type, id, offset, length varints at their largest
 
@@ -238,7 +237,7 @@ class StreamManager:
         if isinstance(frame, StreamFrame):
             self._on_stream(frame)
         elif isinstance(frame, MaxStreamDataFrame):
-            stream = self._stream_for_peer_update(frame.stream_id)
+            stream = self._peer_stream(frame.stream_id)
             if stream is not None and frame.maximum > stream.send.max_data:
                 stream.send.max_data = frame.maximum
                 self._make_ready(stream)
@@ -260,7 +259,7 @@ class StreamManager:
                 self._emit(StreamResetByPeer(frame.stream_id, frame.error_code))
                 self._maybe_forget(stream)
         elif isinstance(frame, StopSendingFrame):
-            stream = self._stream_for_peer_update(frame.stream_id)
+            stream = self._peer_stream(frame.stream_id)
             if stream is not None and stream.send.reset_sent is None:
                 stream.send.reset_sent = frame.error_code
                 self._control.append(ResetStreamFrame(frame.stream_id, frame.error_code,
@@ -271,9 +270,6 @@ class StreamManager:
             pass  # informational: our window updates follow the application's reads
         else:  # pragma: no cover - the session routes only these frames here
             raise ProtocolViolation(f"unexpected {type(frame).__name__}")
-
-    def _stream_for_peer_update(self, stream_id: int) -> Stream | None:
-        return self._peer_stream(stream_id)
 
     def _on_stream(self, frame: StreamFrame) -> None:
         stream = self._peer_stream(frame.stream_id)
@@ -289,7 +285,8 @@ class StreamManager:
         if len(recv.messages) > had:
             self.bytes_received += sum(len(m) for m in list(recv.messages)[had:])
             self._emit(StreamReadable(frame.stream_id))
-        if (recv.finished and frame.fin) or (recv.finished and not frame.fin and grown):
+        if recv.finished and not stream.end_reported:
+            stream.end_reported = True
             self._emit(StreamEnded(frame.stream_id))
 
     # -- acknowledgement and loss -----------------------------------------------------------------
@@ -446,4 +443,4 @@ class StreamManager:
             self._control.append(DataBlockedFrame(self.conn_send_max))
 
 
-__all__ = ["StreamManager", "varint_size"]
+__all__ = ["StreamManager"]

@@ -288,3 +288,13 @@ def test_stats_are_computed_from_protocol_state() -> None:
     mine, theirs = client.stream_stats(sid), server.stream_stats(sid)
     assert (mine.bytes_sent, mine.messages_sent, mine.bytes_unacked) == (2_000_000, 20, 0)
     assert (theirs.bytes_received, theirs.messages_received) == (2_000_000, 20)
+
+
+def test_stream_end_is_reported_once_even_for_a_duplicated_fin(pair: Pair) -> None:
+    client, server = pair.established()
+    sid = client.open_stream()
+    client.send_message(sid, b"a")
+    client.close_stream(sid)
+    pair.net.run(0.05)
+    _inject(pair, client, server, encode_frames([StreamFrame(sid, 2, b"", True)]))
+    assert [e for e in _drain(server) if isinstance(e, StreamEnded)] == [StreamEnded(sid)]
