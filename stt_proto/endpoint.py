@@ -66,6 +66,7 @@ class Endpoint:
         self._scheduled: dict[bytes, float] = {}
         self._seq = 0
         self._dirty: dict[bytes, Session] = {}
+        self._touched: dict[bytes, Session] = {}  # sessions that may have new events
         self._stateless_out: list[tuple[Datagram, Address]] = []
         self._events: deque[SessionAccepted] = deque()
         self._token_key = self.rng.token_bytes(32)
@@ -106,6 +107,13 @@ class Endpoint:
     def _mark_dirty(self, session: Session) -> None:
         self._dirty[session.local_cid] = session
         self._reschedule(session)
+
+    def take_touched(self) -> list[Session]:
+        """Sessions that ran since the last call (and so may have events to read), including
+        ones that have just been forgotten. Runtimes call this after datagrams_to_send."""
+        touched = list(self._touched.values())
+        self._touched.clear()
+        return touched
 
     def next_event(self) -> SessionAccepted | None:
         return self._events.popleft() if self._events else None
@@ -274,6 +282,7 @@ class Endpoint:
         self._stateless_out = []
         dirty = self._dirty
         self._dirty = {}
+        self._touched.update(dirty)
         for session in dirty.values():
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, session.remote_address))

@@ -1,0 +1,46 @@
+"""STT on asyncio (uvloop when installed): ``STTNode`` drives ``stt_proto`` over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from stt_proto.errors import (
+    AuthenticationError,
+    ConnectionRefused,
+    HandshakeError,
+    HandshakeTimeout,
+    KeepAliveTimeout,
+    PoolMissError,
+    ProtocolError,
+    SessionClosed,
+    SettingsError,
+    StreamClosed,
+    StreamLimitError,
+    StreamReset,
+    STTError,
+    UsageError,
+)
+
+from .node import STTNode
+from .session import Session, Stream
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "AuthenticationError", "ConnectionRefused", "HandshakeError", "HandshakeTimeout",
+    "KeepAliveTimeout", "PoolMissError", "ProtocolError", "STTError", "STTNode", "Session",
+    "SessionClosed", "SettingsError", "Stream", "StreamClosed", "StreamLimitError",
+    "StreamReset", "UsageError", "run",
+]

@@ -1,0 +1,362 @@
+"""``STTNode`` for asyncio: owns a non-blocking UDP socket and one timer, and drives the
+``stt_proto`` endpoint with them.
+
+The socket is read with ``loop.add_reader`` and drained with ``recvfrom_into`` into one reused
+buffer, every datagram before timers run and output is sent; output leaves with ``sendto`` and
+waits for a writer callback on EAGAIN. No task per datagram, one timer handle per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from stt_proto import (
+    Endpoint,
+    HandshakeCompleted,
+    HandshakeTimeout,
+    Identity,
+    NodeConfig,
+    SessionAccepted,
+    SessionTerminated,
+    UsageError,
+    preset,
+)
+from stt_proto import Session as ProtoSession
+from stt_proto.events import (
+    DatagramReceived,
+    StreamEnded,
+    StreamFlushed,
+    StreamOpened,
+    StreamReadable,
+    StreamResetByPeer,
+    StreamWritable,
+)
+
+from ._signal import Signal
+from .session import MAX_QUEUED_DATAGRAMS, Session
+
+RECV_BUFFER = 65536
+MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
+
+
+class STTNode:
+    """A node: one socket, any number of sessions. See ``shared/API.md`` for every argument."""
+
+    def __init__(self, identity: Identity | None = None, **settings: Any) -> None:
+        self.config = NodeConfig.build(**settings)
+        self.identity = identity or Identity.generate()
+        self._endpoint: Endpoint | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[bytes, Session] = {}
+        self._accepted: deque[Session] = deque()
+        self._accept_signal = Signal()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._kicked = False
+        self._out: deque[tuple[bytes | bytearray, tuple[str, int]]] = deque()
+        self._writing = False
+        self._buffer = bytearray(RECV_BUFFER)
+        self._granted = (0, 0)
+        self._closed = False
+        self.send_errors = 0
+
+    # -- presets ----------------------------------------------------------------------------------
+
+    @classmethod
+    def low_latency(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("low_latency", overrides))
+
+    @classmethod
+    def high_throughput(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("high_throughput", overrides))
+
+    @classmethod
+    def balanced(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("balanced", overrides))
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._sock is None:
+            raise UsageError("the node is not started")
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    async def start(self) -> None:
+        if self._sock is not None:
+            raise UsageError("the node is already started")
+        if self.config.transport != "udp":
+            raise UsageError("the websocket transport is not available in this release")
+        self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
+                                           self.config.send_buffer_size)
+            sock.bind((self.config.host, self.config.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._endpoint = Endpoint(self.config, self.identity)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    async def close(self) -> None:
+        """Close every session gracefully (peers see CLOSE), then the socket."""
+        if self._sock is None or self._closed:
+            return
+        self._closed = True
+        endpoint = self._endpoint
+        assert endpoint is not None  # noqa: S101 - set together with _sock
+        endpoint.close(self._now())
+        self._service()
+        for _ in range(20):  # let the CLOSE packets leave a full socket buffer
+            if not self._out:
+                break
+            await asyncio.sleep(0.005)
+        loop = self._loop
+        if loop is not None:
+            loop.remove_reader(self._sock.fileno())
+            if self._writing:
+                loop.remove_writer(self._sock.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+        self._sock.close()
+        for session in self._sessions.values():
+            session._wake_all()
+        self._accept_signal.set()
+
+    async def __aenter__(self) -> STTNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def _require_endpoint(self) -> Endpoint:
+        if self._endpoint is None or self._closed:
+            raise UsageError("the node is not running: use 'async with node' or 'await "
+                             "node.start()'")
+        return self._endpoint
+
+    async def connect(self, peer_addr: tuple[str, int], peer_id: bytes,
+                      timeout: float | None = None) -> Session:
+        """Handshake with ``peer_addr``, which must prove it is ``peer_id``. Each call makes a
+        new session. Raises HandshakeTimeout, AuthenticationError or ConnectionRefused."""
+        endpoint = self._require_endpoint()
+        proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
+        session = self._wrap(proto)
+        self._kick()
+        try:
+            if timeout is None:
+                await asyncio.shield(session._connected)
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(session._connected), timeout)
+                except TimeoutError:
+                    raise HandshakeTimeout(
+                        f"no handshake with {peer_addr[0]}:{peer_addr[1]} within {timeout:g} s"
+                    ) from None
+        except BaseException:
+            proto.close(0, "connect abandoned", self._now())  # nothing left half-open
+            self._kick()
+            raise
+        return session
+
+    async def accept(self) -> Session:
+        """The next inbound session."""
+        while not self._accepted:
+            if self._closed:
+                raise UsageError("the node is closed")
+            await self._accept_signal.wait()
+        return self._accepted.popleft()
+
+    async def sessions(self) -> AsyncIterator[Session]:
+        while True:
+            try:
+                yield await self.accept()
+            except UsageError:
+                return
+
+    def get_stats(self) -> dict[str, Any]:
+        stats = self._require_endpoint().get_stats() if self._endpoint else None
+        loop = self._loop
+        return {
+            "loop": f"{type(loop).__module__}.{type(loop).__name__}" if loop else None,
+            "recv_buffer_granted": self._granted[0],
+            "send_buffer_granted": self._granted[1],
+            "send_errors": self.send_errors,
+            **({} if stats is None else {
+                "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
+                "handshakes_ok": stats.handshakes_ok,
+                "handshakes_failed": stats.handshakes_failed,
+                "datagrams_in": stats.datagrams_in, "datagrams_out": stats.datagrams_out,
+                "dropped": stats.dropped,
+            }),
+        }
+
+    # -- the driver -------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
+
+    def _wrap(self, proto: ProtoSession) -> Session:
+        session = self._sessions.get(proto.session_id)
+        if session is None:
+            session = self._sessions[proto.session_id] = Session(self, proto)
+        return session
+
+    def _kick(self) -> None:
+        """Service the endpoint soon (once, however many API calls asked)."""
+        if not self._kicked and self._loop is not None and not self._closed:
+            self._kicked = True
+            self._loop.call_soon(self._service)
+
+    def _on_readable(self) -> None:
+        sock, endpoint = self._sock, self._endpoint
+        if sock is None or endpoint is None:
+            return
+        buffer = self._buffer
+        view = memoryview(buffer)
+        now = self._now()
+        for _ in range(MAX_DRAIN):
+            try:
+                size, addr = sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # e.g. an ICMP error queued on the socket: not a datagram
+            endpoint.receive_datagram(view[:size], (addr[0], addr[1]), now)
+        self._service()
+
+    def _service(self) -> None:
+        self._kicked = False
+        endpoint = self._endpoint
+        if endpoint is None or self._sock is None or self._sock.fileno() < 0:
+            return
+        now = self._now()
+        timer = endpoint.get_timer()
+        if timer is not None and timer <= now:
+            endpoint.handle_timer(now)
+        self._out.extend(endpoint.datagrams_to_send(now))
+        self._send()
+        self._dispatch(endpoint)
+        self._arm_timer(endpoint.get_timer())
+
+    def _send(self) -> None:
+        sock = self._sock
+        out = self._out
+        if sock is None:
+            return
+        while out:
+            data, addr = out[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                if not self._writing and self._loop is not None:
+                    self._writing = True
+                    self._loop.add_writer(sock.fileno(), self._on_writable)
+                return
+            except OSError:
+                self.send_errors += 1  # unreachable or too big: recovery will notice
+            out.popleft()
+        if self._writing and self._loop is not None:
+            self._writing = False
+            self._loop.remove_writer(sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._send()
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._service()
+
+    def _dispatch(self, endpoint: Endpoint) -> None:
+        while (accepted := endpoint.next_event()) is not None:
+            if isinstance(accepted, SessionAccepted):
+                proto = endpoint.sessions.get(accepted.session_id)
+                if proto is not None:
+                    self._accepted.append(self._wrap(proto))
+                    self._accept_signal.set()
+        for proto in endpoint.take_touched():
+            session = self._sessions.get(proto.session_id)
+            if session is None:
+                while proto.next_event() is not None:  # not yet accepted: nothing waits
+                    pass
+                continue
+            self._deliver(session, proto)
+
+    def _deliver(self, session: Session, proto: ProtoSession) -> None:
+        while (event := proto.next_event()) is not None:
+            if isinstance(event, StreamReadable | StreamEnded):
+                session._stream(event.stream_id)._readable.set()
+            elif isinstance(event, StreamWritable):
+                session._stream(event.stream_id)._writable.set()
+            elif isinstance(event, StreamFlushed):
+                session._stream(event.stream_id)._flushed.set()
+            elif isinstance(event, StreamResetByPeer):
+                session._stream(event.stream_id)._wake_all()
+            elif isinstance(event, StreamOpened):
+                session._incoming.append(session._stream(event.stream_id))
+                session._incoming_signal.set()
+            elif isinstance(event, DatagramReceived):
+                if len(session._datagrams) < MAX_QUEUED_DATAGRAMS:
+                    session._datagrams.append(event.data)
+                session._datagram_signal.set()
+            elif isinstance(event, HandshakeCompleted):
+                if not session._connected.done():
+                    session._connected.set_result(None)
+            elif isinstance(event, SessionTerminated):
+                session._wake_all()
+        if proto.is_terminated:
+            self._sessions.pop(proto.session_id, None)
+
+
+def _preset_kwargs(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    identity = overrides.pop("identity", None)
+    config = preset(name, **overrides)
+    fields = {f: getattr(config, f) for f in config.__slots__ if not f.startswith("__")}
+    return {"identity": identity, **fields}
+
+
+def _apply_buffers(sock: socket.socket, recv: int, send: int) -> tuple[int, int]:
+    """Ask for the buffer sizes; report what the kernel granted (Linux reports double)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send)
+    got_recv = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    got_send = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+    if got_recv < recv:
+        warnings.warn(f"the kernel granted a {got_recv}-byte receive buffer instead of {recv}; "
+                      f"raise net.core.rmem_max (sysctl -w net.core.rmem_max={recv})",
+                      RuntimeWarning, stacklevel=3)
+    if got_send < send:
+        warnings.warn(f"the kernel granted a {got_send}-byte send buffer instead of {send}; "
+                      f"raise net.core.wmem_max (sysctl -w net.core.wmem_max={send})",
+                      RuntimeWarning, stacklevel=3)
+    return got_recv, got_send

@@ -1,0 +1,229 @@
+"""asyncio faces of a session and its streams: thin awaitable wrappers over ``stt_proto``.
+
+Every decision (what to send, when, whether a send fits) is the protocol core's; these classes
+only wait for the events that the node's driver dispatches to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from stt_proto import Session as ProtoSession
+from stt_proto import SessionClosed, STTError, StreamClosed, StreamReset, UsageError
+from stt_proto.stats import SessionStats, StreamStats
+
+from ._signal import Signal
+
+if TYPE_CHECKING:
+    from .node import STTNode
+
+MAX_QUEUED_DATAGRAMS = 1024
+
+
+class Stream:
+    """A reliable, ordered, message-preserving stream."""
+
+    def __init__(self, session: Session, stream_id: int) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self._readable = Signal()
+        self._writable = Signal()
+        self._flushed = Signal()
+        self._send_closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        if self._session.is_closed:
+            return True
+        finished, _, reset = self._session._proto.stream_state(self.stream_id)
+        return reset is not None or (finished and self._send_closed)
+
+    def _wake_all(self) -> None:
+        self._readable.set()
+        self._writable.set()
+        self._flushed.set()
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue one message; waits while the send buffer is full (back-pressure)."""
+        proto = self._session._proto
+        payload = bytes(data)  # the caller may reuse its buffer once we return
+        while True:
+            self._session._raise_if_closed()
+            if self._send_closed:
+                raise UsageError(f"stream {self.stream_id} was closed for sending")
+            _, _, reset = proto.stream_state(self.stream_id)
+            if reset is not None:
+                raise StreamReset(reset)
+            if proto.send_message(self.stream_id, payload):
+                self._session._node._kick()
+                return
+            await self._writable.wait()
+
+    async def receive(self) -> bytes:
+        """The next whole message; StreamClosed after the peer's close, StreamReset if aborted."""
+        proto = self._session._proto
+        while True:
+            message = proto.receive_message(self.stream_id)
+            if message is not None:
+                self._session._node._kick()  # window updates
+                return message
+            finished, _, reset = proto.stream_state(self.stream_id)
+            if reset is not None:
+                raise StreamReset(reset)
+            if finished:
+                raise StreamClosed(f"stream {self.stream_id} was closed by the peer")
+            self._session._raise_if_closed()
+            await self._readable.wait()
+
+    async def flush(self) -> None:
+        """Return once every byte sent so far has been acknowledged by the peer."""
+        proto = self._session._proto
+        while True:
+            _, flushed, reset = proto.stream_state(self.stream_id)
+            if reset is not None:
+                raise StreamReset(reset)
+            if flushed:
+                return
+            self._session._raise_if_closed()
+            await self._flushed.wait()
+
+    async def close(self) -> None:
+        """Half-close: queued data is sent, then FIN. This side can still receive."""
+        if self._send_closed or self._session.is_closed:
+            return
+        self._send_closed = True
+        self._session._proto.close_stream(self.stream_id)
+        self._session._node._kick()
+
+    async def reset(self, code: int = 0) -> None:
+        """Abort both directions."""
+        self._session._proto.reset_stream(self.stream_id, code)
+        self._session._node._kick()
+        self._wake_all()
+
+    def get_stats(self) -> StreamStats:
+        return self._session._proto.stream_stats(self.stream_id)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.receive()
+            except StreamClosed:
+                return
+
+
+class Session:
+    """An authenticated, encrypted session with one peer."""
+
+    def __init__(self, node: STTNode, proto: ProtoSession) -> None:
+        self._node = node
+        self._proto = proto
+        self._streams: dict[int, Stream] = {}
+        self._incoming: deque[Stream] = deque()
+        self._incoming_signal = Signal()
+        self._datagrams: deque[bytes] = deque()
+        self._datagram_signal = Signal()
+        self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed_signal = Signal()
+        self.on_closed: Callable[[Session], None] | None = None
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> bytes:
+        return self._proto.peer_id or b""
+
+    @property
+    def session_id(self) -> bytes:
+        return self._proto.session_id
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        return self._proto.remote_address
+
+    @property
+    def is_closed(self) -> bool:
+        return self._proto.is_closed
+
+    def get_stats(self) -> SessionStats:
+        return self._proto.get_stats()
+
+    def _raise_if_closed(self) -> None:
+        if self._proto.is_closed:
+            error = self._proto.error
+            raise error if error is not None else SessionClosed(0, "closed")
+
+    # -- streams ----------------------------------------------------------------------------------
+
+    def _stream(self, stream_id: int) -> Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = Stream(self, stream_id)
+        return stream
+
+    def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
+                    priority: int = 0) -> Stream:
+        """Open a stream (synchronous). Raises StreamLimitError past max_concurrent_streams."""
+        self._raise_if_closed()
+        stream_id = self._proto.open_stream(max_frame_size, no_delay, priority)
+        return self._stream(stream_id)
+
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened."""
+        while not self._incoming:
+            self._raise_if_closed()
+            await self._incoming_signal.wait()
+        return self._incoming.popleft()
+
+    async def streams(self) -> AsyncIterator[Stream]:
+        while True:
+            try:
+                yield await self.accept_stream()
+            except STTError:
+                return
+
+    # -- datagrams --------------------------------------------------------------------------------
+
+    async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Send an unreliable message (dropped, and counted, if the queue is full)."""
+        self._raise_if_closed()
+        self._proto.send_datagram(data)
+        self._node._kick()
+
+    async def receive_datagram(self) -> bytes:
+        while not self._datagrams:
+            self._raise_if_closed()
+            await self._datagram_signal.wait()
+        return self._datagrams.popleft()
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    async def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close gracefully; the peer sees SessionClosed with this code and reason."""
+        if not self._proto.is_closed:
+            self._proto.close(error_code, reason, self._node._now())
+            self._node._kick()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        for stream in self._streams.values():
+            stream._wake_all()
+        self._incoming_signal.set()
+        self._datagram_signal.set()
+        self._closed_signal.set()
+        if not self._connected.done():
+            error = self._proto.error or SessionClosed(0, "closed")
+            self._connected.set_exception(error)
+            self._connected.exception()  # mark retrieved: connect() may have given up
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
