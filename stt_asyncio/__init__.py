@@ -32,10 +32,10 @@ T = TypeVar("T")
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, on uvloop when it is installed."""
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)  # type: ignore[no-any-return]
+    return uvloop.run(main)  # type: ignore[no-any-return, unused-ignore]
 
 
 __all__ = [

@@ -119,8 +119,8 @@ class STTNode:
             return
         self._closed = True
         endpoint = self._endpoint
-        assert endpoint is not None  # noqa: S101 - set together with _sock
-        endpoint.close(self._now())
+        if endpoint is not None:
+            endpoint.close(self._now())
         self._service()
         for _ in range(20):  # let the CLOSE packets leave a full socket buffer
             if not self._out:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from stt_proto import Session as ProtoSession
-from stt_proto import SessionClosed, STTError, StreamClosed, StreamReset, UsageError
+from stt_proto import SessionClosed, StreamClosed, StreamReset, STTError, UsageError
 from stt_proto.stats import SessionStats, StreamStats
 
 from ._signal import Signal
