@@ -85,15 +85,54 @@ def _handshakes(count: int) -> tuple[float, float]:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["core"]), default="core")
-@click.option("--seconds", default=1.0, show_default=True, help="Time per measurement.")
+@click.argument("kind", type=click.Choice(["throughput", "latency", "sessions", "core"]),
+                default="throughput")
+@click.option("--seconds", default=3.0, show_default=True, help="Time per measurement.")
 @click.option("--frame-size", "frame_sizes", multiple=True, type=int,
-              default=(1200, 4096, 16384, 65000), show_default=True)
-def bench(kind: str, seconds: float, frame_sizes: tuple[int, ...]) -> None:
-    """Benchmark the protocol core against baselines measured in the same run.
+              help="max_frame_size to measure (repeatable). Default: 1200, 16384, 65000.")
+@click.option("--runtime", type=click.Choice(["asyncio", "uvloop"]), default="asyncio",
+              show_default=True)
+@click.option("--count", default=2000, show_default=True,
+              help="Round trips (latency) or sessions (sessions).")
+def bench(kind: str, seconds: float, frame_sizes: tuple[int, ...], runtime: str,
+          count: int) -> None:
+    """Benchmark on loopback, both ends in this process, each figure beside its baseline
+    measured on the same loop in the same run (printed as a ratio)."""
+    from . import bench as b
 
-    Loopback benchmarks over real sockets (throughput, latency, sessions) come with the runtimes.
-    """
+    sizes = frame_sizes or (1200, 16384, 65000)
+    if kind == "throughput":
+        table = Table(title=f"Goodput on loopback ({runtime}), one stream of 1 MiB messages")
+        for column in ("frame bytes", "raw UDP+AEAD MB/s", "STT MB/s", "ratio", "STT RTT ms"):
+            table.add_column(column, justify="right")
+        for size in sizes:
+            base = b.run_on(runtime, lambda size=size: b.raw_aead_blast(size, seconds))
+            ours, info = b.run_on(runtime, lambda size=size: b.stt_throughput(size, seconds))
+            table.add_row(str(size), f"{base / 1e6:,.0f}", f"{ours / 1e6:,.0f}",
+                          f"{ours / base:.2f}", f"{info['rtt_ms']:.2f}")
+        console.print(table)
+    elif kind == "latency":
+        raw = b.run_on(runtime, lambda: b.raw_ping_pong(count))
+        ours = b.run_on(runtime, lambda: b.stt_ping_pong(count))
+        table = Table(title=f"Ping-pong on loopback ({runtime}), {count} round trips")
+        for column in ("", "p50 us", "p99 us"):
+            table.add_column(column, justify="right")
+        table.add_row("raw UDP", f"{b.median(raw) * 1e6:.0f}",
+                      f"{b.percentile(raw, .99) * 1e6:.0f}")
+        table.add_row("STT no_delay stream", f"{b.median(ours) * 1e6:.0f}",
+                      f"{b.percentile(ours, .99) * 1e6:.0f}")
+        table.add_row("ratio", f"{b.median(ours) / b.median(raw):.2f}",
+                      f"{b.percentile(ours, .99) / b.percentile(raw, .99):.2f}")
+        console.print(table)
+    elif kind == "sessions":
+        rate = b.run_on(runtime, lambda: b.handshakes(min(count, 5000)))
+        console.print(f"{min(count, 5000)} concurrent handshakes on loopback ({runtime}): "
+                      f"[bold]{rate:,.0f}/s[/bold]")
+    else:
+        _core_bench(seconds, sizes)
+
+
+def _core_bench(seconds: float, frame_sizes: tuple[int, ...]) -> None:
     table = Table(title="STT packet protection vs bare AEAD (same process, same run)")
     for column in ("cipher", "frame bytes", "bare AEAD MB/s", "STT packets MB/s", "ratio"):
         table.add_column(column, justify="right")

@@ -1,0 +1,199 @@
+"""Loopback benchmarks: STT beside a baseline measured on the same loop in the same run.
+
+* throughput: one stream of 1 MiB messages vs a raw UDP blast whose datagrams (of the same frame
+  size) are sealed and opened with the same AEAD: the ceiling of any encrypted Python transport.
+* latency: ping-pong on a no_delay stream vs raw UDP ping-pong.
+* sessions: handshakes per second, many sessions at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from stt_asyncio import STTNode
+
+MiB = 1024 * 1024
+
+
+def run_on(runtime: str, factory: Callable[[], Awaitable[Any]]) -> Any:
+    if runtime == "uvloop":
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+
+        return uvloop.run(factory())
+    return asyncio.run(factory())  # type: ignore[arg-type]
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * MiB)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * MiB)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    return a, b
+
+
+async def raw_aead_blast(frame_size: int, seconds: float) -> float:
+    """Bytes/s of payload received: sender seals and sends, receiver drains and opens."""
+    loop = asyncio.get_running_loop()
+    tx, rx = _udp_pair()
+    key = AESGCM(os.urandom(32))
+    payload = os.urandom(frame_size - 16 - 20)
+    header = bytes(20)
+    received = 0
+    buffer = bytearray(65536)
+    done = loop.time() + seconds
+
+    def on_readable() -> None:
+        nonlocal received
+        while True:
+            try:
+                size, _ = rx.recvfrom_into(buffer)
+            except BlockingIOError:
+                return
+            counter = int.from_bytes(buffer[:8], "big")
+            key.decrypt(counter.to_bytes(12, "big"), bytes(buffer[20:size]), bytes(buffer[:20]))
+            received += size - 36
+
+    loop.add_reader(rx.fileno(), on_readable)
+    counter = 0
+    target = rx.getsockname()
+    try:
+        while loop.time() < done:
+            for _ in range(64):
+                head = counter.to_bytes(8, "big") + header[8:]
+                datagram = head + key.encrypt(counter.to_bytes(12, "big"), payload, head)
+                counter += 1
+                try:
+                    tx.sendto(datagram, target)
+                except BlockingIOError:
+                    break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+    finally:
+        loop.remove_reader(rx.fileno())
+        tx.close()
+        rx.close()
+    return received / seconds
+
+
+async def stt_throughput(frame_size: int, seconds: float) -> tuple[float, dict[str, Any]]:
+    settings = {"max_frame_size": frame_size, "recv_buffer_size": 8 * MiB,
+                "send_buffer_size": 8 * MiB}
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
+        received = 0
+
+        async def sink() -> None:
+            nonlocal received
+            session = await server.accept()
+            stream = await session.accept_stream()
+            async for message in stream:
+                received += len(message)
+
+        task = asyncio.create_task(sink())
+        session = await client.connect(server.address, server.node_id)
+        stream = session.open_stream()
+        message = os.urandom(MiB)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < seconds:
+            await stream.send(message)
+        await stream.close()
+        await stream.flush()
+        await asyncio.wait_for(task, 30)
+        elapsed = loop.time() - start
+        stats = session.get_stats()
+        return received / elapsed, {"rtt_ms": stats.rtt_ms, "loss_rate": stats.loss_rate,
+                                    "loop": client.get_stats()["loop"]}
+
+
+async def raw_ping_pong(count: int) -> list[float]:
+    """Raw UDP echo through the event loop: reader callbacks on both sockets, the client
+    awaiting a future that its callback resolves (as STT's streams do)."""
+    loop = asyncio.get_running_loop()
+    a, b = _udp_pair()
+    waiter: asyncio.Future[None] | None = None
+
+    def server_readable() -> None:
+        while True:
+            try:
+                data, addr = b.recvfrom(64)
+            except BlockingIOError:
+                return
+            b.sendto(data, addr)
+
+    def client_readable() -> None:
+        while True:
+            try:
+                a.recvfrom(64)
+            except BlockingIOError:
+                return
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    loop.add_reader(b.fileno(), server_readable)
+    loop.add_reader(a.fileno(), client_readable)
+    times: list[float] = []
+    target = b.getsockname()
+    try:
+        for _ in range(count):
+            waiter = loop.create_future()
+            start = time.perf_counter()
+            a.sendto(b"ping", target)
+            await waiter
+            times.append(time.perf_counter() - start)
+    finally:
+        loop.remove_reader(a.fileno())
+        loop.remove_reader(b.fileno())
+        a.close()
+        b.close()
+    return times
+
+
+async def stt_ping_pong(count: int) -> list[float]:
+    async with STTNode(no_delay=True) as server, STTNode(no_delay=True) as client:
+        async def echo() -> None:
+            session = await server.accept()
+            stream = await session.accept_stream()
+            async for message in stream:
+                await stream.send(message)
+
+        task = asyncio.create_task(echo())
+        session = await client.connect(server.address, server.node_id)
+        stream = session.open_stream(no_delay=True)
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await stream.send(b"ping")
+            await stream.receive()
+            times.append(time.perf_counter() - start)
+        task.cancel()
+        return times
+
+
+async def handshakes(count: int) -> float:
+    async with STTNode() as server, STTNode() as client:
+        start = time.perf_counter()
+        sessions = await asyncio.gather(*(client.connect(server.address, server.node_id)
+                                          for _ in range(count)))
+        elapsed = time.perf_counter() - start
+        assert len(sessions) == count
+        return count / elapsed
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
