@@ -1,4 +1,7 @@
-"""A level-free wake-up signal: waiters sleep until the next ``set()``; cancellation-safe."""
+"""Wake-up signals: waiters sleep until the next ``set()``; cancellation-safe.
+
+``Signal`` is the interface the shared session wrappers use; ``AsyncioSignal`` implements it
+with asyncio futures (``stt_anyio`` has one over anyio events)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,16 @@ import asyncio
 
 
 class Signal:
+    """Interface: ``await wait()`` until ``set()`` is called."""
+
+    async def wait(self) -> None:
+        raise NotImplementedError
+
+    def set(self) -> None:
+        raise NotImplementedError
+
+
+class AsyncioSignal(Signal):
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:

@@ -37,7 +37,7 @@ from stt_proto.events import (
     StreamWritable,
 )
 
-from ._signal import Signal
+from ._signal import AsyncioSignal, Signal
 from .session import MAX_QUEUED_DATAGRAMS, Session
 
 RECV_BUFFER = 65536
@@ -55,7 +55,7 @@ class STTNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[bytes, Session] = {}
         self._accepted: deque[Session] = deque()
-        self._accept_signal = Signal()
+        self._accept_signal: Signal = AsyncioSignal()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._kicked = False
@@ -163,10 +163,10 @@ class STTNode:
         self._kick()
         try:
             if timeout is None:
-                await asyncio.shield(session._connected)
+                await session._wait_confirmed()
             else:
                 try:
-                    await asyncio.wait_for(asyncio.shield(session._connected), timeout)
+                    await asyncio.wait_for(session._wait_confirmed(), timeout)
                 except TimeoutError:
                     raise HandshakeTimeout(
                         f"no handshake with {peer_addr[0]}:{peer_addr[1]} within {timeout:g} s"
@@ -210,6 +210,9 @@ class STTNode:
         }
 
     # -- the driver -------------------------------------------------------------------------------
+
+    def _new_signal(self) -> Signal:
+        return AsyncioSignal()
 
     def _now(self) -> float:
         loop = self._loop
@@ -330,8 +333,7 @@ class STTNode:
                     session._datagrams.append(event.data)
                 session._datagram_signal.set()
             elif isinstance(event, HandshakeCompleted):
-                if not session._connected.done():
-                    session._connected.set_result(None)
+                session._state_signal.set()
             elif isinstance(event, SessionTerminated):
                 session._wake_all()
         if proto.is_terminated:

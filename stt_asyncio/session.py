@@ -1,14 +1,15 @@
-"""asyncio faces of a session and its streams: thin awaitable wrappers over ``stt_proto``.
+"""Awaitable faces of a session and its streams: thin wrappers over ``stt_proto``.
 
 Every decision (what to send, when, whether a send fits) is the protocol core's; these classes
-only wait for the events that the node's driver dispatches to them.
+only wait for the events that the node's driver dispatches to them. They are independent of the
+event loop: the node supplies the wake-up signal type (asyncio futures here, anyio events in
+``stt_anyio``), so both runtimes share them.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from stt_proto import Session as ProtoSession
@@ -18,7 +19,12 @@ from stt_proto.stats import SessionStats, StreamStats
 from ._signal import Signal
 
 if TYPE_CHECKING:
-    from .node import STTNode
+    from typing import Protocol
+
+    class Node(Protocol):
+        def _kick(self) -> None: ...
+        def _now(self) -> float: ...
+        def _new_signal(self) -> Signal: ...
 
 MAX_QUEUED_DATAGRAMS = 1024
 
@@ -29,9 +35,9 @@ class Stream:
     def __init__(self, session: Session, stream_id: int) -> None:
         self._session = session
         self.stream_id = stream_id
-        self._readable = Signal()
-        self._writable = Signal()
-        self._flushed = Signal()
+        self._readable = session._node._new_signal()
+        self._writable = session._node._new_signal()
+        self._flushed = session._node._new_signal()
         self._send_closed = False
 
     @property
@@ -121,17 +127,17 @@ class Stream:
 class Session:
     """An authenticated, encrypted session with one peer."""
 
-    def __init__(self, node: STTNode, proto: ProtoSession) -> None:
+    stream_class: type[Stream] = Stream
+
+    def __init__(self, node: Node, proto: ProtoSession) -> None:
         self._node = node
         self._proto = proto
         self._streams: dict[int, Stream] = {}
         self._incoming: deque[Stream] = deque()
-        self._incoming_signal = Signal()
+        self._incoming_signal = node._new_signal()
         self._datagrams: deque[bytes] = deque()
-        self._datagram_signal = Signal()
-        self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._closed_signal = Signal()
-        self.on_closed: Callable[[Session], None] | None = None
+        self._datagram_signal = node._new_signal()
+        self._state_signal = node._new_signal()  # handshake confirmed, or session ended
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -164,7 +170,7 @@ class Session:
     def _stream(self, stream_id: int) -> Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
-            stream = self._streams[stream_id] = Stream(self, stream_id)
+            stream = self._streams[stream_id] = self.stream_class(self, stream_id)
         return stream
 
     def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
@@ -216,11 +222,15 @@ class Session:
             stream._wake_all()
         self._incoming_signal.set()
         self._datagram_signal.set()
-        self._closed_signal.set()
-        if not self._connected.done():
-            error = self._proto.error or SessionClosed(0, "closed")
-            self._connected.set_exception(error)
-            self._connected.exception()  # mark retrieved: connect() may have given up
+        self._state_signal.set()
+
+    async def _wait_confirmed(self) -> None:
+        """Until the handshake is confirmed; raises the session's error if it ends first."""
+        while not self._proto.confirmed:
+            self._raise_if_closed()
+            if self._proto.is_terminated:
+                raise self._proto.error or SessionClosed(0, "closed")
+            await self._state_signal.wait()
 
     async def __aenter__(self) -> Session:
         return self
