@@ -17,28 +17,16 @@ from typing import Any
 
 from stt_proto import (
     Endpoint,
-    HandshakeCompleted,
     HandshakeTimeout,
     Identity,
     NodeConfig,
-    SessionAccepted,
-    SessionTerminated,
     UsageError,
     preset,
 )
 from stt_proto import Session as ProtoSession
-from stt_proto.events import (
-    DatagramReceived,
-    StreamEnded,
-    StreamFlushed,
-    StreamOpened,
-    StreamReadable,
-    StreamResetByPeer,
-    StreamWritable,
-)
 
 from ._signal import AsyncioSignal, Signal
-from .session import MAX_QUEUED_DATAGRAMS, Session
+from .session import Session, dispatch_events
 
 RECV_BUFFER = 65536
 MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
@@ -167,6 +155,8 @@ class STTNode:
             else:
                 try:
                     await asyncio.wait_for(session._wait_confirmed(), timeout)
+                except HandshakeTimeout:
+                    raise
                 except TimeoutError:
                     raise HandshakeTimeout(
                         f"no handshake with {peer_addr[0]}:{peer_addr[1]} within {timeout:g} s"
@@ -301,43 +291,8 @@ class STTNode:
         self._service()
 
     def _dispatch(self, endpoint: Endpoint) -> None:
-        while (accepted := endpoint.next_event()) is not None:
-            if isinstance(accepted, SessionAccepted):
-                proto = endpoint.sessions.get(accepted.session_id)
-                if proto is not None:
-                    self._accepted.append(self._wrap(proto))
-                    self._accept_signal.set()
-        for proto in endpoint.take_touched():
-            session = self._sessions.get(proto.session_id)
-            if session is None:
-                while proto.next_event() is not None:  # not yet accepted: nothing waits
-                    pass
-                continue
-            self._deliver(session, proto)
-
-    def _deliver(self, session: Session, proto: ProtoSession) -> None:
-        while (event := proto.next_event()) is not None:
-            if isinstance(event, StreamReadable | StreamEnded):
-                session._stream(event.stream_id)._readable.set()
-            elif isinstance(event, StreamWritable):
-                session._stream(event.stream_id)._writable.set()
-            elif isinstance(event, StreamFlushed):
-                session._stream(event.stream_id)._flushed.set()
-            elif isinstance(event, StreamResetByPeer):
-                session._stream(event.stream_id)._wake_all()
-            elif isinstance(event, StreamOpened):
-                session._incoming.append(session._stream(event.stream_id))
-                session._incoming_signal.set()
-            elif isinstance(event, DatagramReceived):
-                if len(session._datagrams) < MAX_QUEUED_DATAGRAMS:
-                    session._datagrams.append(event.data)
-                session._datagram_signal.set()
-            elif isinstance(event, HandshakeCompleted):
-                session._state_signal.set()
-            elif isinstance(event, SessionTerminated):
-                session._wake_all()
-        if proto.is_terminated:
-            self._sessions.pop(proto.session_id, None)
+        dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
+                        self._accept_signal)
 
 
 def _preset_kwargs(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,30 @@ event loop: the node supplies the wake-up signal type (asyncio futures here, any
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, TypeVar
 
+from stt_proto import (
+    Endpoint,
+    HandshakeCompleted,
+    SessionAccepted,
+    SessionClosed,
+    SessionTerminated,
+    StreamClosed,
+    StreamReset,
+    STTError,
+    UsageError,
+)
 from stt_proto import Session as ProtoSession
-from stt_proto import SessionClosed, StreamClosed, StreamReset, STTError, UsageError
+from stt_proto.events import (
+    DatagramReceived,
+    StreamEnded,
+    StreamFlushed,
+    StreamOpened,
+    StreamReadable,
+    StreamResetByPeer,
+    StreamWritable,
+)
 from stt_proto.stats import SessionStats, StreamStats
 
 from ._signal import Signal
@@ -237,3 +256,50 @@ class Session:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+SessionT = TypeVar("SessionT", bound="Session")
+
+
+def dispatch_events(endpoint: Endpoint, sessions: dict[bytes, SessionT],
+                    wrap: Callable[[ProtoSession], SessionT], accepted: deque[SessionT],
+                    accept_signal: Signal) -> None:
+    """Hand the endpoint's and its sessions' new events to the waiting wrappers."""
+    while (event := endpoint.next_event()) is not None:
+        if isinstance(event, SessionAccepted):
+            proto = endpoint.sessions.get(event.session_id)
+            if proto is not None:
+                accepted.append(wrap(proto))
+                accept_signal.set()
+    for proto in endpoint.take_touched():
+        session = sessions.get(proto.session_id)
+        if session is None:
+            while proto.next_event() is not None:  # not yet accepted: nothing waits on it
+                pass
+            continue
+        _deliver(session, proto)
+        if proto.is_terminated:
+            sessions.pop(proto.session_id, None)
+
+
+def _deliver(session: Session, proto: ProtoSession) -> None:
+    while (event := proto.next_event()) is not None:
+        if isinstance(event, StreamReadable | StreamEnded):
+            session._stream(event.stream_id)._readable.set()
+        elif isinstance(event, StreamWritable):
+            session._stream(event.stream_id)._writable.set()
+        elif isinstance(event, StreamFlushed):
+            session._stream(event.stream_id)._flushed.set()
+        elif isinstance(event, StreamResetByPeer):
+            session._stream(event.stream_id)._wake_all()
+        elif isinstance(event, StreamOpened):
+            session._incoming.append(session._stream(event.stream_id))
+            session._incoming_signal.set()
+        elif isinstance(event, DatagramReceived):
+            if len(session._datagrams) < MAX_QUEUED_DATAGRAMS:
+                session._datagrams.append(event.data)
+            session._datagram_signal.set()
+        elif isinstance(event, HandshakeCompleted):
+            session._state_signal.set()
+        elif isinstance(event, SessionTerminated):
+            session._wake_all()

@@ -1,0 +1,292 @@
+"""``STTNode`` for anyio (trio or asyncio): a driver task owns a raw non-blocking UDP socket,
+waits with ``anyio.wait_readable`` (no per-datagram checkpoint, no 100-datagram queue), drains
+every datagram, runs due timers and sends. API calls wake it by cancelling its wait."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections import deque
+from typing import Any
+
+import anyio
+import anyio.abc
+import sniffio
+
+from stt_asyncio._signal import Signal
+from stt_asyncio.node import RECV_BUFFER, _apply_buffers, _preset_kwargs
+from stt_asyncio.session import Session as _Session
+from stt_asyncio.session import Stream as _Stream
+from stt_asyncio.session import dispatch_events
+from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
+from stt_proto import Session as ProtoSession
+
+MAX_DRAIN = 4096
+
+
+class AnyioSignal(Signal):
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def set(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+
+class StreamEnd(StreamClosed, anyio.EndOfStream):
+    """The peer closed the stream: both STT's StreamClosed and anyio's EndOfStream."""
+
+
+class Stream(_Stream, anyio.abc.ObjectStream[bytes]):
+    """A reliable, ordered, message-preserving stream that is an anyio ObjectStream."""
+
+    async def receive(self) -> bytes:
+        try:
+            return await super().receive()
+        except StreamClosed as exc:
+            if isinstance(exc, StreamEnd):
+                raise
+            raise StreamEnd(str(exc)) from None
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def send_eof(self) -> None:
+        await self.close()
+
+    async def aclose(self) -> None:
+        await self.close()
+
+
+class Session(_Session):
+    stream_class = Stream
+
+
+class STTNode:
+    """A node on anyio. Use ``async with node:`` (it owns the driver task)."""
+
+    def __init__(self, identity: Identity | None = None, **settings: Any) -> None:
+        self.config = NodeConfig.build(**settings)
+        self.identity = identity or Identity.generate()
+        self._endpoint: Endpoint | None = None
+        self._sock: socket.socket | None = None
+        self._sessions: dict[bytes, Session] = {}
+        self._accepted: deque[Session] = deque()
+        self._accept_signal: Signal = AnyioSignal()
+        self._out: deque[tuple[bytes | bytearray, tuple[str, int]]] = deque()
+        self._buffer = bytearray(RECV_BUFFER)
+        self._granted = (0, 0)
+        self._wait_scope: anyio.CancelScope | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        self.send_errors = 0
+
+    @classmethod
+    def low_latency(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("low_latency", overrides))
+
+    @classmethod
+    def high_throughput(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("high_throughput", overrides))
+
+    @classmethod
+    def balanced(cls, **overrides: Any) -> STTNode:
+        return cls(**_preset_kwargs("balanced", overrides))
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._sock is None:
+            raise UsageError("the node is not started")
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start the driver. Call ``close()`` from the same task (or use async with)."""
+        if self._sock is not None:
+            raise UsageError("the node is already started")
+        if self.config.transport != "udp":
+            raise UsageError("the websocket transport is not available in this release")
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
+                                           self.config.send_buffer_size)
+            sock.bind((self.config.host, self.config.port))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._endpoint = Endpoint(self.config, self.identity)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._drive)
+
+    async def close(self) -> None:
+        """Close every session gracefully (peers see CLOSE), then the socket."""
+        if self._sock is None or self._closed:
+            return
+        self._closed = True
+        if self._endpoint is not None:
+            self._endpoint.close(self._now())
+        self._service()
+        with anyio.move_on_after(0.1):
+            while self._out:
+                await anyio.wait_writable(self._sock)
+                self._send()
+        for session in self._sessions.values():
+            session._wake_all()
+        self._accept_signal.set()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+        self._sock.close()
+
+    async def __aenter__(self) -> STTNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def _require_endpoint(self) -> Endpoint:
+        if self._endpoint is None or self._closed:
+            raise UsageError("the node is not running: use 'async with node'")
+        return self._endpoint
+
+    async def connect(self, peer_addr: tuple[str, int], peer_id: bytes,
+                      timeout: float | None = None) -> Session:
+        endpoint = self._require_endpoint()
+        proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
+        session = self._wrap(proto)
+        self._kick()
+        try:
+            with anyio.fail_after(math.inf if timeout is None else timeout):
+                await session._wait_confirmed()
+        except TimeoutError as exc:
+            proto.close(0, "connect timed out", self._now())
+            self._kick()
+            if isinstance(exc, HandshakeTimeout):
+                raise
+            raise HandshakeTimeout(
+                f"no handshake with {peer_addr[0]}:{peer_addr[1]} within {timeout:g} s") from None
+        except BaseException:
+            proto.close(0, "connect abandoned", self._now())
+            self._kick()
+            raise
+        return session
+
+    async def accept(self) -> Session:
+        while not self._accepted:
+            if self._closed:
+                raise UsageError("the node is closed")
+            await self._accept_signal.wait()
+        return self._accepted.popleft()
+
+    def get_stats(self) -> dict[str, Any]:
+        stats = self._require_endpoint().get_stats()
+        return {
+            "loop": f"anyio/{sniffio.current_async_library()}",
+            "recv_buffer_granted": self._granted[0], "send_buffer_granted": self._granted[1],
+            "sessions_open": stats.sessions_open, "handshakes_ok": stats.handshakes_ok,
+            "handshakes_failed": stats.handshakes_failed, "dropped": stats.dropped,
+        }
+
+    # -- the driver -------------------------------------------------------------------------------
+
+    def _new_signal(self) -> Signal:
+        return AnyioSignal()
+
+    def _now(self) -> float:
+        return anyio.current_time()
+
+    def _wrap(self, proto: ProtoSession) -> Session:
+        session = self._sessions.get(proto.session_id)
+        if session is None:
+            session = self._sessions[proto.session_id] = Session(self, proto)
+        return session
+
+    def _kick(self) -> None:
+        scope = self._wait_scope
+        if scope is not None:
+            scope.cancel()
+
+    async def _drive(self) -> None:
+        sock, endpoint = self._sock, self._endpoint
+        if sock is None or endpoint is None:
+            return
+        while not self._closed:
+            self._service()
+            if self._out:
+                await anyio.wait_writable(sock)
+                self._send()
+                continue
+            deadline = endpoint.get_timer()
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._wait_scope = scope
+                await anyio.wait_readable(sock)
+            self._wait_scope = None
+            self._drain()
+
+    def _drain(self) -> None:
+        sock, endpoint = self._sock, self._endpoint
+        if sock is None or endpoint is None:
+            return
+        buffer = self._buffer
+        view = memoryview(buffer)
+        now = self._now()
+        for _ in range(MAX_DRAIN):
+            try:
+                size, addr = sock.recvfrom_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            endpoint.receive_datagram(view[:size], (addr[0], addr[1]), now)
+
+    def _service(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        now = self._now()
+        timer = endpoint.get_timer()
+        if timer is not None and timer <= now:
+            endpoint.handle_timer(now)
+        self._out.extend(endpoint.datagrams_to_send(now))
+        self._send()
+        dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
+                        self._accept_signal)
+
+    def _send(self) -> None:
+        sock, out = self._sock, self._out
+        if sock is None or sock.fileno() < 0:
+            out.clear()
+            return
+        while out:
+            data, addr = out[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.send_errors += 1
+            out.popleft()

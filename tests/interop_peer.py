@@ -1,0 +1,37 @@
+"""A peer process for interop tests: an stt_anyio node on the backend named in argv[1].
+
+It prints "READY <port> <node id hex>", accepts one session, and answers every stream the
+client opens with the sha256 of everything received on it, then exits."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import warnings
+
+import anyio
+
+from stt_anyio import Stream, STTNode
+
+warnings.simplefilter("ignore")
+
+
+async def main(streams: int) -> None:
+    async with STTNode() as node:
+        print("READY", node.address[1], node.node_id.hex(), flush=True)
+        session = await node.accept()
+
+        async def answer(stream: Stream) -> None:
+            digest = hashlib.sha256()
+            async for message in stream:
+                digest.update(message)
+            await stream.send(digest.hexdigest().encode())
+            await stream.send_eof()  # the client checks the digest; it may close at once
+
+        async with anyio.create_task_group() as group:
+            for _ in range(streams):
+                group.start_soon(answer, await session.accept_stream())
+
+
+if __name__ == "__main__":
+    anyio.run(main, int(sys.argv[2]), backend=sys.argv[1])

@@ -1,0 +1,134 @@
+"""stt_anyio on trio and asyncio over real loopback UDP, and interop with stt_asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import stt_asyncio
+from stt_anyio import (
+    AuthenticationError,
+    HandshakeTimeout,
+    SessionClosed,
+    StreamClosed,
+    STTNode,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
+BACKENDS = ["trio", "asyncio"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transfer_and_concurrent_streams(backend: str) -> None:
+    async def main() -> None:
+        async with STTNode() as server, STTNode() as client:
+            received: dict[int, str] = {}
+
+            async def serve() -> None:
+                session = await server.accept()
+
+                async def drain(stream: anyio.abc.ObjectStream[bytes]) -> None:
+                    digest = hashlib.sha256()
+                    async for message in stream:
+                        digest.update(message)
+                    received[stream.stream_id] = digest.hexdigest()  # type: ignore[attr-defined]
+
+                async with anyio.create_task_group() as group:
+                    for _ in range(9):
+                        group.start_soon(drain, await session.accept_stream())
+
+            expected: dict[int, str] = {}
+            async with anyio.create_task_group() as group:
+                group.start_soon(serve)
+                session = await client.connect(server.address, server.node_id)
+
+                async def push(count: int, size: int) -> None:
+                    stream = session.open_stream()
+                    assert isinstance(stream, anyio.abc.ObjectStream)
+                    digest = hashlib.sha256()
+                    for _ in range(count):
+                        data = os.urandom(size)
+                        digest.update(data)
+                        await stream.send(data)
+                    await stream.send_eof()
+                    await stream.flush()
+                    expected[stream.stream_id] = digest.hexdigest()  # type: ignore[attr-defined]
+
+                group.start_soon(push, 16, 1 << 20)
+                for _ in range(8):
+                    group.start_soon(push, 64, 8192)
+            assert received == expected
+
+    anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failures_are_clear_on_every_backend(backend: str) -> None:
+    async def main() -> None:
+        async with STTNode(handshake_timeout=0.5) as server, \
+                STTNode(handshake_timeout=0.5) as client:
+            with pytest.raises(AuthenticationError):
+                await client.connect(server.address, os.urandom(32))
+            with pytest.raises(HandshakeTimeout):
+                await client.connect(("127.0.0.1", 9), os.urandom(32))
+            with pytest.raises(HandshakeTimeout):
+                await client.connect(("127.0.0.1", 9), os.urandom(32), timeout=0.1)
+            session = await client.connect(server.address, server.node_id)
+            peer = await server.accept()
+            stream = session.open_stream()
+            await stream.send(b"x")
+            incoming = await peer.accept_stream()
+            assert await incoming.receive() == b"x"
+            await stream.send_eof()
+            with pytest.raises(StreamClosed):
+                await incoming.receive()
+            await session.close(3, "done")
+            with pytest.raises(SessionClosed):
+                await peer.accept_stream()
+
+    anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_asyncio_client_interoperates_with_an_anyio_peer_process(backend: str) -> None:
+    peer = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("interop_peer.py")), backend, "9"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout is not None
+        ready = peer.stdout.readline().split()
+        assert ready and ready[0] == "READY", ready
+        port, node_id = int(ready[1]), bytes.fromhex(ready[2])
+
+        async def main() -> None:
+            async with stt_asyncio.STTNode() as client:
+                session = await client.connect(("127.0.0.1", port), node_id)
+
+                async def push(count: int, size: int) -> None:
+                    stream = session.open_stream()
+                    digest = hashlib.sha256()
+                    for _ in range(count):
+                        data = os.urandom(size)
+                        digest.update(data)
+                        await stream.send(data)
+                    await stream.close()
+                    answer = await stream.receive()
+                    assert answer.decode() == digest.hexdigest()
+
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(push(32, 1 << 20))  # 32 MiB on one stream
+                    for _ in range(8):
+                        group.create_task(push(128, 8192))
+
+        asyncio.run(asyncio.wait_for(main(), 90))
+        assert peer.wait(timeout=30) == 0
+    finally:
+        peer.kill()
+        peer.wait()
