@@ -6,9 +6,11 @@ measured in the same run, as a ratio (absolute numbers on shared machines are no
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -38,6 +40,111 @@ def keygen(path: Path, force: bool) -> None:
     identity = Identity.generate()
     identity.save(path)
     console.print(f"node id: [bold]{identity.node_id.hex()}[/bold]  (saved to {path})")
+
+
+def _load_identity(path: Path | None) -> Identity:
+    return Identity.load(path) if path else Identity.generate()
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _run(runtime: str, coro: Any) -> Any:
+    if runtime == "uvloop":
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+runtime_option = click.option("--runtime", type=click.Choice(["asyncio", "uvloop"]),
+                              default="asyncio", show_default=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "to", required=True, help="HOST:PORT of the receiver.")
+@click.option("--peer-id", required=True, help="The receiver's node id (hex).")
+@click.option("--identity", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--psk", help="Network pre-shared key (64 hex digits).")
+@runtime_option
+def send(file: Path, to: str, peer_id: str, identity: Path | None, psk: str | None,
+         runtime: str) -> None:
+    """Send FILE to a receiver (`stt receive` / `stt listen`), with a progress bar."""
+    from stt_asyncio import STTNode
+
+    from .transfer import send_file
+
+    async def go() -> None:
+        async with STTNode(identity=_load_identity(identity), host="0.0.0.0",
+                           psk=bytes.fromhex(psk) if psk else None) as node:
+            await send_file(node, file, _host_port(to), bytes.fromhex(peer_id), console)
+
+    _run(runtime, go())
+
+
+def _serve(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+           runtime: str, once: bool) -> None:
+    from stt_asyncio import STTError, STTNode
+
+    from .transfer import receive_file
+
+    async def go() -> None:
+        async with STTNode(identity=_load_identity(identity), host=host, port=port,
+                           psk=bytes.fromhex(psk) if psk else None) as node:
+            bound_host, bound_port = node.address
+            print(f"listening on {bound_host}:{bound_port} node id {node.node_id.hex()}",
+                  flush=True)
+            while True:
+                session = await node.accept()
+                try:
+                    await receive_file(session, output, console)
+                except (STTError, RuntimeError, ValueError, KeyError, TimeoutError) as exc:
+                    console.print(f"[red]transfer failed:[/red] {exc}")
+                    if once:
+                        raise SystemExit(1) from None
+                if once:
+                    await asyncio.sleep(0.05)  # let the final acknowledgements leave
+                    return
+
+    _run(runtime, go())
+
+
+serve_options = [
+    click.option("--host", default="127.0.0.1", show_default=True),
+    click.option("--port", default=0, show_default=True, type=int),
+    click.option("--identity", type=click.Path(dir_okay=False, path_type=Path)),
+    click.option("--psk", help="Network pre-shared key (64 hex digits)."),
+    click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=".",
+                 show_default=True),
+    runtime_option,
+]
+
+
+def _with_serve_options(func: Any) -> Any:
+    for option in reversed(serve_options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_with_serve_options
+def receive(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+            runtime: str) -> None:
+    """Receive one file, print a summary, exit."""
+    _serve(host, port, identity, psk, output, runtime, once=True)
+
+
+@main.command()
+@_with_serve_options
+def listen(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+           runtime: str) -> None:
+    """Receive files until interrupted."""
+    _serve(host, port, identity, psk, output, runtime, once=False)
 
 
 def _raw_aead_rate(cipher: str, size: int, seconds: float) -> float:

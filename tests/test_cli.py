@@ -31,3 +31,34 @@ def test_bench_runs_and_prints_ratios(kind: str) -> None:
         assert "ratio" in result.output
     else:
         assert "/s" in result.output
+
+
+def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    out = tmp_path / "out"
+    out.mkdir()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "stt_cli", "receive", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert receiver.stdout is not None
+        line = receiver.stdout.readline()
+        while line and "listening on" not in line:
+            line = receiver.stdout.readline()
+        words = line.split()
+        address, node_id = words[2], words[5]
+        result = CliRunner().invoke(main, ["send", str(source), "--to", address,
+                                           "--peer-id", node_id])
+        assert result.exit_code == 0, result.output
+        assert "sha256" in result.output and "throughput" in result.output
+        assert receiver.wait(timeout=30) == 0
+        assert (out / "payload.bin").read_bytes() == source.read_bytes()
+    finally:
+        receiver.kill()
+        receiver.wait()

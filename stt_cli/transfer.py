@@ -1,0 +1,98 @@
+"""File transfer over one STT stream: a JSON header message, then 1 MiB data messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from stt_asyncio import Session, StreamClosed, STTError, STTNode
+
+CHUNK = 1024 * 1024
+
+
+def _progress(console: Console) -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    "[progress.percentage]{task.percentage:>3.0f}%", TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def summary(console: Console, title: str, size: int, elapsed: float, session: Session,
+            digest: str) -> None:
+    stats = session.get_stats()
+    table = Table(title=title, show_header=False)
+    table.add_row("size", f"{size:,} bytes")
+    table.add_row("time", f"{elapsed:.3f} s")
+    table.add_row("throughput", f"{size / max(elapsed, 1e-9) / 1e6:,.1f} MB/s")
+    table.add_row("rtt", f"{stats.rtt_ms:.2f} ms (min {stats.rtt_min_ms:.2f})")
+    table.add_row("loss", f"{stats.loss_rate:.2%} ({stats.packets_lost} packets)")
+    table.add_row("sha256", digest)
+    console.print(table)
+
+
+async def send_file(node: STTNode, path: Path, to: tuple[str, int], peer_id: bytes,
+                    console: Console) -> str:
+    session = await node.connect(to, peer_id)
+    stream = session.open_stream()
+    size = path.stat().st_size
+    await stream.send(json.dumps({"name": path.name, "size": size}).encode())
+    digest = hashlib.sha256()
+    start = time.perf_counter()
+    with _progress(console) as progress, path.open("rb") as handle:
+        task = progress.add_task(f"sending {path.name}", total=size)
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            await stream.send(chunk)
+            progress.advance(task, len(chunk))
+        await stream.close()
+        await stream.flush()
+    verdict = (await stream.receive()).decode()
+    elapsed = time.perf_counter() - start
+    if verdict != digest.hexdigest():
+        raise RuntimeError(f"the receiver computed sha256 {verdict}, we sent "
+                           f"{digest.hexdigest()}")
+    summary(console, f"sent {path.name}", size, elapsed, session, digest.hexdigest())
+    await session.close(0, "transfer complete")
+    return digest.hexdigest()
+
+
+async def receive_file(session: Session, directory: Path, console: Console) -> dict[str, Any]:
+    stream = await session.accept_stream()
+    header = json.loads(await stream.receive())
+    name = Path(str(header["name"])).name or "received.bin"  # never a path from the peer
+    size = int(header["size"])
+    target = directory / name
+    digest = hashlib.sha256()
+    received = 0
+    start = time.perf_counter()
+    with _progress(console) as progress, target.open("wb") as handle:
+        task = progress.add_task(f"receiving {name}", total=size)
+        while True:
+            try:
+                chunk = await stream.receive()
+            except StreamClosed:
+                break
+            handle.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            progress.advance(task, len(chunk))
+    elapsed = time.perf_counter() - start
+    await stream.send(digest.hexdigest().encode())
+    await stream.close()
+    # The sender closes the session once it has checked the digest: wait for that, so that
+    # the digest is never cut off by our own close.
+    with contextlib.suppress(STTError, TimeoutError):
+        await asyncio.wait_for(session.accept_stream(), 10.0)
+    summary(console, f"received {name} -> {target}", received, elapsed, session,
+            digest.hexdigest())
+    if received != size:
+        raise RuntimeError(f"expected {size} bytes, got {received}")
+    return {"path": target, "size": received, "sha256": digest.hexdigest()}
