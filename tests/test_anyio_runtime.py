@@ -123,7 +123,7 @@ def test_asyncio_client_interoperates_with_an_anyio_peer_process(backend: str) -
                     assert answer.decode() == digest.hexdigest()
 
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(push(32, 1 << 20))  # 32 MiB on one stream
+                    group.create_task(push(64, 1 << 20))  # 64 MiB on one stream
                     for _ in range(8):
                         group.create_task(push(128, 8192))
 
