@@ -14,7 +14,7 @@ import anyio.abc
 import sniffio
 
 from stt_asyncio._signal import Signal
-from stt_asyncio.node import RECV_BUFFER, _apply_buffers, _preset_kwargs
+from stt_asyncio.node import CLOSE_LINGER, RECV_BUFFER, _apply_buffers, _preset_kwargs
 from stt_asyncio.session import Session as _Session
 from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
@@ -143,9 +143,15 @@ class STTNode:
         """Close every session gracefully (peers see CLOSE), then the socket."""
         if self._sock is None or self._closed:
             return
+        endpoint = self._endpoint
+        if endpoint is not None:
+            # Let data already handed to send() be acknowledged first (bounded), then CLOSE.
+            with anyio.move_on_after(CLOSE_LINGER):
+                while not all(s.is_idle for s in endpoint.sessions.values()):
+                    await anyio.sleep(0.005)
         self._closed = True
-        if self._endpoint is not None:
-            self._endpoint.close(self._now())
+        if endpoint is not None:
+            endpoint.close(self._now())
         self._service()
         with anyio.move_on_after(0.1):
             while self._out:

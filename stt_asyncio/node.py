@@ -30,6 +30,7 @@ from .session import Session, dispatch_events
 
 RECV_BUFFER = 65536
 MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
+CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
 
 
 class STTNode:
@@ -105,8 +106,14 @@ class STTNode:
         """Close every session gracefully (peers see CLOSE), then the socket."""
         if self._sock is None or self._closed:
             return
-        self._closed = True
         endpoint = self._endpoint
+        if endpoint is not None:
+            # Let data already handed to send() be acknowledged first (bounded), then CLOSE.
+            deadline = self._now() + CLOSE_LINGER
+            while (self._now() < deadline
+                   and not all(s.is_idle for s in endpoint.sessions.values())):
+                await asyncio.sleep(0.005)
+        self._closed = True
         if endpoint is not None:
             endpoint.close(self._now())
         self._service()

@@ -178,6 +178,15 @@ class Session:
     def is_terminated(self) -> bool:
         return self.state is State.TERMINATED
 
+    @property
+    def is_idle(self) -> bool:
+        """Nothing left to deliver: no stream data queued or unacknowledged. A graceful close
+        waits for this (within a bound) so that data whose send returned is not cut off."""
+        data = self.data
+        if data is None or self.state is not State.ESTABLISHED:
+            return True
+        return data.recovery.bytes_in_flight == 0 and not data.streams.has_pending()
+
     def next_event(self) -> SessionEvent | None:
         return self._events.popleft() if self._events else None
 

@@ -16,6 +16,7 @@ import stt_asyncio
 from stt_anyio import (
     AuthenticationError,
     HandshakeTimeout,
+    KeepAliveTimeout,
     SessionClosed,
     StreamClosed,
     STTNode,
@@ -129,6 +130,34 @@ def test_asyncio_client_interoperates_with_an_anyio_peer_process(backend: str) -
 
         asyncio.run(asyncio.wait_for(main(), 90))
         assert peer.wait(timeout=30) == 0
+    finally:
+        peer.kill()
+        peer.wait()
+
+
+def test_keep_alive_detects_a_sigkilled_peer_process() -> None:
+    peer = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("interop_peer.py")), "trio", "1"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout is not None
+        ready = peer.stdout.readline().split()
+        port, node_id = int(ready[1]), bytes.fromhex(ready[2])
+
+        async def main() -> float:
+            async with stt_asyncio.STTNode(keep_alive_interval=0.2,
+                                           keep_alive_timeout=1.0) as client:
+                session = await client.connect(("127.0.0.1", port), node_id)
+                peer.kill()  # SIGKILL: no CLOSE will ever come
+                peer.wait()
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                with pytest.raises(KeepAliveTimeout):
+                    await session.accept_stream()
+                return loop.time() - start
+
+        waited = asyncio.run(asyncio.wait_for(main(), 30))
+        assert waited <= 1.0 + 0.3
     finally:
         peer.kill()
         peer.wait()

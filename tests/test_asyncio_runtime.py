@@ -209,3 +209,28 @@ def test_presets_and_invalid_settings() -> None:
         STTNode(max_frame_size=10)
     with pytest.raises(ValueError, match="congestion_control"):
         STTNode(congestion_control="vegas")
+
+
+def test_closing_the_node_delivers_data_already_sent_first() -> None:
+    async def main() -> None:
+        async with STTNode() as server:
+            received: list[bytes] = []
+
+            async def read() -> None:
+                peer = await server.accept()
+                incoming = await peer.accept_stream()
+                with pytest.raises(SessionClosed):
+                    while True:
+                        received.append(await incoming.receive())
+
+            reader = asyncio.create_task(read())
+            async with STTNode() as client:
+                session = await client.connect(server.address, server.node_id)
+                stream = session.open_stream()
+                for i in range(50):
+                    await stream.send(bytes([i]) * 100_000)
+                # leaving the block at once: the queued data must arrive before the CLOSE
+            await asyncio.wait_for(reader, 10)
+            assert [m[0] for m in received] == list(range(50))
+
+    run(main())
