@@ -66,6 +66,9 @@ class Endpoint:
         self._scheduled: dict[bytes, float] = {}
         self._seq = 0
         self._dirty: dict[bytes, Session] = {}
+        # Sessions whose deadline may have moved: rescheduled in one pass before the timer is
+        # next read, not once per datagram.
+        self._unscheduled: dict[bytes, Session] = {}
         self._touched: dict[bytes, Session] = {}  # sessions that may have new events
         self._stateless_out: list[tuple[Datagram, Address]] = []
         self._events: deque[SessionAccepted] = deque()
@@ -105,8 +108,16 @@ class Endpoint:
         self._reschedule(session)
 
     def _mark_dirty(self, session: Session) -> None:
-        self._dirty[session.local_cid] = session
-        self._reschedule(session)
+        cid = session.local_cid
+        self._dirty[cid] = session
+        self._unscheduled[cid] = session
+
+    def _flush_schedule(self) -> None:
+        if self._unscheduled:
+            pending = self._unscheduled
+            self._unscheduled = {}
+            for session in pending.values():
+                self._reschedule(session)
 
     def take_touched(self) -> list[Session]:
         """Sessions that ran since the last call (and so may have events to read), including
@@ -248,6 +259,7 @@ class Endpoint:
 
     def get_timer(self) -> float | None:
         """The one deadline the runtime arms: the earliest of all sessions'."""
+        self._flush_schedule()
         heap = self._heap
         while heap:
             deadline, _, cid = heap[0]
@@ -258,6 +270,7 @@ class Endpoint:
 
     def handle_timer(self, now: float) -> None:
         """Run every session whose deadline has come, each once (output is taken afterwards)."""
+        self._flush_schedule()
         heap = self._heap
         due: list[Session] = []
         while heap and heap[0][0] <= now:
@@ -283,7 +296,9 @@ class Endpoint:
         dirty = self._dirty
         self._dirty = {}
         self._touched.update(dirty)
-        for session in dirty.values():
+        unscheduled = self._unscheduled
+        for cid, session in dirty.items():
+            unscheduled.pop(cid, None)
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, session.remote_address))
             self._reschedule(session)

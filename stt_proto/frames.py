@@ -74,7 +74,7 @@ class AckFrame:
 class StreamFrame:
     stream_id: int
     offset: int
-    data: bytes
+    data: bytes | memoryview  # parsed frames hold a read-only view of the decrypted payload
     fin: bool = False
 
 
@@ -265,7 +265,13 @@ def _bytes(buf: Buffer, pos: int, what: str) -> tuple[bytes, int]:
 def _stream(buf: Buffer, pos: int, fin: bool) -> tuple[Frame, int]:
     stream_id, pos = decode_varint(buf, pos)
     offset, pos = decode_varint(buf, pos)
-    data, pos = _bytes(buf, pos, "STREAM data")
+    length, pos = decode_varint(buf, pos)
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError(f"STREAM data claims {length} bytes but only {len(buf) - pos} remain")
+    # zero-copy: parse_frames hands decoders a read-only view of the decrypted payload
+    data = buf[pos:end] if isinstance(buf, memoryview) else bytes(buf[pos:end])
+    pos = end
     if offset + len(data) > MAX_VARINT:
         raise FrameError("STREAM frame extends past the largest possible offset")
     return StreamFrame(stream_id, offset, data, fin), pos
@@ -344,6 +350,9 @@ _DECODERS: dict[int, _Decoder] = {
 def parse_frames(payload: Buffer) -> list[Frame]:
     """Decode every frame of a packet payload. An empty payload is an error (nothing to do)."""
     frames: list[Frame] = []
+    if not isinstance(payload, bytes):
+        payload = bytes(payload)  # STREAM frames keep views into it: it must be immutable
+    payload = memoryview(payload)
     end = len(payload)
     if end == 0:
         raise FrameError("packet payload holds no frames")

@@ -12,9 +12,9 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 
-from .errors import ProtocolViolation
+from .errors import DecodeError, ProtocolViolation
 from .rangeset import RangeSet
-from .varint import MAX_VARINT, decode_varint, encode_varint
+from .varint import MAX_VARINT, decode_varint, encode_varint, varint_size
 
 
 class SendSide:
@@ -101,23 +101,29 @@ class SendSide:
             self.fin_sent = True
         return start, stop, fin, True
 
-    def read(self, start: int, stop: int) -> bytes:
-        """Bytes ``[start, stop)`` of the stream (still buffered: they are not yet acked)."""
+    def read(self, start: int, stop: int) -> bytes | memoryview:
+        """Bytes ``[start, stop)`` of the stream (still buffered: they are not yet acked).
+        A range inside one chunk, the common case, comes back as a view without copying."""
         starts, chunks = self._starts, self._chunks
         i = bisect_right(starts, start) - 1
-        out = bytearray()
+        chunk_start = starts[i]
+        chunk = chunks[i]
+        if stop - chunk_start <= len(chunk):
+            return memoryview(chunk)[start - chunk_start : stop - chunk_start]
+        parts = []
         while start < stop:
             chunk_start = starts[i]
             chunk = chunks[i]
-            begin = start - chunk_start
             end = min(len(chunk), stop - chunk_start)
-            out += chunk[begin:end]
+            parts.append(memoryview(chunk)[start - chunk_start : end])
             start = chunk_start + end
             i += 1
-        return bytes(out)
+        return b"".join(parts)
 
     def on_acked(self, start: int, stop: int, fin: bool) -> None:
         self.acked.add(start, stop)
+        if self.retransmit:
+            self.retransmit.subtract(start, stop)  # a late ACK of data declared lost
         if fin:
             self.fin_acked = True
         acked_to = self.acked.prefix_end(0)
@@ -140,18 +146,48 @@ class SendSide:
             self.fin_sent = False  # a lost FIN-only frame: send the FIN again
 
 
+def _compact(data: bytes | memoryview) -> bytes | memoryview:
+    """A view that would pin a much larger packet is copied: buffered memory stays proportional
+    to buffered bytes, whatever frame sizes a peer chooses."""
+    if isinstance(data, memoryview) and len(data) * 2 < len(data.obj):  # type: ignore[arg-type]
+        return bytes(data)
+    return data
+
+
 class RecvSide:
-    __slots__ = ("_heap", "_pending", "_pos", "_received", "_segments", "consumed",
-                 "final_size", "max_data", "max_message", "messages", "read_offset",
-                 "reported", "reset_code", "unread_bytes", "window", "window_updated_at")
+    """In-order bytes are kept as views of the decrypted packets they arrived in; a message is
+    copied exactly once, when it is complete (large messages never grow a reassembly buffer)."""
+
+    __slots__ = (
+        "_head",
+        "_heap",
+        "_highest",
+        "_parts",
+        "_parts_bytes",
+        "_received",
+        "_segments",
+        "consumed",
+        "final_size",
+        "max_data",
+        "max_message",
+        "messages",
+        "read_offset",
+        "reported",
+        "reset_code",
+        "unread_bytes",
+        "window",
+        "window_updated_at",
+    )
 
     def __init__(self, window: int, max_message: int) -> None:
-        self._segments: dict[int, bytes] = {}
+        self._segments: dict[int, bytes | memoryview] = {}
         self._heap: list[int] = []
         self._received = RangeSet()
-        self._pending = bytearray()  # in-order bytes not yet cut into messages
-        self._pos = 0
-        self.read_offset = 0  # everything below is in _pending or already messages
+        self._highest = 0  # the highest offset received
+        self._parts: deque[bytes | memoryview] = deque()  # in-order bytes not yet cut
+        self._parts_bytes = 0
+        self._head: int | None = None  # body length of the message being assembled, if known
+        self.read_offset = 0  # everything below is in _parts or already messages
         self.messages: deque[bytes] = deque()
         self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
         self.reported = 0  # credit already counted toward the session-level window
@@ -166,9 +202,9 @@ class RecvSide:
     def finished(self) -> bool:
         """The peer's FIN arrived and every byte before it was received and cut into messages."""
         return self.final_size is not None and self.read_offset == self.final_size \
-            and self._pos == len(self._pending)
+            and self._parts_bytes == 0
 
-    def on_data(self, offset: int, data: bytes, fin: bool) -> int:
+    def on_data(self, offset: int, data: bytes | memoryview, fin: bool) -> int:
         """Take a STREAM frame; returns how many new bytes extend the highest offset seen."""
         end = offset + len(data)
         if end > self.max_data:
@@ -179,31 +215,30 @@ class RecvSide:
         if fin:
             if self.final_size is not None and self.final_size != end:
                 raise ProtocolViolation("stream final size changed")
-            if end < self._highest():
+            if end < self._highest:
                 raise ProtocolViolation("stream final size below data already received")
             self.final_size = end
-        before = self._highest()
+        before = self._highest
         if data and end > self.read_offset and not self._received.covers(offset, end):
             self._received.add(offset, end)
+            if end > before:
+                self._highest = end
             if offset <= self.read_offset:
                 self._take(data[self.read_offset - offset:])
-                self._drain_segments()
+                if self._heap:
+                    self._drain_segments()
             else:
                 if offset not in self._segments or len(self._segments[offset]) < len(data):
                     if offset not in self._segments:
                         heapq.heappush(self._heap, offset)
-                    self._segments[offset] = data
-        self._cut_messages()
-        return max(0, self._highest() - before)
+                    self._segments[offset] = _compact(data)
+            self._cut_messages()
+        return self._highest - before
 
-    def _highest(self) -> int:
-        highest = self.read_offset
-        for _, stop in self._received:
-            highest = max(highest, stop)
-        return highest
-
-    def _take(self, data: bytes) -> None:
-        self._pending += data
+    def _take(self, data: bytes | memoryview) -> None:
+        data = _compact(data)
+        self._parts.append(data)
+        self._parts_bytes += len(data)
         self.read_offset += len(data)
 
     def _drain_segments(self) -> None:
@@ -214,33 +249,60 @@ class RecvSide:
             if offset + len(data) > self.read_offset:
                 self._take(data[self.read_offset - offset:])
 
+    def _consume(self, count: int) -> bytes:
+        """Remove and return the first ``count`` buffered bytes (one copy)."""
+        parts = self._parts
+        self._parts_bytes -= count
+        first = parts[0]
+        if len(first) >= count:
+            if len(first) == count:
+                parts.popleft()
+            else:
+                parts[0] = memoryview(first)[count:]
+            return bytes(first[:count])
+        pieces = []
+        while count:
+            part = parts[0]
+            if len(part) <= count:
+                pieces.append(parts.popleft())
+                count -= len(part)
+            else:
+                pieces.append(memoryview(part)[:count])
+                parts[0] = memoryview(part)[count:]
+                count = 0
+        return b"".join(pieces)
+
     def _cut_messages(self) -> None:
-        pending = self._pending
-        pos = self._pos
-        size = len(pending)
-        while pos < size:
-            try:
-                length, body = decode_varint(pending, pos)
-            except Exception:  # DecodeError: the length prefix is still incomplete
-                break
-            if length > self.max_message:
-                raise ProtocolViolation(f"message of {length} bytes exceeds max_message_size "
-                                        f"{self.max_message}")
-            if body + length > size:
-                break
-            self.messages.append(bytes(pending[body : body + length]))
-            self.unread_bytes += body + length - pos
-            pos = body + length
-        if pos > 65536 and pos * 2 > size:
-            del pending[:pos]
-            pos = 0
-        self._pos = pos
+        parts = self._parts
+        while True:
+            length = self._head
+            if length is None:
+                if not parts:
+                    return
+                first = parts[0]
+                prefix = first if len(first) >= 8 else b"".join(list(parts)[:8])
+                try:
+                    length, header = decode_varint(prefix, 0)
+                except DecodeError:
+                    return  # the length prefix is still incomplete
+                if length > self.max_message:
+                    raise ProtocolViolation(f"message of {length} bytes exceeds "
+                                            f"max_message_size {self.max_message}")
+                if header != varint_size(length):
+                    raise ProtocolViolation("message length prefix is not minimally encoded")
+                self._consume(header)
+                self._head = length
+            if self._parts_bytes < length:
+                return
+            self._head = None
+            self.messages.append(self._consume(length) if length else b"")
+            self.unread_bytes += varint_size(length) + length
 
     def pop_message(self) -> bytes | None:
         if not self.messages:
             return None
         message = self.messages.popleft()
-        self.unread_bytes -= len(message) + len(encode_varint(len(message)))
+        self.unread_bytes -= len(message) + varint_size(len(message))
         return message
 
     def credit(self) -> int:

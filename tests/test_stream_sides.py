@@ -1,0 +1,83 @@
+"""Unit tests of one stream's send and receive sides (reassembly, message cutting, retransmit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stt_proto.errors import ProtocolViolation
+from stt_proto.stream import RecvSide, SendSide
+from stt_proto.varint import encode_varint
+
+
+def framed(*messages: bytes) -> bytes:
+    return b"".join(encode_varint(len(m)) + m for m in messages)
+
+
+def test_late_ack_of_data_declared_lost_cancels_its_retransmission() -> None:
+    send = SendSide(max_data=1 << 20)
+    send.write_message(bytes(100))
+    start, stop, _, _ = send.next_range(1000, 1 << 20)
+    send.on_lost(start, stop, False)
+    assert send.retransmit
+    send.on_acked(start, stop, False)  # the "lost" packet was only late
+    assert not send.retransmit
+    assert not send.has_data(1 << 20)
+
+
+def test_read_spanning_chunks_and_inside_one_chunk() -> None:
+    send = SendSide(max_data=1 << 20)
+    send.write_message(b"abc")
+    send.write_message(b"defgh")
+    whole = framed(b"abc", b"defgh")
+    assert bytes(send.read(0, len(whole))) == whole
+    assert bytes(send.read(1, 3)) == b"ab"  # inside the first message's chunk
+    assert bytes(send.read(2, 7)) == whole[2:7]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 64, 10_000])
+def test_messages_cut_from_arbitrary_fragments(step: int) -> None:
+    messages = [b"", b"x", bytes(range(200)) * 3, b"", b"tail"]
+    data = framed(*messages)
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    for offset in range(0, len(data), step):
+        recv.on_data(offset, memoryview(data)[offset : offset + step], False)
+    out = []
+    while (message := recv.pop_message()) is not None:
+        out.append(message)
+    assert out == messages
+    assert all(type(m) is bytes for m in out)
+    assert recv.unread_bytes == 0
+    assert recv.credit() == len(data)
+
+
+def test_out_of_order_fragments_reassemble() -> None:
+    data = framed(b"hello", bytes(5000), b"world")
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    pieces = [(o, data[o : o + 100]) for o in range(0, len(data), 100)]
+    for offset, piece in reversed(pieces):
+        recv.on_data(offset, piece, False)
+    assert list(recv.messages) == [b"hello", bytes(5000), b"world"]
+
+
+def test_non_minimal_length_prefix_is_a_protocol_violation() -> None:
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    with pytest.raises(ProtocolViolation, match="minimally"):
+        recv.on_data(0, b"\x40\x05hello", False)  # 5 encoded in two bytes
+
+
+def test_oversized_message_is_refused_as_soon_as_its_prefix_arrives() -> None:
+    recv = RecvSide(window=1 << 20, max_message=1000)
+    with pytest.raises(ProtocolViolation, match="max_message_size"):
+        recv.on_data(0, encode_varint(1001), False)
+
+
+def test_small_views_do_not_pin_large_packets() -> None:
+    """A peer sending 1-byte frames in big packets cannot make us hold big packets alive."""
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    packet = bytes(60_000)
+    recv.on_data(0, b"\x7f\xff", False)  # header only: a 16,383-byte message follows
+    recv.on_data(2, memoryview(packet)[:1], False)
+    held = list(recv._parts)
+    assert all(not isinstance(p, memoryview) or len(p.obj) < 10 for p in held)  # type: ignore
+    recv.on_data(10, memoryview(packet)[:1], False)  # out of order, also compacted
+    assert all(len(s) == 1 and not isinstance(s, memoryview) for s in recv._segments.values())
