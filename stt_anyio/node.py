@@ -14,7 +14,13 @@ import anyio.abc
 import sniffio
 
 from stt_asyncio._signal import Signal
-from stt_asyncio.node import CLOSE_LINGER, RECV_BUFFER, _apply_buffers, _preset_kwargs
+from stt_asyncio.node import (
+    CLOSE_LINGER,
+    RECV_BUFFER,
+    SEND_BATCH,
+    _apply_buffers,
+    _preset_kwargs,
+)
 from stt_asyncio.session import Session as _Session
 from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
@@ -277,8 +283,12 @@ class STTNode:
         timer = endpoint.get_timer()
         if timer is not None and timer <= now:
             endpoint.handle_timer(now)
-        self._out.extend(endpoint.datagrams_to_send(now))
-        self._send()
+        while not self._out:  # bounded batches, each sent before the next is sealed
+            batch = endpoint.datagrams_to_send(now, SEND_BATCH)
+            if not batch:
+                break
+            self._out.extend(batch)
+            self._send()
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
                         self._accept_signal)
 

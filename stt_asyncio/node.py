@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from .session import Session, dispatch_events
 
 RECV_BUFFER = 65536
 MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
+SEND_BATCH = 16  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
 
 
@@ -212,8 +214,9 @@ class STTNode:
         return AsyncioSignal()
 
     def _now(self) -> float:
-        loop = self._loop
-        return loop.time() if loop is not None else 0.0
+        # Not loop.time(): uvloop's is cached per iteration at millisecond resolution, which
+        # rounds every RTT sample on loopback to 0 or 1 ms and confuses pacing and BBR.
+        return time.monotonic()
 
     def _wrap(self, proto: ProtoSession) -> Session:
         session = self._sessions.get(proto.session_id)
@@ -253,8 +256,12 @@ class STTNode:
         timer = endpoint.get_timer()
         if timer is not None and timer <= now:
             endpoint.handle_timer(now)
-        self._out.extend(endpoint.datagrams_to_send(now))
-        self._send()
+        while not self._out:  # bounded batches, each sent before the next is sealed
+            batch = endpoint.datagrams_to_send(now, SEND_BATCH)
+            if not batch:
+                break
+            self._out.extend(batch)
+            self._send()
         self._dispatch(endpoint)
         self._arm_timer(endpoint.get_timer())
 
@@ -281,6 +288,8 @@ class STTNode:
 
     def _on_writable(self) -> None:
         self._send()
+        if not self._out:
+            self._kick()  # the endpoint may hold more than the last batch
 
     def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
@@ -290,7 +299,8 @@ class STTNode:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -21,13 +21,19 @@ from stt_proto import DeterministicRandom, Endpoint, Identity, NodeConfig
 from stt_proto.packet import PacketCipher, parse_packet
 from stt_proto.sim import LinkProfile, Network
 
+from .alloc import tune_heap
+
 console = Console()
 
 
 @click.group()
 @click.version_option(package_name="stt-transport")
-def main() -> None:
+@click.option("--heap-tuning/--no-heap-tuning", default=True, show_default=True,
+              help="Keep freed heap memory for reuse (glibc mallopt); see docs/tuning.md.")
+@click.pass_context
+def main(ctx: click.Context, heap_tuning: bool) -> None:
     """STT: encrypted, multiplexed peer-to-peer transport."""
+    ctx.obj = {"heap_tuned": tune_heap() if heap_tuning else False}
 
 
 @main.command()

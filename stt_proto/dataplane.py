@@ -62,6 +62,7 @@ class DataPlane:
         self._peer_max_datagram = peer.max_datagram_size
         self._datagrams: deque[bytes] = deque()
         self.datagrams_dropped = 0
+        self.more = False  # the last build stopped at its limit with more to send
         self.datagram_bytes_sent = 0
         self.datagram_bytes_received = 0
         self.probes = 0
@@ -160,10 +161,13 @@ class DataPlane:
         return bool(self._datagrams) or self.streams.has_pending()
 
     def build(self, now: float, head: list[Frame],
-              seal: Callable[[bytearray], tuple[bytearray, int]]) -> list[bytearray]:
+              seal: Callable[[bytearray], tuple[bytearray, int]],
+              limit: int | None = None) -> list[bytearray]:
         """Assemble packets: ``head`` frames first (session control), then datagrams and stream
-        data as congestion control and pacing allow."""
+        data as congestion control and pacing allow, at most ``limit`` of them (``more`` then
+        says whether the session stopped short)."""
         out: list[bytearray] = []
+        self.more = False
         space = self.max_datagram - PACKET_OVERHEAD
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
@@ -200,5 +204,8 @@ class DataPlane:
                     self.probes -= 1
             out.append(datagram)
             if not allowed or not self._has_sendable():
+                break
+            if limit is not None and len(out) >= limit:
+                self.more = True
                 break
         return out

@@ -290,17 +290,30 @@ class Endpoint:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def datagrams_to_send(self, now: float) -> list[tuple[Datagram, Address]]:
+    def datagrams_to_send(self, now: float,
+                          max_datagrams: int | None = None) -> list[tuple[Datagram, Address]]:
+        """What to send now. With ``max_datagrams`` the answer is cut into batches: call again
+        until it returns nothing (sending each batch first keeps memory flat under a window
+        of megabytes)."""
         out = self._stateless_out
         self._stateless_out = []
         dirty = self._dirty
         self._dirty = {}
         self._touched.update(dirty)
         unscheduled = self._unscheduled
+        budget = max_datagrams
         for cid, session in dirty.items():
+            if budget is not None and budget <= 0:
+                self._dirty[cid] = session  # the next batch
+                continue
             unscheduled.pop(cid, None)
-            for datagram in session.datagrams_to_send(now):
+            datagrams = session.datagrams_to_send(now, budget)
+            for datagram in datagrams:
                 out.append((datagram, session.remote_address))
+            if budget is not None:
+                budget -= len(datagrams)
+            if session.more_to_send:
+                self._dirty[cid] = session
             self._reschedule(session)
             if session.is_terminated:
                 self._forget(session)

@@ -116,6 +116,7 @@ class Session:
         self._last_sent = now
         self._last_ping = now
         self._ping_pending = False
+        self.more_to_send = False  # the last datagrams_to_send stopped at its limit
         self._handshake_done_pending = False
         self._key_update_pending: int | None = None
         self._close_frame: CloseFrame | None = None
@@ -554,9 +555,12 @@ class Session:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def datagrams_to_send(self, now: float) -> list[Datagram]:
-        """Every datagram ready to leave now (bounded by anti-amplification before validation)."""
+    def datagrams_to_send(self, now: float, limit: int | None = None) -> list[Datagram]:
+        """The datagrams ready to leave now (bounded by anti-amplification before validation).
+        With ``limit``, data packets stop after that many and :attr:`more_to_send` is set, so a
+        runtime can send in bounded batches instead of holding a whole window in memory."""
         out: list[Datagram] = []
+        self.more_to_send = False
         if self._outbox:
             kept: list[Datagram] = []
             for datagram in self._outbox:
@@ -569,7 +573,8 @@ class Session:
         handshake_packets = len(out)
         self._now = now
         if self._send_keys is not None and self.state in (State.ESTABLISHED, State.CLOSING):
-            out.extend(self._build_packets(now))
+            out.extend(self._build_packets(now, limit))
+            self.more_to_send = self.data is not None and self.data.more
         if out:
             self._last_sent = now
             self.counters.packets_sent += handshake_packets
@@ -582,7 +587,9 @@ class Session:
             self.state = State.TERMINATED  # a zero-length drain: the CLOSE is out, we are done
         return out
 
-    def _build_packets(self, now: float) -> list[bytearray]:
+    def _build_packets(self, now: float, limit: int | None = None) -> list[bytearray]:
+        if self.data is not None:
+            self.data.more = False
         if self._close_pending and self._close_frame is not None:
             self._close_pending = False
             self._close_sent_at = now
@@ -609,7 +616,7 @@ class Session:
             ack = acks.build(now)
             if ack is not None:
                 head.insert(0, ack)
-        return self.data.build(now, head, self._seal)
+        return self.data.build(now, head, self._seal, limit)
 
     def _seal(self, payload: bytearray) -> tuple[bytearray, int]:
         keys = self._send_keys

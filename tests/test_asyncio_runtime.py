@@ -90,6 +90,33 @@ def test_ping_pong_on_a_no_delay_stream() -> None:
     run(main())
 
 
+def test_uvloop_clock_resolves_sub_millisecond_round_trips() -> None:
+    """uvloop's loop.time() has millisecond steps; the runtime's clock must not, or every
+    loopback RTT sample is 0 or 1 ms."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with STTNode(no_delay=True) as server, STTNode(no_delay=True) as client:
+            async def echo() -> None:
+                session = await server.accept()
+                stream = await session.accept_stream()
+                async for message in stream:
+                    await stream.send(message)
+
+            task = asyncio.create_task(echo())
+            session = await client.connect(server.address, server.node_id)
+            stream = session.open_stream(no_delay=True)
+            for i in range(100):
+                await stream.send(b"%d" % i)
+                await stream.receive()
+            assert client.get_stats()["loop"].startswith("uvloop")
+            rtt_min = session.get_stats().rtt_min_ms
+            assert 0 < rtt_min < 0.999, rtt_min
+            task.cancel()
+
+    uvloop.run(main())
+
+
 def test_connect_to_nobody_times_out() -> None:
     async def main() -> None:
         async with STTNode(handshake_timeout=1.0) as client:

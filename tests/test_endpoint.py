@@ -212,3 +212,26 @@ def test_probe_pings_do_not_storm_on_a_duplicating_reordering_link() -> None:
             break
     assert session.confirmed and session.state is State.ESTABLISHED
     assert len(pair.net.trace) < 400  # handshake and keep-alive traffic only
+
+
+def test_output_in_bounded_batches_equals_one_unbounded_call() -> None:
+    """datagrams_to_send(now, max_datagrams) cuts a window of output into batches; calling
+    until it returns nothing yields the same datagrams as one unbounded call would."""
+    totals = []
+    for limit in (None, 2):
+        pair = make_pair(profile=LinkProfile(latency=0.01))
+        client, _ = pair.established()
+        sid = client.open_stream()
+        assert client.send_message(sid, bytes(200_000))
+        now = pair.net.now
+        sizes: list[int] = []
+        while True:
+            batch = pair.client.datagrams_to_send(now, limit)
+            if not batch:
+                break
+            if limit is not None:
+                assert len(batch) <= limit
+            sizes.extend(len(d) for d, _ in batch)
+        totals.append(sizes)
+        assert len(sizes) > 2  # more than one batch
+    assert totals[0] == totals[1]
