@@ -21,17 +21,26 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from stt_asyncio import STTNode
 
 MiB = 1024 * 1024
+RUNTIMES = ("asyncio", "uvloop", "trio")
 
 
-def run_on(runtime: str, factory: Callable[[], Awaitable[Any]]) -> Any:
+def run_on(runtime: str, name: str, *args: Any) -> Any:
+    """Run benchmark ``name`` of the module for ``runtime`` on a fresh event loop."""
+    if runtime == "trio":
+        import trio
+
+        from . import bench_trio
+
+        return trio.run(getattr(bench_trio, name), *args)
+    factory: Callable[..., Awaitable[Any]] = globals()[name]
     if runtime == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 
-        return uvloop.run(factory())
-    return asyncio.run(factory())  # type: ignore[arg-type]
+        return uvloop.run(factory(*args))  # type: ignore[arg-type, unused-ignore]
+    return asyncio.run(factory(*args))  # type: ignore[arg-type]
 
 
-def _udp_pair() -> tuple[socket.socket, socket.socket]:
+def udp_pair() -> tuple[socket.socket, socket.socket]:
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (a, b):
@@ -42,13 +51,32 @@ def _udp_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+def make_sealer(frame_size: int) -> tuple[Callable[[int], bytes],
+                                          Callable[[bytearray, int], int]]:
+    """The raw baseline's datagram codec: a 20-byte header (8-byte counter) authenticated as
+    associated data and the payload sealed with AES-256-GCM, STT's default AEAD, so a datagram is
+    ``frame_size`` bytes on the wire like STT's. ``open_`` returns the payload size."""
+    key = AESGCM(os.urandom(32))
+    payload = os.urandom(frame_size - 16 - 20)
+    pad = bytes(12)
+
+    def seal(counter: int) -> bytes:
+        head = counter.to_bytes(8, "big") + pad
+        return head + key.encrypt(counter.to_bytes(12, "big"), payload, head)
+
+    def open_(buffer: bytearray, size: int) -> int:
+        with memoryview(buffer) as view:
+            key.decrypt(bytes(4) + view[:8].tobytes(), view[20:size], view[:20])
+        return size - 36
+
+    return seal, open_
+
+
 async def raw_aead_blast(frame_size: int, seconds: float) -> float:
     """Bytes/s of payload received: sender seals and sends, receiver drains and opens."""
     loop = asyncio.get_running_loop()
-    tx, rx = _udp_pair()
-    key = AESGCM(os.urandom(32))
-    payload = os.urandom(frame_size - 16 - 20)
-    header = bytes(20)
+    tx, rx = udp_pair()
+    seal, open_ = make_sealer(frame_size)
     received = 0
     buffer = bytearray(65536)
     done = loop.time() + seconds
@@ -57,12 +85,10 @@ async def raw_aead_blast(frame_size: int, seconds: float) -> float:
         nonlocal received
         while True:
             try:
-                size, _ = rx.recvfrom_into(buffer)
+                size = rx.recv_into(buffer)
             except BlockingIOError:
                 return
-            counter = int.from_bytes(buffer[:8], "big")
-            key.decrypt(counter.to_bytes(12, "big"), bytes(buffer[20:size]), bytes(buffer[:20]))
-            received += size - 36
+            received += open_(buffer, size)
 
     loop.add_reader(rx.fileno(), on_readable)
     counter = 0
@@ -70,13 +96,11 @@ async def raw_aead_blast(frame_size: int, seconds: float) -> float:
     try:
         while loop.time() < done:
             for _ in range(64):
-                head = counter.to_bytes(8, "big") + header[8:]
-                datagram = head + key.encrypt(counter.to_bytes(12, "big"), payload, head)
-                counter += 1
                 try:
-                    tx.sendto(datagram, target)
+                    tx.sendto(seal(counter), target)
                 except BlockingIOError:
                     break
+                counter += 1
             await asyncio.sleep(0)
         await asyncio.sleep(0.05)
     finally:
@@ -86,9 +110,7 @@ async def raw_aead_blast(frame_size: int, seconds: float) -> float:
     return received / seconds
 
 
-async def stt_throughput(frame_size: int, seconds: float) -> tuple[float, dict[str, Any]]:
-    settings = {"max_frame_size": frame_size, "recv_buffer_size": 8 * MiB,
-                "send_buffer_size": 8 * MiB}
+async def stt_throughput(settings: dict[str, Any], seconds: float) -> tuple[float, dict[str, Any]]:
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         received = 0
 
@@ -120,7 +142,7 @@ async def raw_ping_pong(count: int) -> list[float]:
     """Raw UDP echo through the event loop: reader callbacks on both sockets, the client
     awaiting a future that its callback resolves (as STT's streams do)."""
     loop = asyncio.get_running_loop()
-    a, b = _udp_pair()
+    a, b = udp_pair()
     waiter: asyncio.Future[None] | None = None
 
     def server_readable() -> None:
@@ -159,8 +181,8 @@ async def raw_ping_pong(count: int) -> list[float]:
     return times
 
 
-async def stt_ping_pong(count: int) -> list[float]:
-    async with STTNode(no_delay=True) as server, STTNode(no_delay=True) as client:
+async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
         async def echo() -> None:
             session = await server.accept()
             stream = await session.accept_stream()
@@ -180,8 +202,8 @@ async def stt_ping_pong(count: int) -> list[float]:
         return times
 
 
-async def handshakes(count: int) -> float:
-    async with STTNode() as server, STTNode() as client:
+async def handshakes(settings: dict[str, Any], count: int) -> float:
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
         start = time.perf_counter()
         sessions = await asyncio.gather(*(client.connect(server.address, server.node_id)
                                           for _ in range(count)))

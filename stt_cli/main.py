@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from rich.console import Console
 from rich.table import Table
 
-from stt_proto import DeterministicRandom, Endpoint, Identity, NodeConfig
+from stt_proto import PRESETS, DeterministicRandom, Endpoint, Identity, NodeConfig
 from stt_proto.packet import PacketCipher, parse_packet
 from stt_proto.sim import LinkProfile, Network
 
 from .alloc import tune_heap
 
 console = Console()
+MiB = 1024 * 1024
 
 
 @click.group()
@@ -202,32 +203,53 @@ def _handshakes(count: int) -> tuple[float, float]:
                 default="throughput")
 @click.option("--seconds", default=3.0, show_default=True, help="Time per measurement.")
 @click.option("--frame-size", "frame_sizes", multiple=True, type=int,
-              help="max_frame_size to measure (repeatable). Default: 1200, 16384, 65000.")
-@click.option("--runtime", type=click.Choice(["asyncio", "uvloop"]), default="asyncio",
+              help="max_frame_size to measure (repeatable). Default: the preset's, or 1200, "
+                   "16384 and 65000.")
+@click.option("--runtime", type=click.Choice(["asyncio", "uvloop", "trio"]), default="asyncio",
               show_default=True)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Node settings for STT (the raw baseline has none).")
 @click.option("--count", default=2000, show_default=True,
               help="Round trips (latency) or sessions (sessions).")
-def bench(kind: str, seconds: float, frame_sizes: tuple[int, ...], runtime: str,
-          count: int) -> None:
+@click.pass_context
+def bench(ctx: click.Context, kind: str, seconds: float, frame_sizes: tuple[int, ...],
+          runtime: str, preset: str | None, count: int) -> None:
     """Benchmark on loopback, both ends in this process, each figure beside its baseline
     measured on the same loop in the same run (printed as a ratio)."""
     from . import bench as b
 
-    sizes = frame_sizes or (1200, 16384, 65000)
+    if runtime == "uvloop":
+        try:
+            import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        except ImportError:
+            raise click.ClickException("uvloop is not installed: pip install "
+                                       "'stt-transport[uvloop]'") from None
+    base_settings: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    if frame_sizes:
+        sizes = frame_sizes
+    elif preset:
+        sizes = (base_settings["max_frame_size"],)
+    else:
+        sizes = (1200, 16384, 65000)
+    heap = "heap tuned" if (ctx.obj or {}).get("heap_tuned") else "default heap"
+    where = f"{runtime}, {preset or 'default settings'}, {heap}"
     if kind == "throughput":
-        table = Table(title=f"Goodput on loopback ({runtime}), one stream of 1 MiB messages")
+        table = Table(title=f"Goodput on loopback ({where}), one stream of 1 MiB messages")
         for column in ("frame bytes", "raw UDP+AEAD MB/s", "STT MB/s", "ratio", "STT RTT ms"):
             table.add_column(column, justify="right")
         for size in sizes:
-            base = b.run_on(runtime, lambda size=size: b.raw_aead_blast(size, seconds))
-            ours, info = b.run_on(runtime, lambda size=size: b.stt_throughput(size, seconds))
+            settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
+                        **base_settings, "max_frame_size": size}
+            base = b.run_on(runtime, "raw_aead_blast", size, seconds)
+            ours, info = b.run_on(runtime, "stt_throughput", settings, seconds)
             table.add_row(str(size), f"{base / 1e6:,.0f}", f"{ours / 1e6:,.0f}",
                           f"{ours / base:.2f}", f"{info['rtt_ms']:.2f}")
         console.print(table)
     elif kind == "latency":
-        raw = b.run_on(runtime, lambda: b.raw_ping_pong(count))
-        ours = b.run_on(runtime, lambda: b.stt_ping_pong(count))
-        table = Table(title=f"Ping-pong on loopback ({runtime}), {count} round trips")
+        settings = {**base_settings, "no_delay": True}
+        raw = b.run_on(runtime, "raw_ping_pong", count)
+        ours = b.run_on(runtime, "stt_ping_pong", settings, count)
+        table = Table(title=f"Ping-pong on loopback ({where}), {count} round trips")
         for column in ("", "p50 us", "p99 us"):
             table.add_column(column, justify="right")
         table.add_row("raw UDP", f"{b.median(raw) * 1e6:.0f}",
@@ -238,8 +260,9 @@ def bench(kind: str, seconds: float, frame_sizes: tuple[int, ...], runtime: str,
                       f"{b.percentile(ours, .99) / b.percentile(raw, .99):.2f}")
         console.print(table)
     elif kind == "sessions":
-        rate = b.run_on(runtime, lambda: b.handshakes(min(count, 5000)))
-        console.print(f"{min(count, 5000)} concurrent handshakes on loopback ({runtime}): "
+        n = min(count, 5000)
+        rate = b.run_on(runtime, "handshakes", base_settings, n)
+        console.print(f"{n} concurrent handshakes on loopback ({where}): "
                       f"[bold]{rate:,.0f}/s[/bold]")
     else:
         _core_bench(seconds, sizes)

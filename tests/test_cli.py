@@ -22,15 +22,33 @@ def test_keygen_writes_a_private_identity(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "--force" in again.output
 
 
+@pytest.mark.parametrize("runtime", ["asyncio", "uvloop", "trio"])
 @pytest.mark.parametrize("kind", ["throughput", "latency", "sessions", "core"])
-def test_bench_runs_and_prints_ratios(kind: str) -> None:
-    args = ["bench", kind, "--seconds", "0.2", "--frame-size", "16384", "--count", "50"]
+def test_bench_runs_and_prints_ratios(kind: str, runtime: str) -> None:
+    if runtime == "uvloop":
+        pytest.importorskip("uvloop")
+    if kind == "core" and runtime != "asyncio":
+        pytest.skip("the core benchmark runs no event loop")
+    args = ["bench", kind, "--seconds", "0.2", "--frame-size", "16384", "--count", "50",
+            "--runtime", runtime]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    if kind != "core":
+        assert runtime in result.output
     if kind in ("throughput", "latency", "core"):
         assert "ratio" in result.output
     else:
         assert "/s" in result.output
+
+
+@pytest.mark.parametrize("preset", ["low_latency", "balanced", "high_throughput"])
+def test_bench_with_a_preset_measures_the_presets_frame_size(preset: str) -> None:
+    result = CliRunner().invoke(main, ["bench", "throughput", "--seconds", "0.2",
+                                       "--preset", preset])
+    assert result.exit_code == 0, result.output
+    size = {"low_latency": 4096, "balanced": 16384, "high_throughput": 65507}[preset]
+    assert str(size) in result.output
+    assert preset in result.output
 
 
 def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:

@@ -1,0 +1,158 @@
+"""The loopback benchmarks of :mod:`stt_cli.bench` on trio, through ``stt_anyio``.
+
+The raw baselines use trio's own readiness waits (``trio.lowlevel.wait_readable``) on
+non-blocking sockets, the strongest plain-trio way to move datagrams, so each ratio compares STT
+with the best the same loop can do without it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import trio
+
+from stt_anyio import STTNode
+
+from .bench import MiB, make_sealer, udp_pair
+
+
+async def raw_aead_blast(frame_size: int, seconds: float) -> float:
+    """Bytes/s of payload: one task seals and sends, another drains and opens."""
+    tx, rx = udp_pair()
+    seal, open_ = make_sealer(frame_size)
+    received = 0
+    target = rx.getsockname()
+    buffer = bytearray(65536)
+    done = trio.current_time() + seconds
+
+    async def receiver() -> None:
+        nonlocal received
+        while True:
+            await trio.lowlevel.wait_readable(rx)
+            while True:
+                try:
+                    size = rx.recv_into(buffer)
+                except BlockingIOError:
+                    break
+                received += open_(buffer, size)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            counter = 0
+            while trio.current_time() < done:
+                for _ in range(64):
+                    try:
+                        tx.sendto(seal(counter), target)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(tx)
+                        break
+                    counter += 1
+                await trio.lowlevel.checkpoint()
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    finally:
+        tx.close()
+        rx.close()
+    return received / seconds
+
+
+async def stt_throughput(settings: dict[str, Any], seconds: float) -> tuple[float, dict[str, Any]]:
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
+        received = 0
+        finished = trio.Event()
+
+        async def sink() -> None:
+            nonlocal received
+            session = await server.accept()
+            stream = await session.accept_stream()
+            async for message in stream:
+                received += len(message)
+            finished.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sink)
+            session = await client.connect(server.address, server.node_id)
+            stream = session.open_stream()
+            message = os.urandom(MiB)
+            start = trio.current_time()
+            while trio.current_time() - start < seconds:
+                await stream.send(message)
+            await stream.close()
+            await stream.flush()
+            with trio.fail_after(30):
+                await finished.wait()
+            elapsed = trio.current_time() - start
+        stats = session.get_stats()
+        return received / elapsed, {"rtt_ms": stats.rtt_ms, "loss_rate": stats.loss_rate,
+                                    "loop": client.get_stats()["loop"]}
+
+
+async def raw_ping_pong(count: int) -> list[float]:
+    """Raw UDP echo: a server task and the client, each waiting for readability."""
+    a, b = udp_pair()
+    target = b.getsockname()
+    times: list[float] = []
+
+    async def server() -> None:
+        while True:
+            await trio.lowlevel.wait_readable(b)
+            while True:
+                try:
+                    data, addr = b.recvfrom(64)
+                except BlockingIOError:
+                    break
+                b.sendto(data, addr)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server)
+            for _ in range(count):
+                start = time.perf_counter()
+                a.sendto(b"ping", target)
+                while True:
+                    await trio.lowlevel.wait_readable(a)
+                    try:
+                        a.recvfrom(64)
+                        break
+                    except BlockingIOError:
+                        continue
+                times.append(time.perf_counter() - start)
+            nursery.cancel_scope.cancel()
+    finally:
+        a.close()
+        b.close()
+    return times
+
+
+async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
+        async def echo() -> None:
+            session = await server.accept()
+            stream = await session.accept_stream()
+            async for message in stream:
+                await stream.send(message)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            session = await client.connect(server.address, server.node_id)
+            stream = session.open_stream(no_delay=True)
+            times = []
+            for _ in range(count):
+                start = time.perf_counter()
+                await stream.send(b"ping")
+                await stream.receive()
+                times.append(time.perf_counter() - start)
+            nursery.cancel_scope.cancel()
+        return times
+
+
+async def handshakes(settings: dict[str, Any], count: int) -> float:
+    async with STTNode(**settings) as server, STTNode(**settings) as client:
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(client.connect, server.address, server.node_id)
+        return count / (time.perf_counter() - start)
