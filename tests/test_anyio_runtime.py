@@ -97,38 +97,73 @@ def test_failures_are_clear_on_every_backend(backend: str) -> None:
     anyio.run(main, backend=backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_asyncio_client_interoperates_with_an_anyio_peer_process(backend: str) -> None:
+def _start_peer(kind: str, streams: int) -> tuple[subprocess.Popen[str], int, bytes]:
     peer = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("interop_peer.py")), backend, "9"],
+        [sys.executable, str(Path(__file__).with_name("interop_peer.py")), kind, str(streams)],
         stdout=subprocess.PIPE, text=True)
+    assert peer.stdout is not None
+    ready = peer.stdout.readline().split()
+    assert ready and ready[0] == "READY", ready
+    return peer, int(ready[1]), bytes.fromhex(ready[2])
+
+
+async def _asyncio_client(port: int, node_id: bytes) -> None:
+    async with stt_asyncio.STTNode() as client:
+        session = await client.connect(("127.0.0.1", port), node_id)
+
+        async def push(count: int, size: int) -> None:
+            stream = session.open_stream()
+            digest = hashlib.sha256()
+            for _ in range(count):
+                data = os.urandom(size)
+                digest.update(data)
+                await stream.send(data)
+            await stream.close()
+            answer = await stream.receive()
+            assert answer.decode() == digest.hexdigest()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(push(64, 1 << 20))  # 64 MiB on one stream
+            for _ in range(8):
+                group.create_task(push(128, 8192))
+
+
+async def _anyio_client(port: int, node_id: bytes) -> None:
+    with anyio.fail_after(90):
+        async with STTNode() as client:
+            session = await client.connect(("127.0.0.1", port), node_id)
+
+            async def push(count: int, size: int) -> None:
+                stream = session.open_stream()
+                digest = hashlib.sha256()
+                for _ in range(count):
+                    data = os.urandom(size)
+                    digest.update(data)
+                    await stream.send(data)
+                await stream.send_eof()
+                answer = await stream.receive()
+                assert answer.decode() == digest.hexdigest()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(push, 64, 1 << 20)  # 64 MiB on one stream
+                for _ in range(8):
+                    group.start_soon(push, 128, 8192)
+
+
+# (client runtime, peer process): asyncio<->asyncio, trio<->trio, and both mixed directions.
+PAIRS = [("stt_asyncio", "stt_asyncio"), ("trio", "trio"), ("stt_asyncio", "trio"),
+         ("trio", "stt_asyncio"), ("stt_asyncio", "asyncio")]
+
+
+@pytest.mark.parametrize(("client", "peer_kind"), PAIRS)
+def test_64_mib_and_8_streams_across_two_processes(client: str, peer_kind: str) -> None:
+    """Both ends in separate processes, sha256 of every stream compared on both sides."""
+    peer, port, node_id = _start_peer(peer_kind, 9)
     try:
-        assert peer.stdout is not None
-        ready = peer.stdout.readline().split()
-        assert ready and ready[0] == "READY", ready
-        port, node_id = int(ready[1]), bytes.fromhex(ready[2])
-
-        async def main() -> None:
-            async with stt_asyncio.STTNode() as client:
-                session = await client.connect(("127.0.0.1", port), node_id)
-
-                async def push(count: int, size: int) -> None:
-                    stream = session.open_stream()
-                    digest = hashlib.sha256()
-                    for _ in range(count):
-                        data = os.urandom(size)
-                        digest.update(data)
-                        await stream.send(data)
-                    await stream.close()
-                    answer = await stream.receive()
-                    assert answer.decode() == digest.hexdigest()
-
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(push(64, 1 << 20))  # 64 MiB on one stream
-                    for _ in range(8):
-                        group.create_task(push(128, 8192))
-
-        asyncio.run(asyncio.wait_for(main(), 90))
+        if client == "stt_asyncio":
+            asyncio.run(asyncio.wait_for(_asyncio_client(port, node_id), 90))
+        else:
+            anyio.run(_anyio_client, port, node_id, backend=client)
         assert peer.wait(timeout=30) == 0
     finally:
         peer.kill()
