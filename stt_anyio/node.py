@@ -4,6 +4,7 @@ every datagram, runs due timers and sends. API calls wake it by cancelling its w
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 from collections import deque
@@ -26,6 +27,8 @@ from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
 from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
 from stt_proto import Session as ProtoSession
+
+from .websocket import WebSocketIO
 
 MAX_DRAIN = 4096
 
@@ -87,6 +90,7 @@ class STTNode:
         self.identity = identity or Identity.generate()
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
+        self._ws: WebSocketIO | None = None  # the websocket transport, instead of _sock
         self._sessions: dict[bytes, Session] = {}
         self._accepted: deque[Session] = deque()
         self._accept_signal: Signal = AnyioSignal()
@@ -116,6 +120,8 @@ class STTNode:
 
     @property
     def address(self) -> tuple[str, int]:
+        if self._ws is not None:
+            return self._ws.address
         if self._sock is None:
             raise UsageError("the node is not started")
         host, port = self._sock.getsockname()[:2]
@@ -125,10 +131,22 @@ class STTNode:
 
     async def start(self) -> None:
         """Bind and start the driver. Call ``close()`` from the same task (or use async with)."""
-        if self._sock is not None:
+        if self._sock is not None or self._ws is not None:
             raise UsageError("the node is already started")
-        if self.config.transport != "udp":
-            raise UsageError("the websocket transport is not available in this release")
+        if self.config.transport == "websocket":
+            group = self._task_group = anyio.create_task_group()
+            await group.__aenter__()
+            try:
+                ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket)
+                await ws.listen(self.config.host, self.config.port)
+            except BaseException:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+                raise
+            self._ws = ws
+            self._endpoint = Endpoint(self.config, self.identity)
+            group.start_soon(self._drive)
+            return
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -147,7 +165,7 @@ class STTNode:
 
     async def close(self) -> None:
         """Close every session gracefully (peers see CLOSE), then the socket."""
-        if self._sock is None or self._closed:
+        if (self._sock is None and self._ws is None) or self._closed:
             return
         endpoint = self._endpoint
         if endpoint is not None:
@@ -160,16 +178,19 @@ class STTNode:
             endpoint.close(self._now())
         self._service()
         with anyio.move_on_after(0.1):
-            while self._out:
+            while self._out and self._sock is not None:
                 await anyio.wait_writable(self._sock)
                 self._send()
+        if self._ws is not None:
+            await self._ws.close()
         for session in self._sessions.values():
             session._wake_all()
         self._accept_signal.set()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
     async def __aenter__(self) -> STTNode:
         await self.start()
@@ -188,6 +209,9 @@ class STTNode:
     async def connect(self, peer_addr: tuple[str, int], peer_id: bytes,
                       timeout: float | None = None) -> Session:
         endpoint = self._require_endpoint()
+        if self._ws is not None:
+            await self._ws.ensure((peer_addr[0], peer_addr[1]),
+                                  self.config.handshake_timeout if timeout is None else timeout)
         proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()
@@ -219,8 +243,14 @@ class STTNode:
         return {
             "loop": f"anyio/{sniffio.current_async_library()}",
             "recv_buffer_granted": self._granted[0], "send_buffer_granted": self._granted[1],
-            "sessions_open": stats.sessions_open, "handshakes_ok": stats.handshakes_ok,
-            "handshakes_failed": stats.handshakes_failed, "dropped": stats.dropped,
+            "send_errors": self.send_errors, "transport": self.config.transport,
+            **({} if self._ws is None else {
+                "websocket_protocol_errors": self._ws.protocol_errors,
+                "websocket_dropped_sends": self._ws.dropped_sends}),
+            "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
+            "handshakes_ok": stats.handshakes_ok, "handshakes_failed": stats.handshakes_failed,
+            "datagrams_in": stats.datagrams_in, "datagrams_out": stats.datagrams_out,
+            "dropped": stats.dropped,
         }
 
     # -- the driver -------------------------------------------------------------------------------
@@ -242,8 +272,34 @@ class STTNode:
         if scope is not None:
             scope.cancel()
 
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram from the websocket transport (UDP datagrams come in _drain)."""
+        endpoint = self._endpoint
+        if endpoint is not None and not self._closed:
+            endpoint.receive_datagram(data, addr, self._now())
+            self._kick()
+
+    def _tune_stream_socket(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.recv_buffer_size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_size)
+            self._granted = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+                             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+
+    async def _drive_websocket(self, endpoint: Endpoint) -> None:
+        while not self._closed:
+            self._service()
+            deadline = endpoint.get_timer()
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._wait_scope = scope
+                await anyio.sleep_forever()
+            self._wait_scope = None
+
     async def _drive(self) -> None:
         sock, endpoint = self._sock, self._endpoint
+        if endpoint is not None and self._ws is not None:
+            await self._drive_websocket(endpoint)
+            return
         if sock is None or endpoint is None:
             return
         while not self._closed:
@@ -294,6 +350,11 @@ class STTNode:
 
     def _send(self) -> None:
         sock, out = self._sock, self._out
+        if self._ws is not None:
+            while out:
+                data, addr = out.popleft()
+                self._ws.send(data, addr)
+            return
         if sock is None or sock.fileno() < 0:
             out.clear()
             return

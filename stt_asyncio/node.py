@@ -9,6 +9,7 @@ waits for a writer callback on EAGAIN. No task per datagram, one timer handle pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import warnings
@@ -28,6 +29,7 @@ from stt_proto import Session as ProtoSession
 
 from ._signal import AsyncioSignal, Signal
 from .session import Session, dispatch_events
+from .websocket import WebSocketIO
 
 RECV_BUFFER = 65536
 MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
@@ -43,6 +45,7 @@ class STTNode:
         self.identity = identity or Identity.generate()
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
+        self._ws: WebSocketIO | None = None  # the websocket transport, instead of _sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[bytes, Session] = {}
         self._accepted: deque[Session] = deque()
@@ -79,17 +82,23 @@ class STTNode:
 
     @property
     def address(self) -> tuple[str, int]:
+        if self._ws is not None:
+            return self._ws.address
         if self._sock is None:
             raise UsageError("the node is not started")
         host, port = self._sock.getsockname()[:2]
         return host, port
 
     async def start(self) -> None:
-        if self._sock is not None:
+        if self._sock is not None or self._ws is not None:
             raise UsageError("the node is already started")
-        if self.config.transport != "udp":
-            raise UsageError("the websocket transport is not available in this release")
         self._loop = asyncio.get_running_loop()
+        if self.config.transport == "websocket":
+            ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket)
+            await ws.listen(self.config.host, self.config.port)
+            self._ws = ws
+            self._endpoint = Endpoint(self.config, self.identity)
+            return
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -106,7 +115,7 @@ class STTNode:
 
     async def close(self) -> None:
         """Close every session gracefully (peers see CLOSE), then the socket."""
-        if self._sock is None or self._closed:
+        if (self._sock is None and self._ws is None) or self._closed:
             return
         endpoint = self._endpoint
         if endpoint is not None:
@@ -124,13 +133,16 @@ class STTNode:
                 break
             await asyncio.sleep(0.005)
         loop = self._loop
-        if loop is not None:
-            loop.remove_reader(self._sock.fileno())
-            if self._writing:
-                loop.remove_writer(self._sock.fileno())
+        if self._ws is not None:
+            await self._ws.close()
+        elif self._sock is not None:
+            if loop is not None:
+                loop.remove_reader(self._sock.fileno())
+                if self._writing:
+                    loop.remove_writer(self._sock.fileno())
+            self._sock.close()
         if self._timer is not None:
             self._timer.cancel()
-        self._sock.close()
         for session in self._sessions.values():
             session._wake_all()
         self._accept_signal.set()
@@ -155,6 +167,9 @@ class STTNode:
         """Handshake with ``peer_addr``, which must prove it is ``peer_id``. Each call makes a
         new session. Raises HandshakeTimeout, AuthenticationError or ConnectionRefused."""
         endpoint = self._require_endpoint()
+        if self._ws is not None:
+            await self._ws.ensure((peer_addr[0], peer_addr[1]),
+                                  self.config.handshake_timeout if timeout is None else timeout)
         proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()
@@ -199,6 +214,10 @@ class STTNode:
             "recv_buffer_granted": self._granted[0],
             "send_buffer_granted": self._granted[1],
             "send_errors": self.send_errors,
+            "transport": self.config.transport,
+            **({} if self._ws is None else {
+                "websocket_protocol_errors": self._ws.protocol_errors,
+                "websocket_dropped_sends": self._ws.dropped_sends}),
             **({} if stats is None else {
                 "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
                 "handshakes_ok": stats.handshakes_ok,
@@ -247,10 +266,27 @@ class STTNode:
             endpoint.receive_datagram(view[:size], (addr[0], addr[1]), now)
         self._service()
 
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram from the websocket transport (UDP datagrams come in _on_readable)."""
+        endpoint = self._endpoint
+        if endpoint is not None and not self._closed:
+            endpoint.receive_datagram(data, addr, self._now())
+            self._kick()
+
+    def _tune_stream_socket(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.recv_buffer_size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_size)
+            self._granted = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+                             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+
     def _service(self) -> None:
         self._kicked = False
         endpoint = self._endpoint
-        if endpoint is None or self._sock is None or self._sock.fileno() < 0:
+        if endpoint is None:
+            return
+        if self._ws is None and (self._sock is None or self._sock.fileno() < 0):
             return
         now = self._now()
         timer = endpoint.get_timer()
@@ -268,6 +304,11 @@ class STTNode:
     def _send(self) -> None:
         sock = self._sock
         out = self._out
+        if self._ws is not None:
+            while out:
+                data, addr = out.popleft()
+                self._ws.send(data, addr)
+            return
         if sock is None:
             return
         while out:

@@ -1,5 +1,6 @@
 """A peer process for interop tests: an stt_anyio node on the backend named in argv[1]
-("trio" or "asyncio"), or an stt_asyncio node when argv[1] is "stt_asyncio".
+("trio" or "asyncio"), or an stt_asyncio node when argv[1] is "stt_asyncio"; argv[2] is the
+number of streams to answer, the optional argv[3] the transport ("udp" or "websocket").
 
 It prints "READY <port> <node id hex>", accepts one session, and answers every stream the
 client opens with the sha256 of everything received on it, then exits."""
@@ -19,8 +20,11 @@ from stt_anyio import Stream, STTNode
 warnings.simplefilter("ignore")
 
 
+TRANSPORT = sys.argv[3] if len(sys.argv) > 3 else "udp"
+
+
 async def main(streams: int) -> None:
-    async with STTNode() as node:
+    async with STTNode(transport=TRANSPORT) as node:
         print("READY", node.address[1], node.node_id.hex(), flush=True)
         session = await node.accept()
 
@@ -37,7 +41,7 @@ async def main(streams: int) -> None:
 
 
 async def main_asyncio(streams: int) -> None:
-    async with stt_asyncio.STTNode() as node:
+    async with stt_asyncio.STTNode(transport=TRANSPORT) as node:
         print("READY", node.address[1], node.node_id.hex(), flush=True)
         session = await node.accept()
 

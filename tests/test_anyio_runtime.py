@@ -168,6 +168,8 @@ def test_64_mib_and_8_streams_across_two_processes(client: str, peer_kind: str) 
     finally:
         peer.kill()
         peer.wait()
+        if peer.stdout is not None:
+            peer.stdout.close()
 
 
 def test_keep_alive_detects_a_sigkilled_peer_process() -> None:
@@ -196,3 +198,5 @@ def test_keep_alive_detects_a_sigkilled_peer_process() -> None:
     finally:
         peer.kill()
         peer.wait()
+        if peer.stdout is not None:
+            peer.stdout.close()
