@@ -4,7 +4,6 @@ every datagram, runs due timers and sends. API calls wake it by cancelling its w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 from collections import deque
@@ -15,6 +14,7 @@ import anyio.abc
 import sniffio
 
 from stt_asyncio._signal import Signal
+from stt_asyncio._ws import tune_stream_socket
 from stt_asyncio.node import (
     CLOSE_LINGER,
     RECV_BUFFER,
@@ -280,11 +280,10 @@ class STTNode:
             self._kick()
 
     def _tune_stream_socket(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.recv_buffer_size)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_size)
-            self._granted = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
-                             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+        granted = tune_stream_socket(sock, self.config.recv_buffer_size,
+                                     self.config.send_buffer_size)
+        if granted is not None:
+            self._granted = granted
 
     async def _drive_websocket(self, endpoint: Endpoint) -> None:
         while not self._closed:

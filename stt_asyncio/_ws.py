@@ -8,6 +8,9 @@ closes that one connection (the sessions on it then time out or recover elsewher
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -123,3 +126,15 @@ class WsFramer:
             self.closed = True  # the caller sees it after the datagrams that came before
             if event.code not in NORMAL_CLOSE_CODES:  # wsproto reports broken framing so
                 raise WsError(f"WebSocket closed with code {event.code}: {event.reason}")
+
+
+def tune_stream_socket(sock: socket.socket, recv: int, send: int) -> tuple[int, int] | None:
+    """TCP_NODELAY (datagrams must not wait for Nagle) and the node's buffer sizes on one
+    WebSocket connection's socket; returns the granted sizes, or None if the OS refused."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send)
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+    return None

@@ -9,7 +9,6 @@ waits for a writer callback on EAGAIN. No task per datagram, one timer handle pe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 import warnings
@@ -28,6 +27,7 @@ from stt_proto import (
 from stt_proto import Session as ProtoSession
 
 from ._signal import AsyncioSignal, Signal
+from ._ws import tune_stream_socket
 from .session import Session, dispatch_events
 from .websocket import WebSocketIO
 
@@ -274,12 +274,10 @@ class STTNode:
             self._kick()
 
     def _tune_stream_socket(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.recv_buffer_size)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_size)
-            self._granted = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
-                             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+        granted = tune_stream_socket(sock, self.config.recv_buffer_size,
+                                     self.config.send_buffer_size)
+        if granted is not None:
+            self._granted = granted
 
     def _service(self) -> None:
         self._kicked = False
