@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from .affinity import ContentAffinityPool
 from .config import PRESETS, NodeConfig, preset
 from .endpoint import Endpoint, EndpointStats
 from .errors import (
@@ -15,6 +16,7 @@ from .errors import (
     ConnectionRefused,
     CryptoError,
     DecodeError,
+    DHTError,
     FrameError,
     HandshakeError,
     HandshakeTimeout,
@@ -50,7 +52,9 @@ __all__ = [
     "PRESETS",
     "AuthenticationError",
     "ConnectionRefused",
+    "ContentAffinityPool",
     "CryptoError",
+    "DHTError",
     "DecodeError",
     "DeterministicRandom",
     "DropReason",

@@ -16,8 +16,11 @@ from hashlib import blake2s
 import attrs
 
 from .config import NodeConfig
+from .dht import DHT, DHTConfig
+from .dht.links import DHTLinks
 from .errors import ProtocolError, UsageError
 from .events import Address, SessionAccepted
+from .handshake_payload import Purpose
 from .identity import Identity
 from .packet import (
     CID_LEN,
@@ -50,13 +53,14 @@ class EndpointStats:
     dropped: dict[str, int]
     retries_sent: int
     refusals_sent: int
+    dht: dict[str, int]
 
 
 class Endpoint:
     """All sessions bound to one local address."""
 
     def __init__(self, config: NodeConfig, identity: Identity | None = None,
-                 rng: RandomSource | None = None) -> None:
+                 rng: RandomSource | None = None, dht_config: DHTConfig | None = None) -> None:
         self.config = config
         self.rng = rng or SystemRandom()
         self.identity = identity or Identity.generate(self.rng)
@@ -83,16 +87,24 @@ class Endpoint:
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.retries_sent = self.refusals_sent = 0
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
+        # The node's Kademlia DHT, whose messages travel on sessions of their own.
+        self.dht = DHT(self.identity.node_id, self.rng, dht_config)
+        self._links = DHTLinks(self.dht, self._connect_dht,
+                               advertised_ports=config.transport == "websocket")
 
     # -- sessions ---------------------------------------------------------------------------------
 
-    def connect(self, address: Address, peer_id: bytes, now: float) -> Session:
+    def connect(self, address: Address, peer_id: bytes, now: float,
+                purpose: Purpose = Purpose.APPLICATION) -> Session:
         """Start a handshake to ``address``; the session reports HandshakeCompleted or ends."""
         session = Session.initiate(config=self.config, identity=self.identity, rng=self.rng,
                                    remote_address=address, peer_id=peer_id, now=now,
-                                   local_cid=self._new_cid())
+                                   local_cid=self._new_cid(), purpose=purpose)
         self._add(session, now)
         return session
+
+    def _connect_dht(self, address: Address, peer_id: bytes, now: float) -> Session:
+        return self.connect(address, peer_id, now, Purpose.DHT)
 
     def _new_cid(self) -> bytes:
         while True:
@@ -122,7 +134,7 @@ class Endpoint:
     def take_touched(self) -> list[Session]:
         """Sessions that ran since the last call (and so may have events to read), including
         ones that have just been forgotten. Runtimes call this after datagrams_to_send."""
-        touched = list(self._touched.values())
+        touched = [s for s in self._touched.values() if s.purpose is Purpose.APPLICATION]
         self._touched.clear()
         return touched
 
@@ -162,7 +174,7 @@ class Endpoint:
         reason = session.receive_packet(packet, size, addr, now)
         if reason is not None:
             self._drop(reason)
-        self._after_session_input(session, was_handshaking)
+        self._after_session_input(session, was_handshaking, now)
 
     def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
         """Decide what to do with a new INITIAL: refuse, ask for a RETRY, or create a session."""
@@ -193,7 +205,8 @@ class Endpoint:
         self._add(session, now)
         return session
 
-    def _after_session_input(self, session: Session, was_handshaking: bool) -> None:
+    def _after_session_input(self, session: Session, was_handshaking: bool,
+                             now: float) -> None:
         if session.is_initiator:
             if session.confirmed and session.local_cid not in self._accepted:
                 self._accepted.add(session.local_cid)
@@ -203,7 +216,12 @@ class Endpoint:
             if session.confirmed:
                 self.handshakes_ok += 1
                 self._accepted.add(session.local_cid)
-                self._events.append(SessionAccepted(session.local_cid))
+                if session.purpose is Purpose.APPLICATION:
+                    self._events.append(SessionAccepted(session.local_cid))
+                else:
+                    self._links.adopt(session, now)
+        if session.purpose is not Purpose.APPLICATION:
+            self._links.touch(session)
         if session.is_terminated:
             self._forget(session)
 
@@ -258,15 +276,19 @@ class Endpoint:
         heapq.heappush(self._heap, (deadline, self._seq, cid))
 
     def get_timer(self) -> float | None:
-        """The one deadline the runtime arms: the earliest of all sessions'."""
+        """The one deadline the runtime arms: the earliest of all sessions' and the DHT's."""
         self._flush_schedule()
         heap = self._heap
+        deadline = self.dht.get_timer()
+        links = self._links.get_timer()
+        if links is not None and (deadline is None or links < deadline):
+            deadline = links
         while heap:
-            deadline, _, cid = heap[0]
-            if self._scheduled.get(cid) == deadline:
-                return deadline
+            at, _, cid = heap[0]
+            if self._scheduled.get(cid) == at:
+                return at if deadline is None or at < deadline else deadline
             heapq.heappop(heap)  # stale entry
-        return None
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         """Run every session whose deadline has come, each once (output is taken afterwards)."""
@@ -286,7 +308,11 @@ class Endpoint:
             session.handle_timer(now)
             self._dirty[session.local_cid] = session
             self._reschedule(session)
-            self._after_session_input(session, was_handshaking)
+            self._after_session_input(session, was_handshaking, now)
+        dht_deadline = self.dht.get_timer()
+        if dht_deadline is not None and dht_deadline <= now:
+            self.dht.handle_timer(now)
+        self._links.handle_timer(now)
 
     # -- output -----------------------------------------------------------------------------------
 
@@ -295,6 +321,8 @@ class Endpoint:
         """What to send now. With ``max_datagrams`` the answer is cut into batches: call again
         until it returns nothing (sending each batch first keeps memory flat under a window
         of megabytes)."""
+        if self._links.pending:
+            self._links.service(now)  # DHT input read, DHT output written to its sessions
         out = self._stateless_out
         self._stateless_out = []
         dirty = self._dirty
@@ -349,4 +377,6 @@ class Endpoint:
             datagrams_in=self.datagrams_in, datagrams_out=self.datagrams_out,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, dropped=dict(self.dropped),
             retries_sent=self.retries_sent, refusals_sent=self.refusals_sent,
+            dht={**self.dht.stats(), "dht_sessions": len(self._links),
+                 "dht_dropped": self._links.dropped},
         )

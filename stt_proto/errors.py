@@ -114,3 +114,7 @@ class StreamReset(STTError):
 
 class PoolMissError(STTError, LookupError):
     """No pooled session is close enough to the requested content hash."""
+
+
+class DHTError(STTError):
+    """A DHT operation could not be carried out (no seed answered, nobody to store at)."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import attrs
 
 from .config import NodeConfig
-from .errors import AuthenticationError, CryptoError, HandshakeError, NoiseError
+from .errors import AuthenticationError, CryptoError, DecodeError, HandshakeError, NoiseError
 from .handshake_payload import (
     Field,
+    Purpose,
     TransportSettings,
     decode_payload,
     decode_preference,
@@ -59,6 +60,7 @@ class HandshakeResult:
     peer_id: bytes
     peer_settings: TransportSettings
     handshake_hash: bytes
+    purpose: Purpose = Purpose.APPLICATION
 
 
 def _new_state(config: NodeConfig, identity: Identity, rng: RandomSource,
@@ -96,22 +98,38 @@ def _read(state: HandshakeState, message: bytes, which: str) -> dict[int, bytes]
 
 
 def _finish(state: HandshakeState, initiator: bool, cipher: str,
-            settings: TransportSettings) -> HandshakeResult:
+            settings: TransportSettings, purpose: Purpose) -> HandshakeResult:
     c1, c2 = state.split()
     k1, k2 = c1.key, c2.key
     if k1 is None or k2 is None or state.rs is None:  # pragma: no cover - split() guarantees
         raise HandshakeError("handshake finished without keys")
     send, recv = (k1, k2) if initiator else (k2, k1)
     return HandshakeResult(cipher, PacketCipher(cipher, send), PacketCipher(cipher, recv),
-                           state.rs, node_id_for(state.rs), settings, state.handshake_hash)
+                           state.rs, node_id_for(state.rs), settings, state.handshake_hash,
+                           purpose)
+
+
+def _purpose(fields: dict[int, bytes]) -> Purpose:
+    raw = fields.get(Field.PURPOSE)
+    if raw is None:
+        return Purpose.APPLICATION
+    try:
+        value, end = decode_varint(raw)
+        if end != len(raw):
+            raise HandshakeError("trailing bytes after the purpose")
+        return Purpose(value)
+    except (DecodeError, ValueError):
+        raise HandshakeError(f"unknown session purpose {raw.hex()}") from None
 
 
 class InitiatorHandshake:
     """Writes message 1, reads message 2 (authenticating the responder), writes message 3."""
 
     def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource,
-                 local_cid: bytes, expected_peer_id: bytes) -> None:
+                 local_cid: bytes, expected_peer_id: bytes,
+                 purpose: Purpose = Purpose.APPLICATION) -> None:
         self._config = config
+        self._purpose = purpose
         self._state = _new_state(config, identity, rng, True)
         self._local_cid = local_cid
         self._expected_peer_id = expected_peer_id
@@ -142,9 +160,11 @@ class InitiatorHandshake:
             got = node_id_for(rs).hex() if rs else "nothing"
             raise AuthenticationError(f"responder's node id is {got}, expected "
                                       f"{self._expected_peer_id.hex()}")
-        message3 = self._state.write_message(encode_payload(
-            {Field.SETTINGS: local_settings(self._config).encode()}))
-        self.result = _finish(self._state, True, expected, settings)
+        fields3 = {Field.SETTINGS: local_settings(self._config).encode()}
+        if self._purpose is not Purpose.APPLICATION:
+            fields3[Field.PURPOSE] = encode_varint(self._purpose)
+        message3 = self._state.write_message(encode_payload(fields3))
+        self.result = _finish(self._state, True, expected, settings, self._purpose)
         return message3
 
 
@@ -181,5 +201,5 @@ class ResponderHandshake:
     def read_message3(self, message: bytes) -> HandshakeResult:
         fields = _read(self._state, message, "message 3")
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
-        self.result = _finish(self._state, False, self._cipher, settings)
+        self.result = _finish(self._state, False, self._cipher, settings, _purpose(fields))
         return self.result

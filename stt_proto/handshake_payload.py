@@ -24,7 +24,15 @@ class Field(IntEnum):
     CIPHER_PREFERENCE = 3
     CHOSEN_CIPHER = 4
     SETTINGS = 5
+    PURPOSE = 6  # message 3: what the initiator opens the session for (see Purpose)
     PADDING = 0x3F
+
+
+class Purpose(IntEnum):
+    """Why a session exists. Service sessions (the DHT's) never reach ``node.accept()``."""
+
+    APPLICATION = 0
+    DHT = 1
 
 
 CIPHER_IDS = {"AESGCM": 1, "ChaChaPoly": 2}

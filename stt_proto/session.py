@@ -50,6 +50,7 @@ from .handshake import (
     ResponderHandshake,
     local_settings,
 )
+from .handshake_payload import Purpose
 from .identity import Identity
 from .keys import RecvKeys, SendKeys
 from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet, parse_packet
@@ -86,6 +87,7 @@ class Session:
         self.initial_address = remote_address
         self.state = State.HANDSHAKING
         self.peer_id: bytes | None = None
+        self.expected_peer_id: bytes | None = None  # initiator: the id it asked for
         self.handshake_result: HandshakeResult | None = None
         self.confirmed = False
         self.counters = SessionCounters()
@@ -128,6 +130,8 @@ class Session:
         self._amp_received = 0
         self._amp_sent = 0
         self.wakeup: Callable[[Session], None] | None = None
+        # The initiator's says why the session exists; a responder learns it from message 3.
+        self.purpose = Purpose.APPLICATION
         self._now = now
 
     # -- construction ---------------------------------------------------------------------------
@@ -135,7 +139,8 @@ class Session:
     @classmethod
     def initiate(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
                  remote_address: Address, peer_id: bytes, now: float,
-                 local_cid: bytes | None = None) -> Session:
+                 local_cid: bytes | None = None,
+                 purpose: Purpose = Purpose.APPLICATION) -> Session:
         """A session that starts the handshake towards ``remote_address`` expecting ``peer_id``."""
         if len(peer_id) != 32:
             raise UsageError(f"peer_id must be 32 bytes, got {len(peer_id)}")
@@ -143,7 +148,9 @@ class Session:
         session = cls(config=config, identity=identity, rng=rng, is_initiator=True,
                       local_cid=cid, remote_cid=rng.token_bytes(8),
                       remote_address=remote_address, now=now)
-        hs = InitiatorHandshake(config, identity, rng, cid, peer_id)
+        hs = InitiatorHandshake(config, identity, rng, cid, peer_id, purpose)
+        session.purpose = purpose
+        session.expected_peer_id = peer_id
         session._initiator_hs = hs
         session._send_handshake(session._initial_packet(), now)
         return session
@@ -690,6 +697,7 @@ class Session:
         self._hs_packet = None
         result = self.handshake_result
         if result is not None:
+            self.purpose = result.purpose
             self._events.append(HandshakeCompleted(result.peer_id, result.cipher,
                                                    result.peer_settings))
 

@@ -1,0 +1,431 @@
+"""The DHT's protocol logic: answer RPCs, run lookups, store, re-publish, expire, refresh.
+
+Messages come in from contacts whose ids their sessions' handshakes proved
+(:meth:`DHT.receive`) and go out as ``(contact, bytes)`` pairs (:meth:`DHT.messages_to_send`); the
+caller carries them. Time only moves through ``now``. Operations started by the user
+(:meth:`find_node`, :meth:`get`, :meth:`put`, :meth:`bootstrap`) finish into :meth:`next_done`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable
+from enum import Enum
+
+import attrs
+
+from ..errors import DecodeError, DHTError, STTError, UsageError
+from ..randomness import RandomSource
+from .ids import ALPHA, Contact, K, check_id
+from .lookup import Lookup
+from .messages import (
+    MAX_RECORDS_PER_REPLY,
+    MAX_TTL,
+    MAX_VALUE_SIZE,
+    Kind,
+    Message,
+    WireRecord,
+    decode,
+    encode,
+)
+from .routing import RoutingTable
+from .storage import ValueStore
+
+REPLY_KINDS = {Kind.PING: (Kind.PONG,), Kind.FIND_NODE: (Kind.NODES,),
+               Kind.FIND_VALUE: (Kind.NODES, Kind.VALUE), Kind.STORE: (Kind.STORED,)}
+
+
+@attrs.frozen(slots=True)
+class DHTConfig:
+    """Kademlia's constants. The defaults are the paper's; tests shorten the intervals."""
+
+    k: int = K
+    alpha: int = ALPHA
+    rpc_timeout: float = 2.0  # seconds an RPC may take, handshake to a new contact included
+    record_ttl: float = 86400.0  # how long holders keep a value put() with no ttl
+    republish_interval: float = 3600.0  # how often this node stores its values again
+    refresh_interval: float = 3600.0  # buckets unheard-from this long are looked up afresh
+
+    def __attrs_post_init__(self) -> None:
+        if self.k < 1 or self.alpha < 1:
+            raise UsageError("DHT k and alpha must be at least 1")
+        if min(self.rpc_timeout, self.record_ttl, self.republish_interval,
+               self.refresh_interval) <= 0:
+            raise UsageError("DHT timeouts and intervals must be positive")
+        if self.republish_interval >= self.record_ttl:
+            raise UsageError("republish_interval must be shorter than record_ttl, or values "
+                             "would lapse between re-publications")
+
+
+class OpKind(Enum):
+    BOOTSTRAP = "bootstrap"
+    FIND_NODE = "find_node"
+    GET = "get"
+    PUT = "put"
+
+
+class Operation:
+    """A user's DHT call in progress. When ``done``, ``error`` is None and ``result`` holds the
+    answer: bootstrap the routing table's size; find_node the k nearest contacts that answered;
+    get the newest value (or None; every record found is in ``records``); put how many nodes
+    stored the value."""
+
+    __slots__ = ("done", "error", "id", "internal", "kind", "lookup", "records", "result",
+                 "store_pending", "target", "ttl", "value")
+
+    def __init__(self, op_id: int, kind: OpKind, target: bytes, *, internal: bool) -> None:
+        self.id = op_id
+        self.kind = kind
+        self.target = target
+        self.internal = internal  # re-publication or refresh: nobody waits for it
+        self.done = False
+        self.error: STTError | None = None
+        self.result: object = None
+        self.records: list[WireRecord] = []
+        self.lookup: Lookup | None = None
+        self.store_pending = 0
+        self.value = b""
+        self.ttl = 0
+
+
+@attrs.define(slots=True)
+class _Rpc:
+    contact: Contact
+    kind: Kind
+    deadline: float
+    on_reply: Callable[[Message | None, float], None]
+
+
+@attrs.define(slots=True)
+class _Publication:
+    value: bytes
+    ttl: int
+    until: float | None  # stop re-publishing then (a put with an explicit ttl)
+    due: float
+
+
+class DHT:
+    def __init__(self, own_id: bytes, rng: RandomSource, config: DHTConfig | None = None,
+                 now: float = 0.0) -> None:
+        self.own_id = own_id
+        self.config = config or DHTConfig()
+        self.routing_table = RoutingTable(own_id, self.config.k, now)
+        self.store = ValueStore()
+        self.port = 0  # this node's listening port, announced in every message
+        self._rng = rng
+        self._out: list[tuple[Contact, bytes]] = []
+        self._pending: dict[int, _Rpc] = {}
+        self._rpc_heap: list[tuple[float, int]] = []
+        self._done: deque[Operation] = deque()
+        self._published: dict[bytes, _Publication] = {}
+        self._republish_heap: list[tuple[float, bytes]] = []
+        self._next_refresh = now + self.config.refresh_interval
+        self._next_op = 0
+        self._deadline: float | None = None
+        self._deadline_stale = True
+        self.malformed = 0
+        self.unsolicited = 0
+        self.requests_served = 0
+        self.rpc_timeouts = 0
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def bootstrap(self, seeds: Iterable[Contact], now: float) -> Operation:
+        """Join through ``seeds``: look our own id up, which fills the routing table."""
+        op = self._start(OpKind.BOOTSTRAP, self.own_id, internal=False)
+        seeds = list(seeds)
+        if not seeds and not len(self.routing_table):
+            raise UsageError("bootstrap needs at least one (host, port, node_id) seed")
+        self._lookup(op, now, extra=seeds)
+        return op
+
+    def find_node(self, node_id: bytes, now: float, *, internal: bool = False) -> Operation:
+        op = self._start(OpKind.FIND_NODE, check_id(node_id), internal=internal)
+        self._lookup(op, now)
+        return op
+
+    def get(self, key: bytes, now: float) -> Operation:
+        op = self._start(OpKind.GET, check_id(key, "DHT key"), internal=False)
+        op.records = [WireRecord(r.publisher, r.value, int(now - r.stored_at),
+                                 int(r.expires_at - now)) for r in self.store.get(key, now)]
+        if op.records:
+            self._finish(op, now)
+            return op
+        self._lookup(op, now, want_value=True)
+        return op
+
+    def put(self, key: bytes, value: bytes | bytearray | memoryview, now: float,
+            ttl: float | None = None) -> Operation:
+        """Store ``value`` under ``key`` at the k nodes nearest it, and keep re-publishing it
+        (until ``ttl`` seconds have passed, when one is given)."""
+        key = check_id(key, "DHT key")
+        value = bytes(value)
+        if len(value) > MAX_VALUE_SIZE:
+            raise UsageError(f"a DHT value is at most {MAX_VALUE_SIZE} bytes, got {len(value)}")
+        if ttl is not None and not 1 <= ttl <= MAX_TTL:
+            raise UsageError(f"ttl must be in 1..{MAX_TTL} seconds, got {ttl!r}")
+        seconds = int(self.config.record_ttl if ttl is None else ttl)
+        due = now + self.config.republish_interval
+        self._published[key] = _Publication(value, seconds, None if ttl is None else now + ttl,
+                                            due)
+        heapq.heappush(self._republish_heap, (due, key))
+        return self._put(key, value, seconds, now, internal=False)
+
+    def _put(self, key: bytes, value: bytes, ttl: int, now: float, *,
+             internal: bool) -> Operation:
+        op = self._start(OpKind.PUT, key, internal=internal)
+        op.value, op.ttl = value, ttl
+        self._lookup(op, now)
+        return op
+
+    def cancel(self, op: Operation) -> None:
+        """Give up on ``op`` (its caller went away); late replies are ignored."""
+        op.done = True
+
+    def next_done(self) -> Operation | None:
+        """The next user operation that finished."""
+        return self._done.popleft() if self._done else None
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def receive(self, sender: Contact, data: bytes | bytearray | memoryview,
+                now: float) -> None:
+        """A message from ``sender``, whose id its session's handshake proved. Never raises."""
+        try:
+            message = decode(data)
+        except DecodeError:
+            self.malformed += 1
+            return
+        self._deadline_stale = True
+        stale = self.routing_table.observe(sender, now)
+        if stale is not None:  # a full bucket: keep its oldest member only if it still answers
+            self._request(stale, Kind.PING, now, _ignore)
+        if message.is_request:
+            self._answer(sender, message, now)
+            return
+        rpc = self._pending.get(message.rpc_id)
+        if (rpc is None or rpc.contact.node_id != sender.node_id
+                or message.kind not in REPLY_KINDS[rpc.kind]):
+            self.unsolicited += 1
+            return
+        del self._pending[message.rpc_id]
+        rpc.on_reply(message, now)
+
+    def peer_unreachable(self, node_id: bytes, now: float) -> None:
+        """The session to ``node_id`` failed (refused, timed out, wrong id): fail its RPCs now
+        rather than at their timeouts."""
+        for rpc_id, rpc in list(self._pending.items()):
+            if rpc.contact.node_id == node_id and rpc_id in self._pending:
+                del self._pending[rpc_id]
+                self._rpc_failed(rpc, now)
+
+    def _answer(self, sender: Contact, request: Message, now: float) -> None:
+        self.requests_served += 1
+        kind, rpc_id, port = request.kind, request.rpc_id, self.port
+        if kind is Kind.PING:
+            reply = Message(Kind.PONG, rpc_id, port)
+        elif kind is Kind.STORE:
+            ok = self.store.put(request.target, sender.node_id, request.value, request.ttl, now)
+            reply = Message(Kind.STORED, rpc_id, port, ok=ok)
+        else:
+            records = self.store.get(request.target, now) if kind is Kind.FIND_VALUE else []
+            if records:
+                reply = Message(Kind.VALUE, rpc_id, port, records=tuple(
+                    WireRecord(r.publisher, r.value, int(now - r.stored_at),
+                               max(1, int(r.expires_at - now)))
+                    for r in records[:MAX_RECORDS_PER_REPLY]))
+            else:
+                nearest = self.routing_table.closest(request.target, exclude=sender.node_id)
+                reply = Message(Kind.NODES, rpc_id, port, contacts=tuple(nearest))
+        self._out.append((sender, encode(reply)))
+
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def _start(self, kind: OpKind, target: bytes, *, internal: bool) -> Operation:
+        self._next_op += 1
+        self._deadline_stale = True
+        return Operation(self._next_op, kind, target, internal=internal)
+
+    def _lookup(self, op: Operation, now: float, *, extra: list[Contact] | None = None,
+                want_value: bool = False) -> None:
+        cfg = self.config
+        lookup = op.lookup = Lookup(op.target, self.own_id, cfg.k, cfg.alpha, want_value)
+        lookup.add(self.routing_table.closest(op.target))
+        if extra:
+            lookup.add(extra)
+        self._advance(op, now)
+
+    def _advance(self, op: Operation, now: float) -> None:
+        lookup = op.lookup
+        if op.done or lookup is None:
+            return
+        for contact in lookup.next_queries():
+            kind = Kind.FIND_VALUE if lookup.want_value else Kind.FIND_NODE
+
+            def on_reply(reply: Message | None, at: float,
+                         node_id: bytes = contact.node_id) -> None:
+                if reply is None:
+                    lookup.failed(node_id)
+                else:
+                    lookup.answered(node_id, reply.contacts, reply.records)
+                self._advance(op, at)
+
+            self._request(contact, kind, now, on_reply, target=op.target)
+        if lookup.finished:
+            op.lookup = None
+            self._lookup_finished(op, lookup, now)
+
+    def _lookup_finished(self, op: Operation, lookup: Lookup, now: float) -> None:
+        nearest = lookup.result()
+        if op.kind is OpKind.PUT:
+            self._store_at(op, nearest, now)
+            return
+        if op.kind is OpKind.GET:
+            op.records.extend(lookup.records)
+        elif op.kind is OpKind.BOOTSTRAP and not len(self.routing_table):
+            op.error = DHTError("bootstrap failed: none of the seeds answered")
+        else:
+            op.result = nearest
+        self._finish(op, now)
+
+    def _store_at(self, op: Operation, holders: list[Contact], now: float) -> None:
+        stored_here = 0
+        farthest = holders[-1].node_id if holders else None
+        if len(holders) < self.config.k or (farthest is not None and _nearer(
+                self.own_id, farthest, op.target)):
+            stored_here = int(self.store.put(op.target, self.own_id, op.value, op.ttl, now))
+        op.result = stored_here
+        op.store_pending = len(holders)
+        if not holders:
+            if not stored_here:
+                op.error = DHTError("put found no node to store at")
+            self._finish(op, now)
+            return
+        for contact in holders:
+            def on_stored(reply: Message | None, at: float) -> None:
+                op.store_pending -= 1
+                if reply is not None and reply.ok:
+                    op.result = int(op.result) + 1  # type: ignore[call-overload]
+                if op.store_pending == 0:
+                    self._finish(op, at)
+
+            self._request(contact, Kind.STORE, now, on_stored, target=op.target,
+                          value=op.value, ttl=op.ttl)
+
+    def _finish(self, op: Operation, now: float) -> None:
+        if op.done:
+            return
+        if op.kind is OpKind.GET:
+            newest = min(op.records, key=lambda r: (r.age, r.publisher), default=None)
+            op.result = newest.value if newest else None
+        elif op.kind is OpKind.BOOTSTRAP and op.error is None:
+            op.result = len(self.routing_table)
+        op.done = True
+        if not op.internal:
+            self._done.append(op)
+
+    # -- RPCs -------------------------------------------------------------------------------------
+
+    def _request(self, contact: Contact, kind: Kind, now: float,
+                 on_reply: Callable[[Message | None, float], None], *, target: bytes = b"",
+                 value: bytes = b"", ttl: int = 0) -> None:
+        while True:
+            rpc_id = int.from_bytes(self._rng.token_bytes(8), "big")
+            if rpc_id not in self._pending:
+                break
+        deadline = now + self.config.rpc_timeout
+        self._pending[rpc_id] = _Rpc(contact, kind, deadline, on_reply)
+        heapq.heappush(self._rpc_heap, (deadline, rpc_id))
+        self._out.append((contact, encode(Message(kind, rpc_id, self.port, target=target,
+                                                  value=value, ttl=ttl))))
+        self._deadline_stale = True
+
+    def _rpc_failed(self, rpc: _Rpc, now: float) -> None:
+        self.rpc_timeouts += 1
+        self.routing_table.failed(rpc.contact.node_id)
+        rpc.on_reply(None, now)
+
+    def messages_to_send(self) -> list[tuple[Contact, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        if not self._deadline_stale:
+            return self._deadline
+        heap = self._rpc_heap
+        while heap and heap[0][1] not in self._pending:
+            heapq.heappop(heap)
+        # An empty table has nothing to refresh: an idle node with no contacts needs no timer.
+        candidates = [self._next_refresh] if len(self.routing_table) else []
+        if heap:
+            candidates.append(heap[0][0])
+        expiry = self.store.next_expiry()
+        if expiry is not None:
+            candidates.append(expiry)
+        if self._republish_heap:
+            candidates.append(self._republish_heap[0][0])
+        self._deadline = min(candidates, default=None)
+        self._deadline_stale = False
+        return self._deadline
+
+    def handle_timer(self, now: float) -> None:
+        self._deadline_stale = True
+        heap = self._rpc_heap
+        while heap and heap[0][0] <= now:
+            _, rpc_id = heapq.heappop(heap)
+            rpc = self._pending.pop(rpc_id, None)
+            if rpc is not None:
+                self._rpc_failed(rpc, now)
+        self.store.expire(now)
+        self._republish(now)
+        if now >= self._next_refresh:
+            self._next_refresh = now + self.config.refresh_interval
+            self._refresh(now)
+
+    def _republish(self, now: float) -> None:
+        heap = self._republish_heap
+        while heap and heap[0][0] <= now:
+            due, key = heapq.heappop(heap)
+            publication = self._published.get(key)
+            if publication is None or publication.due != due:
+                continue  # put again since
+            if publication.until is not None and now >= publication.until:
+                del self._published[key]
+                continue
+            publication.due = now + self.config.republish_interval
+            heapq.heappush(heap, (publication.due, key))
+            ttl = publication.ttl if publication.until is None else max(
+                1, int(publication.until - now))
+            self._put(key, publication.value, ttl, now, internal=True)
+
+    def _refresh(self, now: float) -> None:
+        """Look up an id in every bucket unheard-from for a refresh interval."""
+        if not len(self.routing_table):
+            return
+        for index in self.routing_table.stale_buckets(now, self.config.refresh_interval):
+            self.routing_table.touch_bucket(index, now)
+            target = self.routing_table.id_in_bucket(index, self._rng.token_bytes(32))
+            self.find_node(target, now, internal=True)
+
+    def stats(self) -> dict[str, int]:
+        return {"dht_contacts": len(self.routing_table), "dht_records": len(self.store),
+                "dht_published": len(self._published), "dht_rpcs_pending": len(self._pending),
+                "dht_requests_served": self.requests_served, "dht_malformed": self.malformed,
+                "dht_unsolicited": self.unsolicited, "dht_rpc_timeouts": self.rpc_timeouts}
+
+
+def _nearer(a: bytes, b: bytes, target: bytes) -> bool:
+    t = int.from_bytes(target, "big")
+    return (int.from_bytes(a, "big") ^ t) < (int.from_bytes(b, "big") ^ t)
+
+
+def _ignore(reply: Message | None, now: float) -> None:
+    """A bucket check's ping needs no callback: the reply refreshes the contact, a timeout
+    counts against it (both in the routing table)."""
