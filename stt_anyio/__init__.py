@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from stt_proto.affinity import ContentAffinityPool
+from stt_proto.dht import Contact
 from stt_proto.errors import (
     AuthenticationError,
     ConnectionRefused,
+    DHTError,
     HandshakeError,
     HandshakeTimeout,
     KeepAliveTimeout,
@@ -22,7 +25,8 @@ from stt_proto.errors import (
 from .node import Session, Stream, STTNode
 
 __all__ = [
-    "AuthenticationError", "ConnectionRefused", "HandshakeError", "HandshakeTimeout",
+    "AuthenticationError", "ConnectionRefused", "Contact", "ContentAffinityPool", "DHTError",
+    "HandshakeError", "HandshakeTimeout",
     "KeepAliveTimeout", "PoolMissError", "ProtocolError", "STTError", "STTNode", "Session",
     "SessionClosed", "SettingsError", "Stream", "StreamClosed", "StreamLimitError",
     "StreamReset", "UsageError",

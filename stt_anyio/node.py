@@ -15,11 +15,13 @@ import sniffio
 
 from stt_asyncio._signal import Signal
 from stt_asyncio._ws import tune_stream_socket
+from stt_asyncio.dht import NodeDHT
 from stt_asyncio.node import (
     CLOSE_LINGER,
     RECV_BUFFER,
     SEND_BATCH,
     _apply_buffers,
+    _endpoint_stats,
     _preset_kwargs,
 )
 from stt_asyncio.session import Session as _Session
@@ -101,6 +103,7 @@ class STTNode:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
         self.send_errors = 0
+        self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
 
     @classmethod
     def low_latency(cls, **overrides: Any) -> STTNode:
@@ -144,7 +147,7 @@ class STTNode:
                 await group.__aexit__(None, None, None)
                 raise
             self._ws = ws
-            self._endpoint = Endpoint(self.config, self.identity)
+            self._endpoint = self._new_endpoint(ws.address[1])
             group.start_soon(self._drive)
             return
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
@@ -158,10 +161,15 @@ class STTNode:
             sock.close()
             raise
         self._sock = sock
-        self._endpoint = Endpoint(self.config, self.identity)
+        self._endpoint = self._new_endpoint(sock.getsockname()[1])
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._drive)
+
+    def _new_endpoint(self, port: int) -> Endpoint:
+        endpoint = Endpoint(self.config, self.identity)
+        endpoint.dht.port = port  # announced to DHT peers, who may only see a client port
+        return endpoint
 
     async def close(self) -> None:
         """Close every session gracefully (peers see CLOSE), then the socket."""
@@ -186,6 +194,7 @@ class STTNode:
         for session in self._sessions.values():
             session._wake_all()
         self._accept_signal.set()
+        self.dht.close()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
@@ -247,10 +256,7 @@ class STTNode:
             **({} if self._ws is None else {
                 "websocket_protocol_errors": self._ws.protocol_errors,
                 "websocket_dropped_sends": self._ws.dropped_sends}),
-            "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
-            "handshakes_ok": stats.handshakes_ok, "handshakes_failed": stats.handshakes_failed,
-            "datagrams_in": stats.datagrams_in, "datagrams_out": stats.datagrams_out,
-            "dropped": stats.dropped,
+            **_endpoint_stats(stats),
         }
 
     # -- the driver -------------------------------------------------------------------------------
@@ -346,6 +352,7 @@ class STTNode:
             self._send()
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
                         self._accept_signal)
+        self.dht.dispatch(endpoint)
 
     def _send(self) -> None:
         sock, out = self._sock, self._out

@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from stt_asyncio._ws import WsError, WsFramer
+from stt_asyncio._ws import DIAL_TIMEOUT, WsError, WsFramer
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
 Address = tuple[str, int]
@@ -131,6 +131,8 @@ class WebSocketIO:
         self._connections: dict[Address, _Connection] = {}
         self._dialling: dict[Address, _Connection] = {}
         self._all: set[_Connection] = set()
+        self._dials: set[Address] = set()
+        self._closing = False
         self.protocol_errors = 0
         self.dropped_sends = 0
 
@@ -201,10 +203,29 @@ class WebSocketIO:
 
     def send(self, datagram: bytes | bytearray, addr: Address) -> None:
         connection = self._connections.get(addr)
+        if connection is None:
+            self._dial_later(addr)
         if connection is None or not connection.send(datagram):
             self.dropped_sends += 1
 
+    def _dial_later(self, addr: Address) -> None:
+        """Output to an address with no connection (a DHT contact, or a peer whose connection
+        broke): dial it in the background; the session's retransmissions go out once it opens."""
+        if addr in self._dialling or addr in self._dials or self._closing:
+            return
+        self._dials.add(addr)
+
+        async def dial() -> None:
+            try:
+                with contextlib.suppress(HandshakeTimeout, ConnectionRefused):
+                    await self.ensure(addr, DIAL_TIMEOUT)
+            finally:
+                self._dials.discard(addr)
+
+        self.group.start_soon(dial)
+
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             await self._listener.aclose()
         for connection in list(self._all):

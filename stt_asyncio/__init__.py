@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from stt_proto.affinity import ContentAffinityPool
+from stt_proto.dht import Contact
 from stt_proto.errors import (
     AuthenticationError,
     ConnectionRefused,
+    DHTError,
     HandshakeError,
     HandshakeTimeout,
     KeepAliveTimeout,
@@ -39,7 +42,8 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 __all__ = [
-    "AuthenticationError", "ConnectionRefused", "HandshakeError", "HandshakeTimeout",
+    "AuthenticationError", "ConnectionRefused", "Contact", "ContentAffinityPool", "DHTError",
+    "HandshakeError", "HandshakeTimeout",
     "KeepAliveTimeout", "PoolMissError", "ProtocolError", "STTError", "STTNode", "Session",
     "SessionClosed", "SettingsError", "Stream", "StreamClosed", "StreamLimitError",
     "StreamReset", "UsageError", "run",

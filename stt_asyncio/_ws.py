@@ -24,6 +24,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 MAX_MESSAGE = 65536  # above max_frame_size (65,507): anything longer is not an STT datagram
+DIAL_TIMEOUT = 10.0  # seconds a background dial (for output with no connection) may take
 MAX_HANDSHAKE = 16384  # bytes of HTTP upgrade we accept before giving up on a peer
 PATH = "/stt"
 MESSAGE_TOO_BIG = 1009

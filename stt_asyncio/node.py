@@ -18,6 +18,7 @@ from typing import Any
 
 from stt_proto import (
     Endpoint,
+    EndpointStats,
     HandshakeTimeout,
     Identity,
     NodeConfig,
@@ -28,6 +29,7 @@ from stt_proto import Session as ProtoSession
 
 from ._signal import AsyncioSignal, Signal
 from ._ws import tune_stream_socket
+from .dht import NodeDHT
 from .session import Session, dispatch_events
 from .websocket import WebSocketIO
 
@@ -59,6 +61,7 @@ class STTNode:
         self._granted = (0, 0)
         self._closed = False
         self.send_errors = 0
+        self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
 
     # -- presets ----------------------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class STTNode:
             ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket)
             await ws.listen(self.config.host, self.config.port)
             self._ws = ws
-            self._endpoint = Endpoint(self.config, self.identity)
+            self._endpoint = self._new_endpoint(ws.address[1])
             return
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -110,8 +113,13 @@ class STTNode:
             sock.close()
             raise
         self._sock = sock
-        self._endpoint = Endpoint(self.config, self.identity)
+        self._endpoint = self._new_endpoint(sock.getsockname()[1])
         self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def _new_endpoint(self, port: int) -> Endpoint:
+        endpoint = Endpoint(self.config, self.identity)
+        endpoint.dht.port = port  # announced to DHT peers, who may only see a client port
+        return endpoint
 
     async def close(self) -> None:
         """Close every session gracefully (peers see CLOSE), then the socket."""
@@ -146,6 +154,7 @@ class STTNode:
         for session in self._sessions.values():
             session._wake_all()
         self._accept_signal.set()
+        self.dht.close()
 
     async def __aenter__(self) -> STTNode:
         await self.start()
@@ -218,13 +227,7 @@ class STTNode:
             **({} if self._ws is None else {
                 "websocket_protocol_errors": self._ws.protocol_errors,
                 "websocket_dropped_sends": self._ws.dropped_sends}),
-            **({} if stats is None else {
-                "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
-                "handshakes_ok": stats.handshakes_ok,
-                "handshakes_failed": stats.handshakes_failed,
-                "datagrams_in": stats.datagrams_in, "datagrams_out": stats.datagrams_out,
-                "dropped": stats.dropped,
-            }),
+            **({} if stats is None else _endpoint_stats(stats)),
         }
 
     # -- the driver -------------------------------------------------------------------------------
@@ -349,6 +352,17 @@ class STTNode:
     def _dispatch(self, endpoint: Endpoint) -> None:
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
                         self._accept_signal)
+        self.dht.dispatch(endpoint)
+
+
+def _endpoint_stats(stats: EndpointStats) -> dict[str, Any]:
+    """The endpoint's counters as both runtimes report them in ``node.get_stats()``."""
+    return {
+        "sessions_open": stats.sessions_open, "sessions_total": stats.sessions_total,
+        "handshakes_ok": stats.handshakes_ok, "handshakes_failed": stats.handshakes_failed,
+        "datagrams_in": stats.datagrams_in, "datagrams_out": stats.datagrams_out,
+        "dropped": stats.dropped, **stats.dht,
+    }
 
 
 def _preset_kwargs(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

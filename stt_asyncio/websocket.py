@@ -10,13 +10,14 @@ STT's recovery resends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
-from ._ws import WsError, WsFramer
+from ._ws import DIAL_TIMEOUT, WsError, WsFramer
 
 Address = tuple[str, int]
 
@@ -107,6 +108,8 @@ class WebSocketIO:
         self._connections: dict[Address, _Connection] = {}
         self._dialling: dict[Address, _Connection] = {}
         self._all: set[_Connection] = set()
+        self._dials: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.protocol_errors = 0
         self.dropped_sends = 0
 
@@ -167,14 +170,33 @@ class WebSocketIO:
 
     def send(self, datagram: bytes | bytearray, addr: Address) -> None:
         connection = self._connections.get(addr)
+        if connection is None:
+            self._dial_later(addr)
         if connection is None or not connection.send(datagram):
             self.dropped_sends += 1
+
+    def _dial_later(self, addr: Address) -> None:
+        """Output to an address with no connection (a DHT contact, or a peer whose connection
+        broke): dial it in the background; the session's retransmissions go out once it opens."""
+        if addr in self._dialling or self._closing:
+            return
+
+        async def dial() -> None:
+            with contextlib.suppress(HandshakeTimeout, ConnectionRefused):
+                await self.ensure(addr, DIAL_TIMEOUT)
+
+        task = self.loop.create_task(dial())
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
     @property
     def backlogged(self) -> bool:
         return any(c.paused for c in self._connections.values())
 
     async def close(self) -> None:
+        self._closing = True
+        for task in list(self._dials):
+            task.cancel()
         for connection in list(self._all):
             connection.close()
         if self._server is not None:

@@ -1,0 +1,99 @@
+"""``node.dht``: the node's Kademlia DHT, awaited. Shared by both runtimes, which inject the
+signal type, the clock and the kick that services the endpoint; every protocol decision is in
+:mod:`stt_proto.dht`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from stt_proto import Endpoint, UsageError
+from stt_proto.dht import Contact, Operation, RoutingTable
+
+from ._signal import Signal
+
+
+class NodeDHT:
+    """Kademlia over the node's socket: 256-bit ids, k = 20, alpha = 3, XOR metric; values are
+    re-published hourly and expire after a day at the nodes holding them."""
+
+    def __init__(self, endpoint: Callable[[], Endpoint], now: Callable[[], float],
+                 kick: Callable[[], None], new_signal: Callable[[], Signal]) -> None:
+        self._endpoint = endpoint  # raises UsageError while the node is not running
+        self._now = now
+        self._kick = kick
+        self._new_signal = new_signal
+        self._waiters: dict[int, Signal] = {}
+        self._closed = False
+
+    @property
+    def routing_table(self) -> RoutingTable:
+        """The contacts this node knows, by bucket (iterate it, ``len()`` it, ``closest()``)."""
+        return self._endpoint().dht.routing_table
+
+    async def bootstrap(self, peers: Iterable[tuple[str, int, bytes]]) -> int:
+        """Join the DHT through known nodes ``(host, port, node_id)``; returns how many contacts
+        the routing table then holds. Raises DHTError when none of them answers."""
+        seeds = [Contact(bytes(node_id), (host, int(port))) for host, port, node_id in peers]
+        endpoint = self._endpoint()
+        result: int = await self._run(endpoint.dht.bootstrap(seeds, self._now()))
+        return result
+
+    async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> int:
+        """Store ``value`` (at most 8 KiB) under the 32-byte ``key`` at the k nodes nearest it
+        and keep re-publishing it; returns how many nodes stored it."""
+        endpoint = self._endpoint()
+        result: int = await self._run(endpoint.dht.put(key, value, self._now(), ttl))
+        return result
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The newest value stored under ``key``, or None when nobody holds one."""
+        endpoint = self._endpoint()
+        result: bytes | None = await self._run(endpoint.dht.get(key, self._now()))
+        return result
+
+    async def find_node(self, node_id: bytes) -> list[Contact]:
+        """The k nodes nearest ``node_id`` that answered (the node itself first, if it exists)."""
+        endpoint = self._endpoint()
+        result: list[Contact] = await self._run(endpoint.dht.find_node(node_id, self._now()))
+        return result
+
+    async def _run(self, op: Operation) -> Any:
+        if op.done:
+            return self._outcome(op)
+        signal = self._waiters[op.id] = self._new_signal()
+        self._kick()
+        try:
+            while not op.done:
+                if self._closed:
+                    raise UsageError("the node closed while a DHT call was waiting")
+                await signal.wait()
+        finally:
+            self._waiters.pop(op.id, None)
+            if not op.done:  # cancelled, or the node closed: stop its RPCs' callbacks
+                self._abandon(op)
+        return self._outcome(op)
+
+    def _abandon(self, op: Operation) -> None:
+        try:
+            self._endpoint().dht.cancel(op)
+        except UsageError:
+            op.done = True
+
+    @staticmethod
+    def _outcome(op: Operation) -> Any:
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def dispatch(self, endpoint: Endpoint) -> None:
+        """Wake the callers whose operations finished (the runtime calls this after output)."""
+        while (op := endpoint.dht.next_done()) is not None:
+            signal = self._waiters.get(op.id)
+            if signal is not None:
+                signal.set()
+
+    def close(self) -> None:
+        self._closed = True
+        for signal in self._waiters.values():
+            signal.set()
