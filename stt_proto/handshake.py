@@ -109,6 +109,12 @@ def _finish(state: HandshakeState, initiator: bool, cipher: str,
                            purpose)
 
 
+def _live(state: HandshakeState | None) -> HandshakeState:
+    if state is None:
+        raise HandshakeError("handshake message after the handshake finished")
+    return state
+
+
 def _purpose(fields: dict[int, bytes]) -> Purpose:
     raw = fields.get(Field.PURPOSE)
     if raw is None:
@@ -130,7 +136,7 @@ class InitiatorHandshake:
                  purpose: Purpose = Purpose.APPLICATION) -> None:
         self._config = config
         self._purpose = purpose
-        self._state = _new_state(config, identity, rng, True)
+        self._state: HandshakeState | None = _new_state(config, identity, rng, True)
         self._local_cid = local_cid
         self._expected_peer_id = expected_peer_id
         self._preference = tuple(config.cipher_preference)
@@ -139,12 +145,13 @@ class InitiatorHandshake:
              Field.CIPHER_PREFERENCE: encode_preference(self._preference)},
             pad_to=MIN_INITIAL_SIZE - INITIAL_HEADER_ROOM - 32,
         )
-        self.message1 = self._state.write_message(payload)
+        self.message1 = _live(self._state).write_message(payload)
         self.result: HandshakeResult | None = None
 
     def read_message2(self, message: bytes, header_scid: bytes) -> bytes:
         """Process message 2 and return message 3. Raises a :class:`HandshakeError` subclass."""
-        fields = _read(self._state, message, "message 2")
+        state = _live(self._state)
+        fields = _read(state, message, "message 2")
         _check_version(fields)
         if require(fields, Field.CONNECTION_ID) != header_scid:
             raise HandshakeError("responder connection id differs from the packet header")
@@ -155,7 +162,7 @@ class InitiatorHandshake:
             raise HandshakeError(f"cipher downgrade: the responder chose {chosen.hex()} where "
                                  f"both preferences give {expected}")
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
-        rs = self._state.rs
+        rs = state.rs
         if rs is None or node_id_for(rs) != self._expected_peer_id:
             got = node_id_for(rs).hex() if rs else "nothing"
             raise AuthenticationError(f"responder's node id is {got}, expected "
@@ -163,8 +170,9 @@ class InitiatorHandshake:
         fields3 = {Field.SETTINGS: local_settings(self._config).encode()}
         if self._purpose is not Purpose.APPLICATION:
             fields3[Field.PURPOSE] = encode_varint(self._purpose)
-        message3 = self._state.write_message(encode_payload(fields3))
-        self.result = _finish(self._state, True, expected, settings, self._purpose)
+        message3 = state.write_message(encode_payload(fields3))
+        self.result = _finish(state, True, expected, settings, self._purpose)
+        self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
         return message3
 
 
@@ -173,14 +181,14 @@ class ResponderHandshake:
 
     def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource) -> None:
         self._config = config
-        self._state = _new_state(config, identity, rng, False)
+        self._state: HandshakeState | None = _new_state(config, identity, rng, False)
         self._preference = tuple(config.cipher_preference)
         self._cipher = ""
         self.peer_cid = b""
         self.result: HandshakeResult | None = None
 
     def read_message1(self, message: bytes, header_scid: bytes) -> None:
-        fields = _read(self._state, message, "message 1")
+        fields = _read(_live(self._state), message, "message 1")
         _check_version(fields)
         peer_cid = require(fields, Field.CONNECTION_ID)
         if peer_cid != header_scid or len(peer_cid) != CID_LEN:
@@ -190,7 +198,7 @@ class ResponderHandshake:
         self.peer_cid = peer_cid
 
     def write_message2(self, local_cid: bytes) -> bytes:
-        return self._state.write_message(encode_payload({
+        return _live(self._state).write_message(encode_payload({
             Field.VERSION: encode_varint(VERSION),
             Field.CONNECTION_ID: local_cid,
             Field.CIPHER_PREFERENCE: encode_preference(self._preference),
@@ -199,7 +207,9 @@ class ResponderHandshake:
         }))
 
     def read_message3(self, message: bytes) -> HandshakeResult:
-        fields = _read(self._state, message, "message 3")
+        state = _live(self._state)
+        fields = _read(state, message, "message 3")
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
-        self.result = _finish(self._state, False, self._cipher, settings, _purpose(fields))
+        self.result = _finish(state, False, self._cipher, settings, _purpose(fields))
+        self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
         return self.result

@@ -9,7 +9,6 @@ one base RTT.
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum, auto
 
 from ..recovery import RateSample, SentPacket
@@ -42,7 +41,7 @@ class Bbr(CongestionController):
         self.mode = Mode.STARTUP
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_GAIN
-        self._bw_samples: deque[tuple[int, float]] = deque()
+        self._bw_samples: list[tuple[int, float]] = []  # a few rounds' worth: a list is smaller
         self.btl_bw = 0.0
         self.min_rtt = float("inf")
         self._min_rtt_stamp = 0.0
@@ -74,8 +73,11 @@ class Bbr(CongestionController):
 
     def _update_bw(self, rate: RateSample) -> None:
         samples = self._bw_samples
-        while samples and samples[0][0] <= self.round_count - BW_WINDOW_ROUNDS:
-            samples.popleft()
+        stale = 0
+        while stale < len(samples) and samples[stale][0] <= self.round_count - BW_WINDOW_ROUNDS:
+            stale += 1
+        if stale:
+            del samples[:stale]
         if rate.app_limited and rate.delivery_rate < self.btl_bw:
             return
         samples.append((self.round_count, rate.delivery_rate))
