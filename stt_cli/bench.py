@@ -32,7 +32,11 @@ def run_on(runtime: str, name: str, *args: Any) -> Any:
         from . import bench_trio
 
         return trio.run(getattr(bench_trio, name), *args)
-    factory: Callable[..., Awaitable[Any]] = globals()[name]
+    factory: Callable[..., Awaitable[Any]] | None = globals().get(name)
+    if factory is None:
+        from . import bench_extra
+
+        factory = getattr(bench_extra, name)
     if runtime == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 

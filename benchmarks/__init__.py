@@ -1,0 +1,1 @@
+"""STT's benchmark suite: ``python -m benchmarks`` (see ``docs/performance.md``)."""

@@ -1,0 +1,136 @@
+"""Run the whole benchmark suite with one command and print every figure beside its baseline
+from the same run, as a ratio; ``--json`` saves the results, ``--plot`` draws PNGs.
+
+    python -m benchmarks [--quick] [--json results.json] [--plot docs/img]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from stt_cli.alloc import tune_heap
+from stt_cli.bench import MiB, median, percentile, run_on
+
+SIZES = (1200, 4096, 16384, 65000)
+console = Console()
+
+
+def available_runtimes() -> list[str]:
+    runtimes = ["asyncio"]
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        runtimes.append("uvloop")
+    except ImportError:
+        pass
+    return [*runtimes, "trio"]
+
+
+def goodput(runtimes: list[str], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for runtime in runtimes:
+        for size in SIZES:
+            settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
+                        "max_frame_size": size}
+            raw = run_on(runtime, "raw_aead_blast", size, seconds)
+            ours, _ = run_on(runtime, "stt_throughput", settings, seconds)
+            rows.append({"runtime": runtime, "frame": size, "raw": raw, "stt": ours})
+        if runtime != "trio":
+            tls = run_on(runtime, "tcp_tls_throughput", seconds)
+            for row in rows[-len(SIZES):]:
+                row["tcp_tls"] = tls
+    return rows
+
+
+def latency(runtimes: list[str], count: int) -> list[dict[str, Any]]:
+    rows = []
+    for runtime in runtimes:
+        raw = run_on(runtime, "raw_ping_pong", count)
+        ours = run_on(runtime, "stt_ping_pong", {"no_delay": True}, count)
+        rows.append({"runtime": runtime, "raw_p50": median(raw), "raw_p99": percentile(raw, .99),
+                     "stt_p50": median(ours), "stt_p99": percentile(ours, .99)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", RuntimeWarning)  # small kernel socket buffers: reported
+    heap = tune_heap()
+    seconds = 0.3 if args.quick else 2.0
+    count = 200 if args.quick else 3000
+    runtimes = available_runtimes()
+    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds}
+
+    results["goodput"] = rows = goodput(runtimes, seconds)
+    table = Table(title=f"Goodput, one stream of 1 MiB messages ({seconds:g} s each; "
+                        f"ratios against baselines from this run)")
+    for column in ("runtime", "frame B", "raw UDP+AEAD MB/s", "STT MB/s", "STT/raw",
+                   "TCP+TLS MB/s", "STT/TLS"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        tls = row.get("tcp_tls")
+        table.add_row(row["runtime"], str(row["frame"]), f"{row['raw'] / 1e6:,.0f}",
+                      f"{row['stt'] / 1e6:,.0f}", f"{row['stt'] / row['raw']:.2f}",
+                      "n/a" if tls is None else f"{tls / 1e6:,.0f}",
+                      "n/a" if tls is None else f"{row['stt'] / tls:.2f}")
+    console.print(table)
+    by = {(r["runtime"], r["frame"]): r["stt"] for r in rows}
+    if ("uvloop", 65000) in by:
+        console.print(f"trio / uvloop goodput at 64 KB: "
+                      f"{by[('trio', 65000)] / by[('uvloop', 65000)]:.2f}")
+
+    results["latency"] = lat = latency(runtimes, count)
+    table = Table(title=f"Ping-pong, {count} round trips on a no_delay stream vs raw UDP")
+    for column in ("runtime", "raw p50 µs", "raw p99 µs", "STT p50 µs", "STT p99 µs",
+                   "p50 ratio", "p99 ratio"):
+        table.add_column(column, justify="right")
+    for row in lat:
+        table.add_row(row["runtime"], f"{row['raw_p50'] * 1e6:.0f}", f"{row['raw_p99'] * 1e6:.0f}",
+                      f"{row['stt_p50'] * 1e6:.0f}", f"{row['stt_p99'] * 1e6:.0f}",
+                      f"{row['stt_p50'] / row['raw_p50']:.2f}",
+                      f"{row['stt_p99'] / row['raw_p99']:.2f}")
+    console.print(table)
+
+    n = 100 if args.quick else 500
+    results["handshakes"] = {rt: run_on(rt, "handshakes", {}, n) for rt in runtimes}
+    console.print("Handshakes/s (" + str(n) + " concurrent): " + ", ".join(
+        f"{rt} {rate:,.0f}" for rt, rate in results["handshakes"].items()))
+
+    sessions = 300 if args.quick else args.sessions
+    idle_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
+    idle = results["idle"] = run_on(idle_runtime, "idle_sessions", sessions)
+    console.print(f"{sessions:,} idle sessions ({idle_runtime}): "
+                  f"{idle['rss_per_session'] / 1024:.1f} KiB RSS each (runtime wrappers "
+                  f"included), {idle['rss_per_stream'] / 1024:.1f} KiB per idle stream; "
+                  f"opened in {idle['connect_s']:.1f} s, all closed (peer saw CLOSE) in "
+                  f"{idle['close_s']:.2f} s")
+
+    from stt_cli.bench_extra import profile_summary
+
+    shares = results["profile"] = profile_summary(65000, seconds)
+    console.print("CPU profile, 64 KB frames, both ends on one asyncio loop (cProfile): "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        from .plots import plot
+
+        for path in plot(results, args.plot):
+            console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

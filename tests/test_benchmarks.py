@@ -1,0 +1,44 @@
+"""The benchmark suite's parts run and measure what they claim (tiny sizes; the full suite is
+``python -m benchmarks``, and its quick mode runs under the slow marker)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from stt_cli.bench import run_on
+from stt_cli.bench_extra import _category
+
+
+def test_tcp_tls_baseline_moves_bytes() -> None:
+    assert run_on("asyncio", "tcp_tls_throughput", 0.1) > 1e6
+
+
+def test_idle_sessions_reports_memory_and_close() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = run_on("asyncio", "idle_sessions", 40)
+    assert result["sessions"] == 40
+    assert result["server_sessions_after_close"] == 0  # every CLOSE seen by the peer
+    assert result["close_s"] < 5
+
+
+def test_profile_categories() -> None:
+    assert _category("~", "<method 'encrypt_into' of 'builtins.AESGCM' objects>") == "AEAD"
+    assert _category("~", "<method 'sendto' of '_socket.socket' objects>") == "socket I/O"
+    assert _category("/x/stt_proto/frames.py", "parse_frames") == "framing"
+    assert _category("/x/stt_proto/congestion/bbr.py", "on_ack") == "recovery + congestion"
+    assert _category("/x/stt_asyncio/node.py", "_service") == "runtime (stt_asyncio + asyncio)"
+    assert _category("/x/somewhere.py", "f") == "other"
+
+
+@pytest.mark.slow
+def test_quick_suite_runs(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from benchmarks.__main__ import main
+
+    out = Path(str(tmp_path)) / "r.json"
+    assert main(["--quick", "--json", str(out)]) == 0
+    assert out.exists()
