@@ -95,9 +95,10 @@ async def idle_sessions(count: int) -> dict[str, float]:
     """Open ``count`` sessions between two nodes in this process, then one stream each with
     one message; report RSS per idle session and per idle stream (both ends hold each, so
     the growth is divided by 2 x count) and the time to close them all."""
-    settings = {"max_sessions": count + 16, "retry_threshold": count + 16,
-                "keep_alive_interval": 60.0, "keep_alive_timeout": 600.0,
-                "recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB}
+    settings: dict[str, Any] = {
+        "max_sessions": count + 16, "retry_threshold": count + 16,
+        "keep_alive_interval": 60.0, "keep_alive_timeout": 600.0,
+        "recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB}
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         gc.collect()
         before = _rss()
