@@ -18,6 +18,8 @@ from rich.table import Table
 
 from stt_cli.alloc import tune_heap
 from stt_cli.bench import MiB, median, percentile, run_on
+from stt_cli.bench_aioquic import MAX_DATAGRAM as AIOQUIC_MAX_DATAGRAM
+from stt_cli.bench_aioquic import available as aioquic_available
 
 SIZES = (1200, 4096, 16384, 65000)
 console = Console()
@@ -34,6 +36,9 @@ def available_runtimes() -> list[str]:
 
 
 def goodput(runtimes: list[str], seconds: float) -> list[dict[str, Any]]:
+    """Per runtime and frame size: STT, the raw UDP+AEAD blast and (asyncio loops, when
+    installed) aioquic at the same datagram size; TCP+TLS once per runtime."""
+    quic = aioquic_available()
     rows = []
     for runtime in runtimes:
         for size in SIZES:
@@ -41,12 +46,20 @@ def goodput(runtimes: list[str], seconds: float) -> list[dict[str, Any]]:
                         "max_frame_size": size}
             raw = run_on(runtime, "raw_aead_blast", size, seconds)
             ours, _ = run_on(runtime, "stt_throughput", settings, seconds)
-            rows.append({"runtime": runtime, "frame": size, "raw": raw, "stt": ours})
-        if runtime != "trio":
-            tls = run_on(runtime, "tcp_tls_throughput", seconds)
-            for row in rows[-len(SIZES):]:
-                row["tcp_tls"] = tls
+            row = {"runtime": runtime, "frame": size, "raw": raw, "stt": ours}
+            if quic and runtime != "trio":
+                row["aioquic"] = run_on(runtime, "aioquic_throughput", size, seconds)
+                row["aioquic_datagram"] = min(size, AIOQUIC_MAX_DATAGRAM)
+            rows.append(row)
+        tls = run_on(runtime, "tcp_tls_throughput", seconds)
+        for row in rows[-len(SIZES):]:
+            row["tcp_tls"] = tls
     return rows
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    return "n/a" if value is None else f"{row['stt'] / value:.2f}"
 
 
 def latency(runtimes: list[str], count: int) -> list[dict[str, Any]]:
@@ -77,15 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"Goodput, one stream of 1 MiB messages ({seconds:g} s each; "
                         f"ratios against baselines from this run)")
     for column in ("runtime", "frame B", "raw UDP+AEAD MB/s", "STT MB/s", "STT/raw",
-                   "TCP+TLS MB/s", "STT/TLS"):
+                   "TCP+TLS MB/s", "STT/TLS", "aioquic MB/s", "STT/aioquic"):
         table.add_column(column, justify="right")
     for row in rows:
-        tls = row.get("tcp_tls")
+        quic = row.get("aioquic")
+        quic_label = "n/a" if quic is None else f"{quic / 1e6:,.1f}"
+        if quic is not None and row["aioquic_datagram"] != row["frame"]:
+            quic_label += f" (at {row['aioquic_datagram']} B)"
         table.add_row(row["runtime"], str(row["frame"]), f"{row['raw'] / 1e6:,.0f}",
-                      f"{row['stt'] / 1e6:,.0f}", f"{row['stt'] / row['raw']:.2f}",
-                      "n/a" if tls is None else f"{tls / 1e6:,.0f}",
-                      "n/a" if tls is None else f"{row['stt'] / tls:.2f}")
+                      f"{row['stt'] / 1e6:,.0f}", _ratio(row, "raw"),
+                      f"{row['tcp_tls'] / 1e6:,.0f}", _ratio(row, "tcp_tls"),
+                      quic_label, _ratio(row, "aioquic"))
     console.print(table)
+    if not aioquic_available():
+        console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
+                      "baseline")
     by = {(r["runtime"], r["frame"]): r["stt"] for r in rows}
     if ("uvloop", 65000) in by:
         console.print(f"trio / uvloop goodput at 64 KB: "

@@ -22,6 +22,9 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
         ax.plot(frames, [r["stt"] / 1e6 for r in mine], marker="o", label=f"STT ({runtime})")
         ax.plot(frames, [r["raw"] / 1e6 for r in mine], linestyle="--", marker=".",
                 label=f"raw UDP+AEAD ({runtime})")
+        if mine and "aioquic" in mine[0]:
+            ax.plot(frames, [r["aioquic"] / 1e6 for r in mine], linestyle="-.", marker="x",
+                    label=f"aioquic ({runtime})")
         if mine and "tcp_tls" in mine[0]:
             ax.axhline(mine[0]["tcp_tls"] / 1e6, linestyle=":", linewidth=1,
                        label=f"TCP+TLS 1.3 ({runtime})")

@@ -20,8 +20,8 @@ from stt_asyncio import STTNode
 from .bench import MiB, run_on
 
 
-def _tls_contexts(workdir: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A throwaway self-signed certificate for localhost; TLS 1.3 only."""
+def self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for localhost: (certificate, key) PEM paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,6 +41,12 @@ def _tls_contexts(workdir: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def tls_contexts(workdir: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Server and client contexts for a throwaway localhost certificate; TLS 1.3 only."""
+    cert_path, key_path = self_signed(workdir)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.minimum_version = ssl.TLSVersion.TLSv1_3
     server.load_cert_chain(cert_path, key_path)
@@ -53,7 +59,7 @@ def _tls_contexts(workdir: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 async def tcp_tls_throughput(seconds: float) -> float:
     """Bytes/s of 1 MiB writes over TLS 1.3 on loopback TCP, both ends on this loop."""
     with tempfile.TemporaryDirectory() as tmp:
-        server_ctx, client_ctx = _tls_contexts(Path(tmp))
+        server_ctx, client_ctx = tls_contexts(Path(tmp))
         received = 0
         finished = asyncio.Event()
 

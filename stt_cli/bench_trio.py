@@ -7,8 +7,11 @@ with the best the same loop can do without it.
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -16,6 +19,7 @@ import trio
 from stt_anyio import STTNode
 
 from .bench import MiB, make_sealer, udp_pair
+from .bench_extra import tls_contexts
 
 
 async def raw_aead_blast(frame_size: int, seconds: float) -> float:
@@ -147,6 +151,38 @@ async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
                 times.append(time.perf_counter() - start)
             nursery.cancel_scope.cancel()
         return times
+
+
+async def tcp_tls_throughput(seconds: float) -> float:
+    """Bytes/s of 1 MiB writes through ``trio.SSLStream`` (TLS 1.3) on loopback TCP."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server_ctx, client_ctx = tls_contexts(Path(tmp))
+    received = 0
+    finished = trio.Event()
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        nonlocal received
+        stream = trio.SSLStream(tcp, server_ctx, server_side=True)
+        while chunk := await stream.receive_some(256 * 1024):
+            received += len(chunk)
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0,
+                                                          host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, client_ctx, server_hostname="localhost")
+        message = os.urandom(MiB)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await stream.send_all(message)
+        await stream.aclose()
+        with trio.fail_after(30):
+            await finished.wait()
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return received / elapsed
 
 
 async def handshakes(settings: dict[str, Any], count: int) -> float:

@@ -15,6 +15,17 @@ def test_tcp_tls_baseline_moves_bytes() -> None:
     assert run_on("asyncio", "tcp_tls_throughput", 0.1) > 1e6
 
 
+def test_trio_tcp_tls_baseline_moves_bytes() -> None:
+    assert run_on("trio", "tcp_tls_throughput", 0.1) > 1e6
+
+
+@pytest.mark.parametrize("size", [1200, 65000])
+def test_aioquic_baseline_moves_bytes(size: int) -> None:
+    pytest.importorskip("aioquic")
+    # 65000 exceeds aioquic's largest working datagram: measured at MAX_DATAGRAM instead
+    assert run_on("asyncio", "aioquic_throughput", size, 0.2) > 1e5
+
+
 def test_idle_sessions_reports_memory_and_close() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
