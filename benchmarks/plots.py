@@ -22,6 +22,10 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
         ax.plot(frames, [r["stt"] / 1e6 for r in mine], marker="o", label=f"STT ({runtime})")
         ax.plot(frames, [r["raw"] / 1e6 for r in mine], linestyle="--", marker=".",
                 label=f"raw UDP+AEAD ({runtime})")
+        offload = [r for r in mine if "stt_offload" in r]
+        if offload:
+            ax.scatter([r["frame"] for r in offload], [r["stt_offload"] / 1e6 for r in offload],
+                       marker="*", s=80, label=f"STT with GSO/GRO ({runtime})")
         if mine and "aioquic" in mine[0]:
             ax.plot(frames, [r["aioquic"] / 1e6 for r in mine], linestyle="-.", marker="x",
                     label=f"aioquic ({runtime})")

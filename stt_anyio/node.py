@@ -18,21 +18,20 @@ from stt_asyncio._ws import tune_stream_socket
 from stt_asyncio.dht import NodeDHT
 from stt_asyncio.node import (
     CLOSE_LINGER,
-    RECV_BUFFER,
     SEND_BATCH,
     _apply_buffers,
     _endpoint_stats,
     _preset_kwargs,
+    udp_stats,
 )
 from stt_asyncio.session import Session as _Session
 from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
+from stt_asyncio.udp_io import UdpIO
 from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
 from stt_proto import Session as ProtoSession
 
 from .websocket import WebSocketIO
-
-MAX_DRAIN = 4096
 
 
 class AnyioSignal(Signal):
@@ -97,12 +96,11 @@ class STTNode:
         self._accepted: deque[Session] = deque()
         self._accept_signal: Signal = AnyioSignal()
         self._out: deque[tuple[bytes | bytearray, tuple[str, int]]] = deque()
-        self._buffer = bytearray(RECV_BUFFER)
         self._granted = (0, 0)
         self._wait_scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
-        self.send_errors = 0
+        self._udp: UdpIO | None = None
         self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
 
     @classmethod
@@ -161,6 +159,7 @@ class STTNode:
             sock.close()
             raise
         self._sock = sock
+        self._udp = UdpIO(sock, self.config.udp_offload)
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -252,7 +251,7 @@ class STTNode:
         return {
             "loop": f"anyio/{sniffio.current_async_library()}",
             "recv_buffer_granted": self._granted[0], "send_buffer_granted": self._granted[1],
-            "send_errors": self.send_errors, "transport": self.config.transport,
+            "transport": self.config.transport, **udp_stats(self._udp),
             **({} if self._ws is None else {
                 "websocket_protocol_errors": self._ws.protocol_errors,
                 "websocket_dropped_sends": self._ws.dropped_sends}),
@@ -321,20 +320,10 @@ class STTNode:
             self._drain()
 
     def _drain(self) -> None:
-        sock, endpoint = self._sock, self._endpoint
-        if sock is None or endpoint is None:
+        udp, endpoint = self._udp, self._endpoint
+        if udp is None or endpoint is None:
             return
-        buffer = self._buffer
-        view = memoryview(buffer)
-        now = self._now()
-        for _ in range(MAX_DRAIN):
-            try:
-                size, addr = sock.recvfrom_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
-            endpoint.receive_datagram(view[:size], (addr[0], addr[1]), now)
+        udp.drain(endpoint.receive_datagram, self._now())
 
     def _service(self) -> None:
         endpoint = self._endpoint
@@ -355,21 +344,13 @@ class STTNode:
         self.dht.dispatch(endpoint)
 
     def _send(self) -> None:
-        sock, out = self._sock, self._out
+        sock, udp, out = self._sock, self._udp, self._out
         if self._ws is not None:
             while out:
                 data, addr = out.popleft()
                 self._ws.send(data, addr)
             return
-        if sock is None or sock.fileno() < 0:
+        if sock is None or udp is None or sock.fileno() < 0:
             out.clear()
             return
-        while out:
-            data, addr = out[0]
-            try:
-                sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.send_errors += 1
-            out.popleft()
+        udp.send(out)

@@ -1,9 +1,10 @@
 """``STTNode`` for asyncio: owns a non-blocking UDP socket and one timer, and drives the
 ``stt_proto`` endpoint with them.
 
-The socket is read with ``loop.add_reader`` and drained with ``recvfrom_into`` into one reused
-buffer, every datagram before timers run and output is sent; output leaves with ``sendto`` and
-waits for a writer callback on EAGAIN. No task per datagram, one timer handle per node.
+The socket is read with ``loop.add_reader`` and drained (by :class:`UdpIO`, with GRO where the
+kernel has it) into one reused buffer, every datagram before timers run and output is sent;
+output leaves in GSO runs or one ``sendto`` each, and waits for a writer callback on EAGAIN. No
+task per datagram, one timer handle per node.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from ._signal import AsyncioSignal, Signal
 from ._ws import tune_stream_socket
 from .dht import NodeDHT
 from .session import Session, dispatch_events
+from .udp_io import UdpIO
 from .websocket import WebSocketIO
 
-RECV_BUFFER = 65536
-MAX_DRAIN = 4096  # datagrams read per readiness callback before servicing timers and output
-SEND_BATCH = 16  # datagrams sealed per batch: a window of them at once would churn the heap
+SEND_BATCH = 32  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
 
 
@@ -47,6 +47,7 @@ class STTNode:
         self.identity = identity or Identity.generate()
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
+        self._udp: UdpIO | None = None
         self._ws: WebSocketIO | None = None  # the websocket transport, instead of _sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[bytes, Session] = {}
@@ -57,10 +58,8 @@ class STTNode:
         self._kicked = False
         self._out: deque[tuple[bytes | bytearray, tuple[str, int]]] = deque()
         self._writing = False
-        self._buffer = bytearray(RECV_BUFFER)
         self._granted = (0, 0)
         self._closed = False
-        self.send_errors = 0
         self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
 
     # -- presets ----------------------------------------------------------------------------------
@@ -113,6 +112,7 @@ class STTNode:
             sock.close()
             raise
         self._sock = sock
+        self._udp = UdpIO(sock, self.config.udp_offload)
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -222,8 +222,8 @@ class STTNode:
             "loop": f"{type(loop).__module__}.{type(loop).__name__}" if loop else None,
             "recv_buffer_granted": self._granted[0],
             "send_buffer_granted": self._granted[1],
-            "send_errors": self.send_errors,
             "transport": self.config.transport,
+            **udp_stats(self._udp),
             **({} if self._ws is None else {
                 "websocket_protocol_errors": self._ws.protocol_errors,
                 "websocket_dropped_sends": self._ws.dropped_sends}),
@@ -253,20 +253,10 @@ class STTNode:
             self._loop.call_soon(self._service)
 
     def _on_readable(self) -> None:
-        sock, endpoint = self._sock, self._endpoint
-        if sock is None or endpoint is None:
+        udp, endpoint = self._udp, self._endpoint
+        if udp is None or endpoint is None:
             return
-        buffer = self._buffer
-        view = memoryview(buffer)
-        now = self._now()
-        for _ in range(MAX_DRAIN):
-            try:
-                size, addr = sock.recvfrom_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue  # e.g. an ICMP error queued on the socket: not a datagram
-            endpoint.receive_datagram(view[:size], (addr[0], addr[1]), now)
+        udp.drain(endpoint.receive_datagram, self._now())
         self._service()
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -303,27 +293,19 @@ class STTNode:
         self._arm_timer(endpoint.get_timer())
 
     def _send(self) -> None:
-        sock = self._sock
-        out = self._out
+        sock, udp, out = self._sock, self._udp, self._out
         if self._ws is not None:
             while out:
                 data, addr = out.popleft()
                 self._ws.send(data, addr)
             return
-        if sock is None:
+        if sock is None or udp is None:
             return
-        while out:
-            data, addr = out[0]
-            try:
-                sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                if not self._writing and self._loop is not None:
-                    self._writing = True
-                    self._loop.add_writer(sock.fileno(), self._on_writable)
-                return
-            except OSError:
-                self.send_errors += 1  # unreachable or too big: recovery will notice
-            out.popleft()
+        if not udp.send(out):
+            if not self._writing and self._loop is not None:
+                self._writing = True
+                self._loop.add_writer(sock.fileno(), self._on_writable)
+            return
         if self._writing and self._loop is not None:
             self._writing = False
             self._loop.remove_writer(sock.fileno())
@@ -353,6 +335,14 @@ class STTNode:
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
                         self._accept_signal)
         self.dht.dispatch(endpoint)
+
+
+def udp_stats(udp: UdpIO | None) -> dict[str, Any]:
+    """The socket's counters as both runtimes report them in ``node.get_stats()``."""
+    if udp is None:
+        return {"send_errors": 0}
+    return {"send_errors": udp.send_errors, "gso": udp.gso, "gro": udp.gro,
+            "gso_sends": udp.gso_sends, "gro_reads": udp.gro_reads}
 
 
 def _endpoint_stats(stats: EndpointStats) -> dict[str, Any]:

@@ -100,6 +100,8 @@ class NodeConfig:
     retry_threshold: int = attrs.field(
         default=64, validator=_range("retry_threshold", 0, 1 << 24, integer=True))
     workers: int = attrs.field(default=1, validator=_range("workers", 1, 256, integer=True))
+    # Linux UDP segmentation offload (GSO to send, GRO to receive) where the kernel has it.
+    udp_offload: bool = attrs.field(default=True, validator=_bool("udp_offload"))
 
     def __attrs_post_init__(self) -> None:
         if self.keep_alive_timeout <= self.keep_alive_interval:

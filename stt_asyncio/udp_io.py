@@ -1,0 +1,170 @@
+"""The UDP socket work both runtimes share: draining datagrams into the endpoint and sending a
+queue of them, with Linux segmentation offload where the kernel has it.
+
+* **GSO** (``UDP_SEGMENT``, Linux 4.18+): a run of queued datagrams to one address, all of one
+  size but the last, leaves in one ``sendmsg`` that the kernel (or the NIC) cuts into datagrams,
+  so a burst of 1,200-byte packets costs one system call per up to 64 of them.
+* **GRO** (``UDP_GRO``, Linux 5.0+): the kernel hands over such a run as one buffer with the
+  segment size in a control message; it is cut back into datagrams here.
+
+Both are probed when the socket is set up and fall back, without losing a datagram, to one
+``sendto`` / ``recvfrom_into`` per datagram where the kernel, the platform or the path refuses
+them. Nothing here decides anything about the protocol: it moves bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable
+
+Address = tuple[str, int]
+Receive = Callable[[memoryview, Address, float], object]
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+MAX_SEGMENTS = 64  # the kernel's limit per GSO send before Linux 6.? raised it to 128
+MAX_GSO_BYTES = 65000  # one GSO send carries at most an IPv4 datagram's payload
+RECV_BUFFER = 65536  # the largest UDP payload, or a GRO run of segments
+MAX_DRAIN = 4096  # reads per readiness callback before servicing timers and output
+CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+# A GSO send of these sizes is refused as a whole: the route cannot carry one segment, or the
+# device cannot checksum them; the first means "not this size", the second "never".
+_SIZE_REFUSED = (errno.EINVAL, errno.EMSGSIZE)
+_OFFLOAD_REFUSED = (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+
+
+def _probe_gso(sock: socket.socket) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    if not sys.platform.startswith("linux") or not CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+class UdpIO:
+    """One UDP socket's datagram I/O; ``offload`` asks for GSO and GRO where available."""
+
+    def __init__(self, sock: socket.socket, offload: bool = True) -> None:
+        self.sock = sock
+        self.gso = offload and _probe_gso(sock)
+        self.gro = offload and _enable_gro(sock)
+        self.gso_max_segment = RECV_BUFFER  # lowered when a path refuses larger segments
+        self.buffer = bytearray(RECV_BUFFER)
+        self.send_errors = 0
+        self.gso_sends = 0  # sendmsg calls that carried more than one datagram
+        self.gro_reads = 0  # reads that returned more than one datagram
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def drain(self, receive: Receive, now: float, limit: int = MAX_DRAIN) -> None:
+        """Hand every waiting datagram (at most ``limit`` reads) to ``receive``; the view it
+        gets is valid only during the call."""
+        sock, buffer = self.sock, self.buffer
+        view = memoryview(buffer)
+        if not self.gro:
+            for _ in range(limit):
+                try:
+                    size, addr = sock.recvfrom_into(buffer)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    continue  # e.g. an ICMP error queued on the socket: not a datagram
+                receive(view[:size], (addr[0], addr[1]), now)
+            return
+        for _ in range(limit):
+            try:
+                size, ancillary, _flags, addr = sock.recvmsg_into([buffer], CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            address = (addr[0], addr[1])
+            segment = size
+            for level, kind, data in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+                    segment = int.from_bytes(data[:4], sys.byteorder) or size
+            if segment >= size:
+                receive(view[:size], address, now)
+                continue
+            self.gro_reads += 1
+            for start in range(0, size, segment):
+                receive(view[start:min(size, start + segment)], address, now)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def send(self, out: deque[tuple[bytes | bytearray, Address]]) -> bool:
+        """Send from the front of ``out`` until it is empty (True) or the socket is full (False;
+        the rest stays queued). A datagram the kernel refuses is counted and dropped: loss
+        recovery resends what mattered."""
+        sock = self.sock
+        while out:
+            data, addr = out[0]
+            count = self._run_length(out) if self.gso and len(out) > 1 else 1
+            if count > 1:
+                size = len(data)
+                try:
+                    sock.sendmsg([b"".join([out[i][0] for i in range(count)])],
+                                 [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))],
+                                 0, addr)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError as error:
+                    if error.errno in _OFFLOAD_REFUSED:
+                        self.gso = False
+                        continue  # the same datagrams again, one by one
+                    if error.errno in _SIZE_REFUSED:
+                        self.gso_max_segment = size - 1
+                        continue
+                    self.send_errors += 1
+                else:
+                    self.gso_sends += 1
+                for _ in range(count):
+                    out.popleft()
+                continue
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                self.send_errors += 1  # unreachable or too big: recovery will notice
+            out.popleft()
+        return True
+
+    def _run_length(self, out: deque[tuple[bytes | bytearray, Address]]) -> int:
+        """How many datagrams from the front of ``out`` one GSO send can carry: same address,
+        same size, except that a shorter one may end the run."""
+        data, addr = out[0]
+        size = len(data)
+        if size > self.gso_max_segment:
+            return 1
+        total = size
+        count = 1
+        for index in range(1, min(len(out), MAX_SEGMENTS)):
+            other, other_addr = out[index]
+            length = len(other)
+            if other_addr != addr or length > size or total + length > MAX_GSO_BYTES:
+                break
+            total += length
+            count += 1
+            if length < size:
+                break
+        return count
+
+
+__all__ = ["MAX_DRAIN", "RECV_BUFFER", "UdpIO"]
