@@ -146,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"opened in {idle['connect_s']:.1f} s, all closed (peer saw CLOSE) in "
                   f"{idle['close_s']:.2f} s")
 
+    clients = 4
+    scaling = results["workers"] = [run_on(idle_runtime, "workers_goodput", workers, clients,
+                                           max(seconds, 1.0)) for workers in (1, 2)]
+    console.print(f"Workers (SO_REUSEPORT), {clients} client processes, {scaling[0]['cpus']} "
+                  f"CPUs: 1 worker {scaling[0]['goodput'] / 1e6:,.0f} MB/s, 2 workers "
+                  f"{scaling[1]['goodput'] / 1e6:,.0f} MB/s, "
+                  f"{scaling[1]['goodput'] / scaling[0]['goodput']:.2f} x")
+
     from stt_cli.bench_extra import profile_summary
 
     shares = results["profile"] = profile_summary(65000, seconds)

@@ -28,10 +28,12 @@ from stt_asyncio.session import Session as _Session
 from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
 from stt_asyncio.udp_io import UdpIO
+from stt_asyncio.workers import Handler, WorkerPool, bind_shared, worker_specs
 from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
 from stt_proto import Session as ProtoSession
 
 from .websocket import WebSocketIO
+from .workers import anyio_worker, serve_sessions
 
 
 class AnyioSignal(Signal):
@@ -101,6 +103,7 @@ class STTNode:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
         self._udp: UdpIO | None = None
+        self._pool: WorkerPool | None = None
         self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
 
     @classmethod
@@ -135,6 +138,8 @@ class STTNode:
         if self._sock is not None or self._ws is not None:
             raise UsageError("the node is already started")
         if self.config.transport == "websocket":
+            if self.config.workers > 1:
+                raise UsageError("workers > 1 needs the UDP transport")
             group = self._task_group = anyio.create_task_group()
             await group.__aenter__()
             try:
@@ -154,7 +159,10 @@ class STTNode:
             sock.setblocking(False)
             self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
                                            self.config.send_buffer_size)
-            sock.bind((self.config.host, self.config.port))
+            if self.config.workers > 1:
+                bind_shared(sock, (self.config.host, self.config.port))
+            else:
+                sock.bind((self.config.host, self.config.port))
         except BaseException:
             sock.close()
             raise
@@ -245,6 +253,30 @@ class STTNode:
                 raise UsageError("the node is closed")
             await self._accept_signal.wait()
         return self._accepted.popleft()
+
+    async def serve(self, handler: Handler) -> None:
+        """Run ``await handler(session)`` for every inbound session until the node closes or
+        this is cancelled (which cancels the handlers). With ``workers=N`` the node serves from N
+        processes sharing its port, on this backend; ``handler`` must then be a module-level
+        function, and this process handles only the peers hashed to it."""
+        self._require_endpoint()
+        if self.config.workers == 1:
+            await serve_sessions(self, handler)
+            return
+        pool = WorkerPool(anyio_worker,
+                          worker_specs(self, handler, sniffio.current_async_library()))
+        self._pool = pool
+        await anyio.to_thread.run_sync(pool.start)
+        try:
+            await serve_sessions(self, handler)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(pool.stop)
+            self._pool = None
+
+    def workers_alive(self) -> int:
+        """Spawned worker processes running now (0 outside ``serve``)."""
+        return 0 if self._pool is None else self._pool.alive()
 
     def get_stats(self) -> dict[str, Any]:
         stats = self._require_endpoint().get_stats()

@@ -34,6 +34,7 @@ from .dht import NodeDHT
 from .session import Session, dispatch_events
 from .udp_io import UdpIO
 from .websocket import WebSocketIO
+from .workers import Handler, WorkerPool, asyncio_worker, bind_shared, serve_sessions, worker_specs
 
 SEND_BATCH = 32  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
@@ -48,6 +49,7 @@ class STTNode:
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
         self._udp: UdpIO | None = None
+        self._pool: WorkerPool | None = None
         self._ws: WebSocketIO | None = None  # the websocket transport, instead of _sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[bytes, Session] = {}
@@ -96,6 +98,8 @@ class STTNode:
             raise UsageError("the node is already started")
         self._loop = asyncio.get_running_loop()
         if self.config.transport == "websocket":
+            if self.config.workers > 1:
+                raise UsageError("workers > 1 needs the UDP transport")
             ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket)
             await ws.listen(self.config.host, self.config.port)
             self._ws = ws
@@ -107,7 +111,10 @@ class STTNode:
             sock.setblocking(False)
             self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
                                            self.config.send_buffer_size)
-            sock.bind((self.config.host, self.config.port))
+            if self.config.workers > 1:
+                bind_shared(sock, (self.config.host, self.config.port))
+            else:
+                sock.bind((self.config.host, self.config.port))
         except BaseException:
             sock.close()
             raise
@@ -207,6 +214,30 @@ class STTNode:
                 raise UsageError("the node is closed")
             await self._accept_signal.wait()
         return self._accepted.popleft()
+
+    async def serve(self, handler: Handler) -> None:
+        """Run ``await handler(session)`` for every inbound session until the node closes or
+        this is cancelled (which cancels the handlers). With ``workers=N`` the node serves from N
+        processes sharing its port (``stt_asyncio.workers``); ``handler`` must then be a
+        module-level function, and this process handles only the peers hashed to it."""
+        self._require_endpoint()
+        if self.config.workers == 1:
+            await serve_sessions(self, handler)
+            return
+        loop = asyncio.get_running_loop()
+        runtime = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+        pool = WorkerPool(asyncio_worker, worker_specs(self, handler, runtime))
+        self._pool = pool
+        await loop.run_in_executor(None, pool.start)
+        try:
+            await serve_sessions(self, handler)
+        finally:
+            await asyncio.shield(loop.run_in_executor(None, pool.stop))
+            self._pool = None
+
+    def workers_alive(self) -> int:
+        """Spawned worker processes running now (0 outside ``serve``)."""
+        return 0 if self._pool is None else self._pool.alive()
 
     async def sessions(self) -> AsyncIterator[Session]:
         while True:

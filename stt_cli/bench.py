@@ -34,9 +34,10 @@ def run_on(runtime: str, name: str, *args: Any) -> Any:
         return trio.run(getattr(bench_trio, name), *args)
     factory: Callable[..., Awaitable[Any]] | None = globals().get(name)
     if factory is None:
-        from . import bench_aioquic, bench_extra
+        from . import bench_aioquic, bench_extra, bench_workers
 
-        factory = getattr(bench_extra, name, None) or getattr(bench_aioquic, name)
+        factory = (getattr(bench_extra, name, None) or getattr(bench_workers, name, None)
+                   or getattr(bench_aioquic, name))
     if runtime == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 

@@ -7,6 +7,7 @@ measured in the same run, as a ratio (absolute numbers on shared machines are no
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -95,28 +96,27 @@ def send(file: Path, to: str, peer_id: str, identity: Path | None, psk: str | No
 
 
 def _serve(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
-           runtime: str, once: bool) -> None:
+           runtime: str, once: bool, workers: int = 1) -> None:
     from stt_asyncio import STTError, STTNode
 
-    from .transfer import receive_file
+    from .transfer import receive_file, receive_files
 
     async def go() -> None:
         async with STTNode(identity=_load_identity(identity), host=host, port=port,
-                           psk=bytes.fromhex(psk) if psk else None) as node:
+                           psk=bytes.fromhex(psk) if psk else None, workers=workers) as node:
             bound_host, bound_port = node.address
-            print(f"listening on {bound_host}:{bound_port} node id {node.node_id.hex()}",
-                  flush=True)
-            while True:
-                session = await node.accept()
-                try:
-                    await receive_file(session, output, console)
-                except (STTError, RuntimeError, ValueError, KeyError, TimeoutError) as exc:
-                    console.print(f"[red]transfer failed:[/red] {exc}")
-                    if once:
-                        raise SystemExit(1) from None
-                if once:
-                    await asyncio.sleep(0.05)  # let the final acknowledgements leave
-                    return
+            print(f"listening on {bound_host}:{bound_port} node id {node.node_id.hex()}"
+                  + (f" ({workers} worker processes)" if workers > 1 else ""), flush=True)
+            if not once:
+                await node.serve(functools.partial(receive_files, output))
+                return
+            session = await node.accept()
+            try:
+                await receive_file(session, output, console)
+            except (STTError, RuntimeError, ValueError, KeyError, TimeoutError) as exc:
+                console.print(f"[red]transfer failed:[/red] {exc}")
+                raise SystemExit(1) from None
+            await asyncio.sleep(0.05)  # let the final acknowledgements leave
 
     _run(runtime, go())
 
@@ -148,10 +148,12 @@ def receive(host: str, port: int, identity: Path | None, psk: str | None, output
 
 @main.command()
 @_with_serve_options
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Processes sharing the port (SO_REUSEPORT), each owning its peers' sessions.")
 def listen(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
-           runtime: str) -> None:
-    """Receive files until interrupted."""
-    _serve(host, port, identity, psk, output, runtime, once=False)
+           runtime: str, workers: int) -> None:
+    """Receive files until interrupted, each session concurrently."""
+    _serve(host, port, identity, psk, output, runtime, once=False, workers=workers)
 
 
 def _raw_aead_rate(cipher: str, size: int, seconds: float) -> float:

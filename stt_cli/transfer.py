@@ -96,3 +96,13 @@ async def receive_file(session: Session, directory: Path, console: Console) -> d
     if received != size:
         raise RuntimeError(f"expected {size} bytes, got {received}")
     return {"path": target, "size": received, "sha256": digest.hexdigest()}
+
+
+async def receive_files(directory: Path, session: Session) -> None:
+    """``stt listen``'s handler for one session: receive a file into ``directory``. Module-level,
+    so that ``--workers`` can hand it to worker processes."""
+    console = Console()
+    try:
+        await receive_file(session, directory, console)
+    except (STTError, RuntimeError, ValueError, KeyError, TimeoutError) as exc:
+        console.print(f"[red]transfer failed:[/red] {exc}")

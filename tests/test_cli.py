@@ -82,3 +82,72 @@ def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:
     finally:
         receiver.kill()
         receiver.wait()
+
+
+def test_listen_with_two_workers_receives_files_and_stops_its_workers(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "stt_cli", "listen", "--workers", "2", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert listener.stdout is not None
+        line = listener.stdout.readline()
+        while line and "listening on" not in line:
+            line = listener.stdout.readline()
+        assert "2 worker processes" in line
+        words = line.split()
+        address, node_id = words[2], words[5]
+        workers: list[int] = []
+        for _ in range(200):  # the spawned worker, once it has started
+            workers = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                       and _parent_of(int(p)) == listener.pid]
+            if workers:
+                break
+            time.sleep(0.05)
+        assert workers
+        time.sleep(1.0)  # let it bind
+        sources = []
+        for index in range(4):  # new nodes, new source ports: spread over both workers
+            source = tmp_path / f"payload{index}.bin"
+            source.write_bytes(os.urandom(256 * 1024 + index))
+            sources.append(source)
+            result = CliRunner().invoke(main, ["send", str(source), "--to", address,
+                                               "--peer-id", node_id])
+            assert result.exit_code == 0, result.output
+        for source in sources:
+            for _ in range(100):
+                if (out / source.name).exists() and \
+                        (out / source.name).stat().st_size == source.stat().st_size:
+                    break
+                time.sleep(0.05)
+            assert (out / source.name).read_bytes() == source.read_bytes()
+        listener.send_signal(signal.SIGINT)
+        listener.wait(timeout=30)
+        for _ in range(100):
+            if not any(_parent_of(pid) is not None for pid in workers):
+                break
+            time.sleep(0.05)
+        assert not any(_parent_of(pid) is not None for pid in workers)  # no worker left
+    finally:
+        listener.kill()
+        listener.wait()
+        if listener.stdout is not None:
+            listener.stdout.close()
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of a live (not zombie) process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[1])

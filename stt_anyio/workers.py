@@ -1,0 +1,78 @@
+"""``STTNode(workers=N)`` on anyio: the same worker processes as ``stt_asyncio.workers`` (one
+port shared with SO_REUSEPORT, one identity, each worker owning the peers hashed to it), with
+the sessions served in a task group and each worker on the parent's anyio backend."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+import anyio
+
+from stt_asyncio.workers import PARENT_POLL, Handler, WorkerSpec
+from stt_proto import Identity, SessionClosed, UsageError
+
+log = logging.getLogger("stt.workers")
+
+
+async def serve_sessions(node: Any, handler: Handler) -> None:
+    """Run ``handler`` for each session ``node`` accepts, until it closes; cancelling this
+    cancels the handlers."""
+
+    async def run(session: Any) -> None:
+        try:
+            await handler(session)
+        except SessionClosed:
+            pass  # the peer closed: a normal end
+        except Exception:
+            log.exception("session handler failed")
+
+    async with anyio.create_task_group() as group:
+        while True:
+            try:
+                session = await node.accept()
+            except UsageError:
+                return  # the node closed
+            group.start_soon(run, session)
+
+
+def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
+    """A spawned worker's main: rebuild the node on ``spec.runtime``, report, serve until
+    SIGTERM or until the parent is gone."""
+    from .node import STTNode
+
+    async def main() -> None:
+        node = STTNode(Identity.from_private_bytes(spec.private_key), **spec.settings)
+        try:
+            await node.start()
+        except Exception as exc:
+            ready.put((spec.index, repr(exc)))
+            return
+        ready.put((spec.index, None))
+        try:
+            async with anyio.create_task_group() as group:
+                async def on_sigterm() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            break
+                    group.cancel_scope.cancel()
+
+                async def watch_parent() -> None:
+                    while os.getppid() == spec.parent_pid:
+                        await anyio.sleep(PARENT_POLL)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(on_sigterm)
+                group.start_soon(watch_parent)
+                await serve_sessions(node, spec.handler)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await node.close()
+
+    anyio.run(main, backend=spec.runtime)
+
+
+__all__ = ["anyio_worker", "serve_sessions"]
