@@ -179,10 +179,13 @@ class DataPlane:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
         while True:
             payload = bytearray()
-            for frame in head:
-                encode_frame(frame, payload)
-            eliciting = any(not isinstance(f, AckFrame) for f in head)
-            head = []
+            eliciting = False
+            if head:
+                for frame in head:
+                    encode_frame(frame, payload)
+                    if type(frame) is not AckFrame:
+                        eliciting = True
+                head = []
             items: list[Any] = []
             allowed = (self._cwnd_room() or self.probes > 0) and self.pacer.ready(now)
             if allowed:

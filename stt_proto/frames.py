@@ -177,15 +177,32 @@ def _check(value: int, what: str) -> int:
     return value
 
 
+def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
+                        data: bytes | bytearray | memoryview, fin: bool) -> None:
+    """Append a STREAM frame without building a :class:`StreamFrame` (the send hot path)."""
+    out.append(0x09 if fin else 0x08)
+    if stream_id < 0x40:
+        out.append(stream_id)
+    else:
+        out += encode_varint(stream_id)
+    if offset < 0x40:
+        out.append(offset)
+    else:
+        out += encode_varint(offset)
+    length = len(data)
+    if 0x40 <= length < 0x4000:
+        out += (length | 0x4000).to_bytes(2, "big")
+    else:
+        out += encode_varint(length)
+    out += data
+
+
 def encode_frame(frame: Frame, out: bytearray) -> None:
     """Append the encoding of ``frame`` to ``out``."""
     v = encode_varint
     if isinstance(frame, StreamFrame):
-        out += v(FrameType.STREAM_FIN if frame.fin else FrameType.STREAM)
-        out += v(_check(frame.stream_id, "stream id"))
-        out += v(_check(frame.offset, "offset"))
-        out += v(len(frame.data))
-        out += frame.data
+        encode_stream_frame(out, _check(frame.stream_id, "stream id"),
+                            _check(frame.offset, "offset"), frame.data, frame.fin)
     elif isinstance(frame, AckFrame):
         ranges = frame.ranges
         if not ranges or len(ranges) > MAX_ACK_RANGES:

@@ -32,6 +32,7 @@ from .frames import (
     StreamDataBlockedFrame,
     StreamFrame,
     encode_frame,
+    encode_stream_frame,
 )
 from .handshake_payload import TransportSettings
 from .stream import Stream
@@ -435,7 +436,7 @@ class StreamManager:
         if is_new:
             self.conn_sent += stop - start
         data = send.read(start, stop) if stop > start else b""
-        encode_frame(StreamFrame(stream.stream_id, start, data, fin), payload)
+        encode_stream_frame(payload, stream.stream_id, start, data, fin)
         items.append(("stream", stream.stream_id, start, stop, fin))
         if send.sent_end >= send.buffered_end:
             stream.hold_until = None

@@ -43,15 +43,15 @@ def encode_varint(value: int) -> bytes:
 
 def decode_varint(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
     """Decode one varint at ``offset``; return ``(value, offset_after)``."""
-    end = len(buf)
-    if offset >= end:
-        raise DecodeError("truncated varint: no bytes left")
-    first = buf[offset]
-    prefix = first >> 6
-    if prefix == 0:
+    try:
+        first = buf[offset]
+    except IndexError:
+        raise DecodeError("truncated varint: no bytes left") from None
+    if first < 0x40:  # the common one-byte form, first and without a len() call
         return first, offset + 1
-    length = 1 << prefix
+    length = 1 << (first >> 6)
     stop = offset + length
+    end = len(buf)
     if stop > end:
         raise DecodeError(f"truncated varint: needs {length} bytes, {end - offset} left")
     value = int.from_bytes(buf[offset:stop], "big") & ((1 << (8 * length - 2)) - 1)
