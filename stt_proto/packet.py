@@ -40,6 +40,8 @@ class PacketType(IntEnum):
     DATA = 6  # sealed frames
 
 
+_DATA = int(PacketType.DATA)  # a plain int for the hot path
+
 LONG_HEADER_TYPES = frozenset(
     {PacketType.INITIAL, PacketType.HANDSHAKE, PacketType.FINISH, PacketType.RETRY,
      PacketType.REFUSE}
@@ -78,18 +80,20 @@ def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
     flags = view[1]
     if flags & _RESERVED_MASK:
         raise PacketError("reserved header bits are set")
+    if flags & _TYPE_MASK == _DATA:  # the hot path: no enum lookup, one-call varint
+        dcid = bytes(view[2 : 2 + CID_LEN])
+        pn, pos = decode_varint(view, 2 + CID_LEN)
+        if size - pos < TAG_LEN + 1:
+            raise PacketError("DATA packet too short to hold a sealed payload")
+        return Packet(PacketType.DATA, dcid, packet_number=pn,
+                      key_phase=1 if flags & _KEY_PHASE_BIT else 0,
+                      header=view[:pos], body=view[pos:])
     try:
         ptype = PacketType(flags & _TYPE_MASK)
     except ValueError:
         raise PacketError(f"unknown packet type {flags & _TYPE_MASK}") from None
     dcid = bytes(view[2 : 2 + CID_LEN])
     pos = 2 + CID_LEN
-    if ptype is PacketType.DATA:
-        pn, pos = decode_varint(view, pos)
-        if size - pos < TAG_LEN + 1:
-            raise PacketError("DATA packet too short to hold a sealed payload")
-        return Packet(ptype, dcid, packet_number=pn, key_phase=1 if flags & _KEY_PHASE_BIT else 0,
-                      header=view[:pos], body=view[pos:])
     if flags & _KEY_PHASE_BIT:
         raise PacketError("key phase bit set on a handshake packet")
     if size < pos + CID_LEN:
@@ -150,7 +154,11 @@ class PacketCipher:
         self.key = key
 
     def _nonce(self, pn: int) -> bytes:
-        return b"\x00\x00\x00\x00" + pn.to_bytes(8, "little" if self._little else "big")
+        # Noise: 4 zero bytes, then the counter as 8 bytes (ChaChaPoly little-endian, AESGCM
+        # big-endian); one to_bytes call either way
+        if self._little:
+            return (pn << 32).to_bytes(12, "little")
+        return pn.to_bytes(12, "big")
 
     def seal(self, dcid: bytes, pn: int, key_phase: int, payload: bytes | bytearray) -> bytearray:
         header = bytearray((VERSION, PacketType.DATA | (_KEY_PHASE_BIT if key_phase else 0)))

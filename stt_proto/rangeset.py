@@ -25,6 +25,13 @@ class RangeSet:
         if start >= stop:
             return
         starts, stops = self._starts, self._stops
+        if not stops or start > stops[-1]:  # past every range: the usual in-order case
+            starts.append(start)
+            stops.append(stop)
+            return
+        if start == stops[-1]:  # extends the last range
+            stops[-1] = stop
+            return
         # every range overlapping or touching [start, stop) merges into one
         lo = bisect_left(stops, start)
         hi = bisect_right(starts, stop)

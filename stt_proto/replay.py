@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 WINDOW = 4096  # packet numbers below largest - WINDOW are refused as too old
+_MASK = (1 << WINDOW) - 1
 
 
 class ReplayWindow:
@@ -26,7 +27,7 @@ class ReplayWindow:
         """Record ``pn``; False if it is a replay or too old."""
         if pn > self.largest:
             shift = pn - self.largest
-            self._bits = ((self._bits << shift) | 1) & ((1 << WINDOW) - 1)
+            self._bits = ((self._bits << shift) | 1) & _MASK
             self.largest = pn
             return True
         offset = self.largest - pn

@@ -37,6 +37,19 @@ def test_rangeset_matches_a_python_set(operations: list[tuple[bool, int, int]]) 
         assert ranges.total() == len(model)
 
 
+def test_rangeset_in_order_adds_extend_or_append() -> None:
+    ranges = RangeSet()
+    ranges.add(0, 10)
+    ranges.add(10, 20)  # touching the last range: extends it
+    ranges.add(25, 30)  # past it: a new range
+    ranges.add(30, 31)
+    ranges.add(20, 25)  # fills the gap: all one range
+    assert list(ranges) == [(0, 31)]
+    ranges.add(40, 41)
+    ranges.add(35, 45)  # overlaps the last one from below: merged by the general path
+    assert list(ranges) == [(0, 31), (35, 45)]
+
+
 def test_rtt_estimator_follows_rfc9002() -> None:
     rtt = RttEstimator()
     rtt.update(0.1)
