@@ -50,7 +50,8 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
                                (0.5, "raw_p99", "raw p99"), (1.5, "stt_p99", "STT p99")):
         ax.bar([x + offset * width for x in xs], [r[key] * 1e6 for r in lat], width,
                label=label)
-    ax.set_xticks(list(xs), [r["runtime"] for r in lat])
+    ax.set_xticks(list(xs), [f"{r['runtime']}\n{r.get('where', 'one loop')}" for r in lat],
+                  fontsize=7)
     ax.set_ylabel("round trip (µs)")
     ax.set_title("Ping-pong latency, no_delay stream vs raw UDP")
     ax.legend(fontsize=8)

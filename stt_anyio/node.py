@@ -304,6 +304,13 @@ class STTNode:
             session = self._sessions[proto.session_id] = Session(self, proto)
         return session
 
+    def _send_now(self) -> None:
+        """Poll the endpoint at once (a no_delay stream's message leaves before send() returns),
+        then wake the driver to wait on the new deadline."""
+        if self._endpoint is not None and not self._closed:
+            self._service()
+        self._kick()
+
     def _kick(self) -> None:
         scope = self._wait_scope
         if scope is not None:

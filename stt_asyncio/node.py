@@ -283,6 +283,12 @@ class STTNode:
             self._kicked = True
             self._loop.call_soon(self._service)
 
+    def _send_now(self) -> None:
+        """Poll the endpoint at once (a no_delay stream's message leaves before send() returns)
+        instead of on the next loop pass."""
+        if self._endpoint is not None and not self._closed:
+            self._service()
+
     def _on_readable(self) -> None:
         udp, endpoint = self._udp, self._endpoint
         if udp is None or endpoint is None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     class Node(Protocol):
         def _kick(self) -> None: ...
+        def _send_now(self) -> None: ...
         def _now(self) -> float: ...
         def _new_signal(self) -> Signal: ...
 
@@ -83,7 +84,10 @@ class Stream:
             if reset is not None:
                 raise StreamReset(reset)
             if proto.send_message(self.stream_id, payload):
-                self._session._node._kick()
+                if proto.stream_no_delay(self.stream_id):
+                    self._session._node._send_now()  # no wait for the next loop pass
+                else:
+                    self._session._node._kick()
                 return
             await self._writable.wait()
 

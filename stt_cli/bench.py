@@ -34,10 +34,10 @@ def run_on(runtime: str, name: str, *args: Any) -> Any:
         return trio.run(getattr(bench_trio, name), *args)
     factory: Callable[..., Awaitable[Any]] | None = globals().get(name)
     if factory is None:
-        from . import bench_aioquic, bench_extra, bench_workers
+        from . import bench_aioquic, bench_extra, bench_remote, bench_workers
 
         factory = (getattr(bench_extra, name, None) or getattr(bench_workers, name, None)
-                   or getattr(bench_aioquic, name))
+                   or getattr(bench_remote, name, None) or getattr(bench_aioquic, name))
     if runtime == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 

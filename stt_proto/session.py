@@ -308,6 +308,11 @@ class Session:
             self._wake()
         return accepted
 
+    def stream_no_delay(self, stream_id: int) -> bool:
+        """Whether the stream sends each message at once; a runtime then polls at once too."""
+        stream = self.data.streams.streams.get(stream_id) if self.data is not None else None
+        return stream is not None and stream.no_delay
+
     def receive_message(self, stream_id: int) -> bytes | None:
         """The next whole message of a stream, or None if none is complete yet."""
         if self.data is None:

@@ -200,3 +200,20 @@ def test_keep_alive_detects_a_sigkilled_peer_process() -> None:
         peer.wait()
         if peer.stdout is not None:
             peer.stdout.close()
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_anyio_no_delay_message_leaves_before_send_returns(backend: str) -> None:
+    import anyio
+
+    from stt_anyio import STTNode as Node
+
+    async def main() -> None:
+        async with Node() as server, Node() as client:
+            session = await client.connect(server.address, server.node_id)
+            eager = session.open_stream(no_delay=True)
+            before = client.get_stats()["datagrams_out"]
+            await eager.send(b"now")
+            assert client.get_stats()["datagrams_out"] > before
+
+    anyio.run(main, backend=backend)

@@ -261,3 +261,19 @@ def test_closing_the_node_delivers_data_already_sent_first() -> None:
             assert [m[0] for m in received] == list(range(50))
 
     run(main())
+
+
+def test_a_no_delay_message_leaves_before_send_returns() -> None:
+    from stt_asyncio import STTNode as Node
+
+    async def main() -> None:
+        async with Node() as server, Node() as client:
+            session = await client.connect(server.address, server.node_id)
+            eager, lazy = session.open_stream(no_delay=True), session.open_stream()
+            before = client.get_stats()["datagrams_out"]
+            await lazy.send(b"later")  # sent on the next loop pass
+            assert client.get_stats()["datagrams_out"] == before
+            await eager.send(b"now")  # polled at once: on the wire already
+            assert client.get_stats()["datagrams_out"] > before
+
+    asyncio.run(main())

@@ -26,6 +26,13 @@ def test_aioquic_baseline_moves_bytes(size: int) -> None:
     assert run_on("asyncio", "aioquic_throughput", size, 0.2) > 1e5
 
 
+@pytest.mark.parametrize("kind", ["raw", "stt"])
+def test_remote_ping_pong_measures_round_trips(kind: str) -> None:
+    times = run_on("asyncio", "remote_ping_pong", kind, {"no_delay": True} if kind == "stt"
+                   else {}, 20)
+    assert len(times) == 20 and all(0 < t < 5 for t in times)
+
+
 def test_idle_sessions_reports_memory_and_close() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
