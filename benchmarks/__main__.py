@@ -152,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     sessions = 300 if args.quick else args.sessions
     idle_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
     idle = results["idle"] = run_on(idle_runtime, "idle_sessions", sessions)
-    console.print(f"{sessions:,} idle sessions ({idle_runtime}): "
-                  f"{idle['rss_per_session'] / 1024:.1f} KiB RSS each (runtime wrappers "
-                  f"included), {idle['rss_per_stream'] / 1024:.1f} KiB per idle stream; "
-                  f"opened in {idle['connect_s']:.1f} s, all closed (peer saw CLOSE) in "
-                  f"{idle['close_s']:.2f} s")
+    kib = {key: value / 1024 for key, value in idle.items() if key.startswith("rss")}
+    console.print(
+        f"{sessions:,} idle sessions ({idle_runtime}, runtime wrappers included), KiB of RSS "
+        f"after malloc_trim (as measured): {kib['rss_per_session']:.1f} "
+        f"({kib['rss_per_session_untrimmed']:.1f}) per session, "
+        f"{kib['rss_first_stream']:.1f} ({kib['rss_first_stream_untrimmed']:.1f}) for a "
+        f"session's first stream, {kib['rss_per_stream']:.1f} "
+        f"({kib['rss_per_stream_untrimmed']:.1f}) per further idle stream; opened in "
+        f"{idle['connect_s']:.1f} s, all closed (peer saw CLOSE) in {idle['close_s']:.2f} s")
 
     clients = 4
     scaling = results["workers"] = [run_on(idle_runtime, "workers_goodput", workers, clients,

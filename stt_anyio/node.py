@@ -40,14 +40,17 @@ class AnyioSignal(Signal):
     __slots__ = ("_event",)
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None  # made by the first waiter
 
     async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
         await self._event.wait()
 
     def set(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
 
 
 class StreamEnd(StreamClosed, anyio.EndOfStream):
@@ -82,6 +85,7 @@ class Stream(_Stream, anyio.abc.ObjectStream[bytes]):
 
 
 class Session(_Session):
+    __slots__ = ()
     stream_class = Stream
 
 

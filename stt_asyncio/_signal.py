@@ -11,6 +11,8 @@ import asyncio
 class Signal:
     """Interface: ``await wait()`` until ``set()`` is called."""
 
+    __slots__ = ()
+
     async def wait(self) -> None:
         raise NotImplementedError
 
@@ -22,19 +24,24 @@ class AsyncioSignal(Signal):
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []
+        # None until someone waits: sessions and streams hold several signals that never do
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     async def wait(self) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(future)
         try:
             await future
         finally:
-            if future in self._waiters:
+            if self._waiters is not None and future in self._waiters:
                 self._waiters.remove(future)
 
     def set(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, None
+        if not waiters:
+            return
         for future in waiters:
             if not future.done():
                 future.set_result(None)

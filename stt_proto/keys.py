@@ -45,6 +45,12 @@ class RecvKeys:
         self.phase = 0
         self.first_pn = 0
 
+    def release(self) -> None:
+        """Drop the AEAD objects of every kept generation (see PacketCipher.release)."""
+        for cipher in (self.current, self.previous, self.next):
+            if cipher is not None:
+                cipher.release()
+
     def open(self, packet: Packet) -> tuple[bytes, bool]:
         """Decrypt; returns ``(payload, rotated)``. Raises :class:`CryptoError` if no key fits."""
         if packet.key_phase == self.phase:

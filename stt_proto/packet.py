@@ -134,7 +134,10 @@ def build_long_packet(ptype: PacketType, dcid: bytes, scid: bytes, body: bytes =
 class PacketCipher:
     """One direction's traffic AEAD. The nonce is the packet number, as Noise's explicit nonce.
 
-    Sealing writes header and ciphertext into one preallocated buffer (``encrypt_into``).
+    Sealing writes header and ciphertext into one preallocated buffer (``encrypt_into``). The
+    AEAD object is built on first use and dropped by :meth:`release` while the session idles:
+    an AES-GCM context holds about 2.5 KiB of expanded key tables, two per session, and the
+    32-byte key is all it takes to build one again.
     """
 
     __slots__ = ("_aead", "_little", "key", "name")
@@ -142,16 +145,22 @@ class PacketCipher:
     NAMES = ("AESGCM", "ChaChaPoly")
 
     def __init__(self, name: str, key: bytes) -> None:
-        if name == "AESGCM":
-            self._aead: AESGCM | ChaCha20Poly1305 = AESGCM(key)
-            self._little = False
-        elif name == "ChaChaPoly":
-            self._aead = ChaCha20Poly1305(key)
-            self._little = True
-        else:
+        if name not in self.NAMES:
             raise ValueError(f"unknown packet cipher {name!r}")
         self.name = name
         self.key = key
+        self._little = name == "ChaChaPoly"
+        self._aead: AESGCM | ChaCha20Poly1305 | None = None
+
+    def _context(self) -> AESGCM | ChaCha20Poly1305:
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = ChaCha20Poly1305(self.key) if self._little else AESGCM(self.key)
+        return aead
+
+    def release(self) -> None:
+        """Drop the AEAD object (rebuilt from the key on the next packet)."""
+        self._aead = None
 
     def _nonce(self, pn: int) -> bytes:
         # Noise: 4 zero bytes, then the counter as 8 bytes (ChaChaPoly little-endian, AESGCM
@@ -167,17 +176,18 @@ class PacketCipher:
         hlen = len(header)
         out = bytearray(hlen + len(payload) + TAG_LEN)
         out[:hlen] = header
-        self._aead.encrypt_into(self._nonce(pn), payload, header, memoryview(out)[hlen:])
+        (self._aead or self._context()).encrypt_into(self._nonce(pn), payload, header,
+                                                     memoryview(out)[hlen:])
         return out
 
     def open(self, packet: Packet) -> bytes:
         try:
-            return self._aead.decrypt(self._nonce(packet.packet_number), packet.body,
-                                      packet.header)
+            return (self._aead or self._context()).decrypt(
+                self._nonce(packet.packet_number), packet.body, packet.header)
         except InvalidTag:
             raise CryptoError("packet failed authentication") from None
 
     def next_generation(self) -> PacketCipher:
         """The key for the next key phase: Noise REKEY, ENCRYPT(k, 2**64-1, "", zeros)[:32]."""
-        raw = self._aead.encrypt(self._nonce((1 << 64) - 1), bytes(32), b"")[:32]
+        raw = self._context().encrypt(self._nonce((1 << 64) - 1), bytes(32), b"")[:32]
         return PacketCipher(self.name, raw)

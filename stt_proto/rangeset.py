@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
+# Empty sets share these (two lists cost 112 B, and an idle stream holds three sets). Only add()
+# grows a set, and it gives an empty one lists of its own first; every other mutation needs a
+# range to be present.
+_NONE: list[int] = []
+
 
 class RangeSet:
     __slots__ = ("_starts", "_stops")
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._stops: list[int] = []
+        self._starts: list[int] = _NONE
+        self._stops: list[int] = _NONE
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -25,7 +30,10 @@ class RangeSet:
         if start >= stop:
             return
         starts, stops = self._starts, self._stops
-        if not stops or start > stops[-1]:  # past every range: the usual in-order case
+        if not stops:
+            self._starts, self._stops = [start], [stop]
+            return
+        if start > stops[-1]:  # past every range: the usual in-order case
             starts.append(start)
             stops.append(stop)
             return

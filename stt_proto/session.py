@@ -62,6 +62,9 @@ from .stats import DropReason, SessionCounters, SessionStats, StreamStats
 HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
 AMPLIFICATION_FACTOR = 3
 IDLE_TIMEOUT_CODE = 0x10
+# Seconds without a packet either way after which a session drops its AEAD objects (rebuilt
+# from the keys on the next packet): an idle session then keeps 32-byte keys, not 5 KiB tables.
+CIPHER_IDLE_RELEASE = 2.0
 
 
 class State(Enum):
@@ -80,6 +83,7 @@ class Session:
         "_acks",
         "_amp_received",
         "_amp_sent",
+        "_ciphers_live",
         "_close_frame",
         "_close_pending",
         "_close_sent_at",
@@ -179,6 +183,7 @@ class Session:
         self._last_received = now
         self._last_sent = now
         self._last_ping = now
+        self._ciphers_live = False  # an AEAD object was built since the last release
         self._ping_pending = False
         self.more_to_send = False  # the last datagrams_to_send stopped at its limit
         self._handshake_done_pending = False
@@ -517,6 +522,7 @@ class Session:
             self.counters.decrypt_failures += 1
             return DropReason.DECRYPT_FAILED
         self._replay.accept(pn)
+        self._ciphers_live = True
         self.counters.packets_received += 1
         self._last_received = now
         self._now = now
@@ -594,7 +600,19 @@ class Session:
                 data_deadline = self.data.timer(self._now)
                 if data_deadline is not None:
                     deadlines.append(data_deadline)
+            if self._ciphers_live:
+                deadlines.append(self._cipher_release_at())
         return min(deadlines)
+
+    def _cipher_release_at(self) -> float:
+        return max(self._last_sent, self._last_received) + CIPHER_IDLE_RELEASE
+
+    def _release_ciphers(self) -> None:
+        if self._send_keys is not None:
+            self._send_keys.cipher.release()
+        if self._recv_keys is not None:
+            self._recv_keys.release()
+        self._ciphers_live = False
 
     def _ping_deadline(self) -> float:
         heard = max(self._last_received, self._last_ping)
@@ -631,6 +649,8 @@ class Session:
             elif now >= self._ping_deadline():
                 self._ping_pending = True
                 self._last_ping = now
+            if self._ciphers_live and now >= self._cipher_release_at():
+                self._release_ciphers()
         self._wake()
 
     # -- output -----------------------------------------------------------------------------------
@@ -704,6 +724,7 @@ class Session:
             raise UsageError("no traffic keys yet")
         pn = self._next_pn
         self._next_pn += 1
+        self._ciphers_live = True
         keys.packets += 1
         self.counters.packets_sent += 1
         return keys.cipher.seal(self.remote_cid, pn, keys.phase, payload), pn

@@ -11,10 +11,21 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import deque
+from typing import Any
 
 from .errors import DecodeError, ProtocolViolation
 from .rangeset import RangeSet
 from .varint import MAX_VARINT, decode_varint, encode_varint, varint_size
+
+# Every receive side with nothing buffered shares this one: a deque costs about 760 B and an
+# idle stream would hold two. Each append site swaps in a fresh deque first; maxlen=0 keeps the
+# shared one empty whatever happens.
+_EMPTY: deque[Any] = deque(maxlen=0)
+# Likewise for the other containers an idle stream leaves empty: a send side with nothing
+# unacknowledged and a receive side with nothing out of order share these, and each write site
+# replaces them with containers of its own first.
+_NO_LIST: list[Any] = []
+_NO_SEGMENTS: dict[int, bytes | memoryview] = {}
 
 
 class SendSide:
@@ -35,8 +46,8 @@ class SendSide:
     )
 
     def __init__(self, max_data: int) -> None:
-        self._starts: list[int] = []  # chunk start offsets, ascending
-        self._chunks: list[bytes] = []
+        self._starts: list[int] = _NO_LIST  # chunk start offsets, ascending
+        self._chunks: list[bytes] = _NO_LIST
         self.buffered_end = 0  # offset after the last byte written by the application
         self.sent_end = 0  # offset after the last byte sent at least once
         self.retransmit = RangeSet()  # lost ranges to send again
@@ -59,6 +70,8 @@ class SendSide:
         return len(header) + len(data)
 
     def _append(self, data: bytes) -> None:
+        if self._starts is _NO_LIST:
+            self._starts, self._chunks = [], []
         self._starts.append(self.buffered_end)
         self._chunks.append(data)
         self.buffered_end += len(data)
@@ -133,6 +146,8 @@ class SendSide:
             drop += 1
         if drop:
             del starts[:drop], chunks[:drop]
+            if not starts:
+                self._starts = self._chunks = _NO_LIST
 
     def on_lost(self, start: int, stop: int, fin: bool) -> None:
         if self.reset_sent is not None:
@@ -180,15 +195,15 @@ class RecvSide:
     )
 
     def __init__(self, window: int, max_message: int) -> None:
-        self._segments: dict[int, bytes | memoryview] = {}
-        self._heap: list[int] = []
+        self._segments: dict[int, bytes | memoryview] = _NO_SEGMENTS
+        self._heap: list[int] = _NO_LIST
         self._received = RangeSet()
         self._highest = 0  # the highest offset received
-        self._parts: deque[bytes | memoryview] = deque()  # in-order bytes not yet cut
+        self._parts: deque[bytes | memoryview] = _EMPTY  # in-order bytes not yet cut
         self._parts_bytes = 0
         self._head: int | None = None  # body length of the message being assembled, if known
         self.read_offset = 0  # everything below is in _parts or already messages
-        self.messages: deque[bytes] = deque()
+        self.messages: deque[bytes] = _EMPTY
         self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
         self.reported = 0  # credit already counted toward the session-level window
         self.window = window
@@ -228,6 +243,8 @@ class RecvSide:
                 if self._heap:
                     self._drain_segments()
             else:
+                if self._segments is _NO_SEGMENTS:
+                    self._segments, self._heap = {}, []
                 if offset not in self._segments or len(self._segments[offset]) < len(data):
                     if offset not in self._segments:
                         heapq.heappush(self._heap, offset)
@@ -237,6 +254,8 @@ class RecvSide:
 
     def _take(self, data: bytes | memoryview) -> None:
         data = _compact(data)
+        if self._parts is _EMPTY:
+            self._parts = deque()
         self._parts.append(data)
         self._parts_bytes += len(data)
         self.read_offset += len(data)
@@ -248,6 +267,8 @@ class RecvSide:
             data = segments.pop(offset)
             if offset + len(data) > self.read_offset:
                 self._take(data[self.read_offset - offset:])
+        if not heap:
+            self._segments, self._heap = _NO_SEGMENTS, _NO_LIST
 
     def _consume(self, count: int) -> bytes:
         """Remove and return the first ``count`` buffered bytes (one copy)."""
@@ -257,6 +278,8 @@ class RecvSide:
         if len(first) >= count:
             if len(first) == count:
                 parts.popleft()
+                if not parts:
+                    self._parts = _EMPTY
             else:
                 parts[0] = memoryview(first)[count:]
             return bytes(first[:count])
@@ -270,11 +293,13 @@ class RecvSide:
                 pieces.append(memoryview(part)[:count])
                 parts[0] = memoryview(part)[count:]
                 count = 0
+        if not parts:
+            self._parts = _EMPTY
         return b"".join(pieces)
 
     def _cut_messages(self) -> None:
-        parts = self._parts
         while True:
+            parts = self._parts
             length = self._head
             if length is None:
                 if not parts:
@@ -295,6 +320,8 @@ class RecvSide:
             if self._parts_bytes < length:
                 return
             self._head = None
+            if self.messages is _EMPTY:
+                self.messages = deque()
             self.messages.append(self._consume(length) if length else b"")
             self.unread_bytes += varint_size(length) + length
 
@@ -302,6 +329,8 @@ class RecvSide:
         if not self.messages:
             return None
         message = self.messages.popleft()
+        if not self.messages:
+            self.messages = _EMPTY
         self.unread_bytes -= len(message) + varint_size(len(message))
         return message
 

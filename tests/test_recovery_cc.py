@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stt_proto import rangeset
 from stt_proto.congestion import CONTROLLERS, Bbr, Cubic, NewReno, make_controller
 from stt_proto.dataplane import Pacer
 from stt_proto.errors import ProtocolViolation
@@ -35,6 +36,7 @@ def test_rangeset_matches_a_python_set(operations: list[tuple[bool, int, int]]) 
         assert all(a < b for a, b in bounds)
         assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(bounds))
         assert ranges.total() == len(model)
+    assert rangeset._NONE == []  # the lists empty sets share are never written
 
 
 def test_rangeset_in_order_adds_extend_or_append() -> None:

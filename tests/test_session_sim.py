@@ -280,3 +280,21 @@ def test_same_seed_gives_identical_trace() -> None:
     first, second = run(7), run(7)
     assert first == second
     assert run(8) != first
+
+
+def test_an_idle_session_drops_its_aead_objects_and_rebuilds_them_on_use() -> None:
+    from stt_proto.session import CIPHER_IDLE_RELEASE
+
+    pair = make_pair(seed=5)
+    client, server = pair.established()
+    ciphers = [client._send_keys.cipher, client._recv_keys.current,  # type: ignore[union-attr]
+               server._send_keys.cipher, server._recv_keys.current]  # type: ignore[union-attr]
+    assert all(c._aead is not None for c in ciphers)
+    pair.net.run(CIPHER_IDLE_RELEASE + 0.5)  # nothing sent or received: released
+    assert all(c._aead is None for c in ciphers)
+    assert not client._ciphers_live and not server._ciphers_live
+    stream = client.open_stream()
+    assert client.send_message(stream, b"after the pause")
+    assert pair.net.run_until(lambda: server.receive_message(stream) is not None, 1.0)
+    assert client._send_keys.cipher._aead is not None  # type: ignore[union-attr]
+    assert server._recv_keys.current._aead is not None  # type: ignore[union-attr]

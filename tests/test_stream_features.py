@@ -298,3 +298,16 @@ def test_stream_end_is_reported_once_even_for_a_duplicated_fin(pair: Pair) -> No
     pair.net.run(0.05)
     _inject(pair, client, server, encode_frames([StreamFrame(sid, 2, b"", True)]))
     assert [e for e in _drain(server) if isinstance(e, StreamEnded)] == [StreamEnded(sid)]
+
+
+def test_shared_empty_containers_are_never_written() -> None:
+    """Idle stream sides share empty containers (stt_proto.stream); every write site must swap
+    in its own first. Run traffic with loss and reordering, then check they are still empty."""
+    from stt_proto import stream as stream_module
+    from stt_proto.rangeset import _NONE
+
+    from .test_streams_sim import test_32_mib_mixed_messages_arrive_exactly as transfer
+
+    transfer(0.05)  # 5 % loss: retransmissions, reordered segments, partial acks
+    assert not stream_module._EMPTY and not stream_module._NO_LIST
+    assert not stream_module._NO_SEGMENTS and not _NONE
