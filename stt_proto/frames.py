@@ -280,18 +280,23 @@ def _bytes(buf: Buffer, pos: int, what: str) -> tuple[bytes, int]:
     return bytes(buf[pos:end]), end
 
 
-def _stream(buf: Buffer, pos: int, fin: bool) -> tuple[Frame, int]:
+def decode_stream_fields(buf: memoryview, pos: int) -> tuple[int, int, memoryview, int]:
+    """A STREAM frame's body at ``pos`` (after the type byte) as ``(stream_id, offset, data,
+    end)``, ``data`` a view into ``buf``: the receive hot path takes it without a frame
+    object."""
     stream_id, pos = decode_varint(buf, pos)
     offset, pos = decode_varint(buf, pos)
     length, pos = decode_varint(buf, pos)
     end = pos + length
     if end > len(buf):
         raise DecodeError(f"STREAM data claims {length} bytes but only {len(buf) - pos} remain")
-    # zero-copy: parse_frames hands decoders a read-only view of the decrypted payload
-    data = buf[pos:end] if isinstance(buf, memoryview) else bytes(buf[pos:end])
-    pos = end
-    if offset + len(data) > MAX_VARINT:
+    if offset + length > MAX_VARINT:
         raise FrameError("STREAM frame extends past the largest possible offset")
+    return stream_id, offset, buf[pos:end], end
+
+
+def _stream(buf: Buffer, pos: int, fin: bool) -> tuple[Frame, int]:
+    stream_id, offset, data, pos = decode_stream_fields(memoryview(buf), pos)
     return StreamFrame(stream_id, offset, data, fin), pos
 
 
@@ -370,26 +375,32 @@ def parse_frames(payload: Buffer) -> list[Frame]:
     frames: list[Frame] = []
     if not isinstance(payload, bytes):
         payload = bytes(payload)  # STREAM frames keep views into it: it must be immutable
-    payload = memoryview(payload)
-    end = len(payload)
+    view = memoryview(payload)
+    end = len(view)
     if end == 0:
         raise FrameError("packet payload holds no frames")
     pos = 0
     while pos < end:
-        kind = payload[pos]
-        if kind == 0:  # a run of PADDING
-            start = pos
-            while pos < end and payload[pos] == 0:
-                pos += 1
-            frames.append(PaddingFrame(pos - start))
-            continue
-        kind, pos = decode_varint(payload, pos)
-        decoder = _DECODERS.get(kind)
-        if decoder is None:
-            raise FrameError(f"unknown frame type {kind:#x}")
-        frame, pos = decoder(payload, pos)
+        frame, pos = decode_frame(view, pos)
         frames.append(frame)
     return frames
+
+
+def decode_frame(view: memoryview, pos: int) -> tuple[Frame, int]:
+    """The frame at ``pos`` of a payload (a run of PADDING counts as one) and where the next
+    begins. STREAM and DATAGRAM data are views into ``view``, which must be immutable."""
+    kind = view[pos]
+    if kind == 0:  # a run of PADDING
+        start = pos
+        end = len(view)
+        while pos < end and view[pos] == 0:
+            pos += 1
+        return PaddingFrame(pos - start), pos
+    kind, pos = decode_varint(view, pos)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise FrameError(f"unknown frame type {kind:#x}")
+    return decoder(view, pos)
 
 
 def is_ack_eliciting(frames: list[Frame]) -> bool:

@@ -22,6 +22,7 @@ from .errors import (
     AuthenticationError,
     ConnectionRefused,
     CryptoError,
+    FrameError,
     HandshakeError,
     HandshakeTimeout,
     KeepAliveTimeout,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .events import Address, HandshakeCompleted, KeyUpdated, SessionEvent, SessionTerminated
 from .frames import (
+    NON_ACK_ELICITING,
     AckFrame,
     CloseFrame,
     Frame,
@@ -40,9 +42,9 @@ from .frames import (
     KeyUpdateFrame,
     PaddingFrame,
     PingFrame,
+    decode_frame,
+    decode_stream_fields,
     encode_frame,
-    is_ack_eliciting,
-    parse_frames,
 )
 from .handshake import (
     HandshakeResult,
@@ -537,11 +539,33 @@ class Session:
             if now - self._close_sent_at >= self.rtt.pto():
                 self._close_pending = True  # the peer has not seen our CLOSE yet
             return None
-        frames = parse_frames(payload)
-        self._acks.on_packet(pn, is_ack_eliciting(frames), now)
-        for frame in frames:
-            self._handle_frame(frame, now)
+        self._acks.on_packet(pn, self._handle_payload(payload, now), now)
         return None
+
+    def _handle_payload(self, payload: bytes, now: float) -> bool:
+        """Decode and handle the frames of a decrypted payload in one pass; returns whether
+        any of them elicits an ACK. STREAM frames, nearly every frame of a transfer, go
+        straight to the streams without a frame object. A malformed frame raises (the session
+        then fails) after the frames before it were handled: they were authentic."""
+        view = memoryview(payload)
+        end = len(view)
+        if end == 0:
+            raise FrameError("packet payload holds no frames")
+        data = self.data
+        pos = 0
+        eliciting = False
+        while pos < end:
+            kind = view[pos]
+            if (kind == 0x08 or kind == 0x09) and data is not None:  # STREAM, STREAM with FIN
+                stream_id, offset, chunk, pos = decode_stream_fields(view, pos + 1)
+                data.streams.on_stream_data(stream_id, offset, chunk, kind == 0x09)
+                eliciting = True
+                continue
+            frame, pos = decode_frame(view, pos)
+            if not eliciting and type(frame) not in NON_ACK_ELICITING:
+                eliciting = True
+            self._handle_frame(frame, now)
+        return eliciting
 
     def _handle_frame(self, frame: Frame, now: float) -> None:
         if isinstance(frame, AckFrame):

@@ -284,22 +284,27 @@ class StreamManager:
             raise ProtocolViolation(f"unexpected {type(frame).__name__}")
 
     def _on_stream(self, frame: StreamFrame) -> None:
-        stream = self._peer_stream(frame.stream_id)
+        self.on_stream_data(frame.stream_id, frame.offset, frame.data, frame.fin)
+
+    def on_stream_data(self, stream_id: int, offset: int, data: bytes | memoryview,
+                       fin: bool) -> None:
+        """A STREAM frame's contents (the session's receive path calls this directly)."""
+        stream = self._peer_stream(stream_id)
         if stream is None or stream.recv.reset_code is not None:
             return
         recv = stream.recv
         had = len(recv.messages)
-        grown = recv.on_data(frame.offset, frame.data, frame.fin)
-        self._window_dirty.add(frame.stream_id)
+        grown = recv.on_data(offset, data, fin)
+        self._window_dirty.add(stream_id)
         self.conn_received += grown
         if self.conn_received > self.conn_recv_max:
             raise ProtocolViolation("peer exceeded the session's flow-control window")
         if len(recv.messages) > had:
             self.bytes_received += sum(len(m) for m in list(recv.messages)[had:])
-            self._emit(StreamReadable(frame.stream_id))
+            self._emit(StreamReadable(stream_id))
         if recv.finished and not stream.end_reported:
             stream.end_reported = True
-            self._emit(StreamEnded(frame.stream_id))
+            self._emit(StreamEnded(stream_id))
 
     # -- acknowledgement and loss -----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -120,20 +121,27 @@ def test_junk_is_dropped_and_counted_by_reason() -> None:
     assert server.state is State.ESTABLISHED
 
 
-def test_authenticated_garbage_frames_close_only_that_session() -> None:
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"\x3f\x00", "unknown frame type"),
+    (b"\x08\x00\x00\x02hi\x3f", "unknown frame type"),  # a good STREAM frame, then garbage
+    (b"\x08\x00\x00\x09hi", "STREAM data claims 9 bytes"),  # truncated
+    (b"\x09\x00", "truncated varint"),
+])
+def test_authenticated_garbage_frames_close_only_that_session(payload: bytes,
+                                                              reason: str) -> None:
     pair = make_pair()
     client, server = pair.established()
     other_client = pair.connect()
     pair.net.run(0.2)
-    raw = client._send_keys.cipher.seal(server.local_cid, client._next_pn, 0, b"\x3f\x00")
+    raw = client._send_keys.cipher.seal(server.local_cid, client._next_pn, 0, payload)
     client._next_pn += 1
     pair.net.send(A, B, raw)
     pair.net.run(0.05)
     ends = [e for e in iter(server.next_event, None) if isinstance(e, SessionTerminated)]
-    assert ends and "unknown frame type" in ends[-1].reason
+    assert ends and reason in ends[-1].reason
     assert server.is_closed and other_client.state is State.ESTABLISHED
     client_end = [e for e in iter(client.next_event, None) if isinstance(e, SessionTerminated)]
-    assert client_end and client_end[-1].by_peer and "unknown frame type" in client_end[-1].reason
+    assert client_end and client_end[-1].by_peer and reason in client_end[-1].reason
 
 
 def test_one_timer_for_many_sessions() -> None:
