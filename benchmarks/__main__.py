@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                           f"{row['stt_offload'] / 1e6:,.0f} MB/s, "
                           f"{row['stt_offload'] / row['stt']:.2f} x without offload, "
                           f"{row['stt_offload'] / row['raw']:.2f} x raw UDP+AEAD")
+    core = results["core"] = {size: run_on("asyncio", "core_goodput", size, seconds)
+                              for size in (1200, 65000)}
+    main_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
+    raw_of = {r["frame"]: r["raw"] for r in rows if r["runtime"] == main_runtime}
+    console.print("The protocol core alone (two endpoints in memory, no sockets, no loop): "
+                  + ", ".join(f"{size} B {rate / 1e6:,.0f} MB/s = {rate / raw_of[size]:.2f} x "
+                              f"raw UDP+AEAD ({main_runtime})" for size, rate in core.items()))
     if not aioquic_available():
         console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
                       "baseline")

@@ -15,7 +15,7 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = results["goodput"]
     runtimes = sorted({r["runtime"] for r in rows})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     for runtime in runtimes:
         mine = sorted((r for r in rows if r["runtime"] == runtime), key=lambda r: r["frame"])
         frames = [r["frame"] for r in mine]
@@ -33,8 +33,9 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
             ax.axhline(mine[0]["tcp_tls"] / 1e6, linestyle=":", linewidth=1,
                        label=f"TCP+TLS 1.3 ({runtime})")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # 1,200-byte figures are tens of MB/s, 64 KB ones thousands
     ax.set_xlabel("frame size (bytes)")
-    ax.set_ylabel("goodput (MB/s)")
+    ax.set_ylabel("goodput (MB/s, log scale)")
     ax.set_title("Goodput against frame size, one stream, loopback")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stt_asyncio import STTNode
+from stt_proto import Endpoint, Identity, NodeConfig
 from stt_proto.session import CIPHER_IDLE_RELEASE
 
 from .alloc import trim_heap
@@ -97,6 +98,50 @@ def _rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+async def core_goodput(frame_size: int, seconds: float) -> float:
+    """Bytes/s of one stream between two ``stt_proto`` endpoints handing datagrams to each
+    other in memory: no sockets, no event loop. The ceiling of the protocol core alone; a
+    coroutine only so that ``run_on`` can run it, it never awaits."""
+    config = NodeConfig.build(max_frame_size=frame_size, recv_buffer_size=8 * MiB,
+                              send_buffer_size=8 * MiB)
+    a, b = Endpoint(config, Identity.generate()), Endpoint(config, Identity.generate())
+    a_addr, b_addr = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    now = time.monotonic
+
+    def pump() -> None:
+        for source, sink, address in ((a, b, a_addr), (b, a, b_addr)):
+            moment = now()
+            timer = source.get_timer()
+            if timer is not None and timer <= moment:
+                source.handle_timer(moment)
+            while batch := source.datagrams_to_send(moment, 32):
+                for datagram, _ in batch:
+                    sink.receive_datagram(datagram, address, moment)
+
+    sender = a.connect(b_addr, b.identity.node_id, now())
+    while not sender.confirmed:
+        pump()
+    pump()
+    receiver = next(iter(b.sessions.values()))
+    stream = sender.open_stream()
+    message = os.urandom(MiB)
+    received = 0
+    start = now()
+    while now() - start < seconds:
+        while sender.send_message(stream, message):
+            pass
+        pump()
+        for endpoint in (a, b):
+            while endpoint.next_event() is not None:
+                pass
+        for session in (sender, receiver):
+            while session.next_event() is not None:
+                pass
+        while (got := receiver.receive_message(stream)) is not None:
+            received += len(got)
+    return received / (now() - start)
 
 
 EXTRA_STREAMS = 3  # idle streams per session beyond the first

@@ -33,6 +33,10 @@ def test_remote_ping_pong_measures_round_trips(kind: str) -> None:
     assert len(times) == 20 and all(0 < t < 5 for t in times)
 
 
+def test_core_goodput_moves_messages_without_sockets() -> None:
+    assert run_on("asyncio", "core_goodput", 1200, 0.2) > 1e6
+
+
 def test_idle_sessions_reports_memory_and_close() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
