@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 
-from stt_asyncio.workers import PARENT_POLL, Handler, WorkerSpec
-from stt_proto import Identity, SessionClosed, UsageError
+from stt_asyncio.workers import PARENT_POLL, Handler, WorkerSpec, start_worker_node
+from stt_proto import SessionClosed, UsageError
 
 log = logging.getLogger("stt.workers")
 
@@ -44,13 +44,9 @@ def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
     from .node import STTNode
 
     async def main() -> None:
-        node = STTNode(Identity.from_private_bytes(spec.private_key), **spec.settings)
-        try:
-            await node.start()
-        except Exception as exc:
-            ready.put((spec.index, repr(exc)))
+        node = await start_worker_node(STTNode, spec, ready)
+        if node is None:
             return
-        ready.put((spec.index, None))
         try:
             async with anyio.create_task_group() as group:
                 async def on_sigterm() -> None:

@@ -136,6 +136,19 @@ async def serve_sessions(node: Any, handler: Handler) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def start_worker_node(node_class: Any, spec: WorkerSpec, ready: Any) -> Any:
+    """Build and start a spawned worker's node (either runtime's ``STTNode``) and report to the
+    parent; None when it failed, which is reported too."""
+    node = node_class(Identity.from_private_bytes(spec.private_key), **spec.settings)
+    try:
+        await node.start()
+    except Exception as exc:
+        ready.put((spec.index, repr(exc)))
+        return None
+    ready.put((spec.index, None))
+    return node
+
+
 def asyncio_worker(spec: WorkerSpec, ready: Any) -> None:
     """A spawned worker's main on asyncio or uvloop: rebuild the node, report, serve."""
     from .node import STTNode
@@ -144,13 +157,9 @@ def asyncio_worker(spec: WorkerSpec, ready: Any) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        node = STTNode(Identity.from_private_bytes(spec.private_key), **spec.settings)
-        try:
-            await node.start()
-        except Exception as exc:
-            ready.put((spec.index, repr(exc)))
+        node = await start_worker_node(STTNode, spec, ready)
+        if node is None:
             return
-        ready.put((spec.index, None))
         try:
             serving = asyncio.ensure_future(serve_sessions(node, spec.handler))
             while not stop.is_set() and os.getppid() == spec.parent_pid:

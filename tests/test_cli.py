@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -55,22 +56,13 @@ def test_bench_with_a_preset_measures_the_presets_frame_size(preset: str) -> Non
 
 def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:
     import os
-    import subprocess
-    import sys
 
     source = tmp_path / "payload.bin"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     out = tmp_path / "out"
     out.mkdir()
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "stt_cli", "receive", "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"})
+    receiver, line = _start_server("receive", "--output", str(out))
     try:
-        assert receiver.stdout is not None
-        line = receiver.stdout.readline()
-        while line and "listening on" not in line:
-            line = receiver.stdout.readline()
         words = line.split()
         address, node_id = words[2], words[5]
         result = CliRunner().invoke(main, ["send", str(source), "--to", address,
@@ -87,21 +79,12 @@ def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:
 def test_listen_with_two_workers_receives_files_and_stops_its_workers(tmp_path: Path) -> None:
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
     out = tmp_path / "out"
     out.mkdir()
-    listener = subprocess.Popen(
-        [sys.executable, "-m", "stt_cli", "listen", "--workers", "2", "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "200"})
+    listener, line = _start_server("listen", "--workers", "2", "--output", str(out))
     try:
-        assert listener.stdout is not None
-        line = listener.stdout.readline()
-        while line and "listening on" not in line:
-            line = listener.stdout.readline()
         assert "2 worker processes" in line
         words = line.split()
         address, node_id = words[2], words[5]
@@ -151,3 +134,19 @@ def _parent_of(pid: int) -> int | None:
     except OSError:
         return None
     return None if fields[0] == "Z" else int(fields[1])
+
+
+def _start_server(*args: str) -> tuple[Any, str]:
+    """``python -m stt_cli ARGS`` in a subprocess, and its "listening on" line."""
+    import os
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "stt_cli", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    while line and "listening on" not in line:
+        line = process.stdout.readline()
+    return process, line
