@@ -33,7 +33,7 @@ from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamCl
 from stt_proto import Session as ProtoSession
 
 from .websocket import WebSocketIO
-from .workers import anyio_worker, serve_sessions
+from .workers import anyio_worker, serve_sessions, supervise
 
 
 class AnyioSignal(Signal):
@@ -269,10 +269,13 @@ class STTNode:
             return
         pool = WorkerPool(anyio_worker,
                           worker_specs(self, handler, sniffio.current_async_library()))
-        self._pool = pool
         await anyio.to_thread.run_sync(pool.start)
+        self._pool = pool
         try:
-            await serve_sessions(self, handler)
+            async with anyio.create_task_group() as group:
+                group.start_soon(supervise, pool)
+                await serve_sessions(self, handler)
+                group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.stop)

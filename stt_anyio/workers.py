@@ -11,10 +11,24 @@ from typing import Any
 
 import anyio
 
-from stt_asyncio.workers import PARENT_POLL, Handler, WorkerSpec, start_worker_node
+from stt_asyncio.workers import (
+    PARENT_POLL,
+    SUPERVISE_INTERVAL,
+    Handler,
+    WorkerPool,
+    WorkerSpec,
+    start_worker_node,
+)
 from stt_proto import SessionClosed, UsageError
 
 log = logging.getLogger("stt.workers")
+
+
+async def supervise(pool: WorkerPool) -> None:
+    """Worker 0's watch: replace workers that exit, until cancelled."""
+    while True:
+        await anyio.sleep(SUPERVISE_INTERVAL)
+        await anyio.to_thread.run_sync(pool.replace_dead)
 
 
 async def serve_sessions(node: Any, handler: Handler) -> None:
@@ -71,4 +85,4 @@ def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
     anyio.run(main, backend=spec.runtime)
 
 
-__all__ = ["anyio_worker", "serve_sessions"]
+__all__ = ["anyio_worker", "serve_sessions", "supervise"]

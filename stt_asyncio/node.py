@@ -34,7 +34,15 @@ from .dht import NodeDHT
 from .session import Session, dispatch_events
 from .udp_io import UdpIO
 from .websocket import WebSocketIO
-from .workers import Handler, WorkerPool, asyncio_worker, bind_shared, serve_sessions, worker_specs
+from .workers import (
+    Handler,
+    WorkerPool,
+    asyncio_worker,
+    bind_shared,
+    serve_sessions,
+    supervise,
+    worker_specs,
+)
 
 SEND_BATCH = 32  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
@@ -227,11 +235,14 @@ class STTNode:
         loop = asyncio.get_running_loop()
         runtime = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
         pool = WorkerPool(asyncio_worker, worker_specs(self, handler, runtime))
-        self._pool = pool
         await loop.run_in_executor(None, pool.start)
+        self._pool = pool
+        supervisor = asyncio.ensure_future(supervise(pool))
         try:
             await serve_sessions(self, handler)
         finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
             await asyncio.shield(loop.run_in_executor(None, pool.stop))
             self._pool = None
 

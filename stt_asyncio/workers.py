@@ -9,12 +9,14 @@ starts N-1 more with ``multiprocessing``'s spawn method and waits until each has
 worker runs ``handler(session)`` for the sessions it accepts. ``handler`` must be a
 module-level function, since it travels to the workers by pickling.
 
-Stopping worker 0 (cancelling ``serve`` or closing the node) sends the others SIGTERM. Each then
+A worker that exits is replaced (at most once per ``RESTART_BACKOFF`` each). Stopping
+worker 0 (cancelling ``serve`` or closing the node) sends the others SIGTERM. Each then
 closes its sessions gracefully; one that lingers past ``STOP_TIMEOUT`` is killed. A worker whose
 parent disappears stops by itself.
 
 A worker that dies changes the kernel's hash: its peers' sessions end up at other workers, which
-do not know them, and time out. Linux lets only processes of the same user share the port.
+do not know them, and time out; new sessions are spread over the survivors and the replacement.
+Linux lets only processes of the same user share the port.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +43,8 @@ Handler = Callable[[Any], Awaitable[None]]
 START_TIMEOUT = 60.0  # seconds for a worker to import, bind and report
 STOP_TIMEOUT = 5.0
 PARENT_POLL = 1.0  # seconds between a worker's checks that its parent is alive
+SUPERVISE_INTERVAL = 1.0  # seconds between worker 0's checks for workers that exited
+RESTART_BACKOFF = 5.0  # a worker is restarted no sooner than this after its last start
 
 
 def bind_shared(sock: socket.socket, address: tuple[str, int]) -> None:
@@ -62,46 +69,99 @@ class WorkerSpec:
 
 
 class WorkerPool:
-    """The spawned workers (1..N-1) of one node; ``start``/``stop`` block, so run them in a
-    thread from async code."""
+    """The spawned workers (1..N-1) of one node. ``start``, ``replace_dead`` and ``stop``
+    block (process start-up and joins), so async code runs them in a thread."""
 
     def __init__(self, entry: Callable[[WorkerSpec, Any], None], specs: list[WorkerSpec]) -> None:
         self._entry = entry
         self._specs = specs
         self._context = multiprocessing.get_context("spawn")
-        self.processes: list[Any] = []
+        self._ready: Any = None
+        self._started_at: dict[int, float] = {}
+        self._stopping = False
+        self.processes: dict[int, Any] = {}  # worker index -> its process
+        self.restarts = 0
+        self._lock = threading.Lock()  # replace_dead and stop run in executor threads
 
     def start(self) -> None:
-        ready = self._context.Queue()
+        """Start every worker and wait until each has bound the port (or raise)."""
+        if self._specs:
+            try:
+                pickle.dumps(self._specs[0].handler)
+            except Exception as exc:
+                raise UsageError("with workers > 1 the handler must be a module-level function: "
+                                 f"it is sent to the worker processes ({exc})") from None
+        self._ready = self._context.Queue()
         for spec in self._specs:
-            process = self._context.Process(target=self._entry, args=(spec, ready),
-                                            name=f"stt-worker-{spec.index}", daemon=True)
-            process.start()
-            self.processes.append(process)
+            self._spawn(spec)
         try:
             for _ in self._specs:
-                index, error = ready.get(timeout=START_TIMEOUT)
+                index, error = self._ready.get(timeout=START_TIMEOUT)
                 if error:
                     raise UsageError(f"worker {index} failed to start: {error}")
         except BaseException:
             self.stop()
             raise
-        finally:
-            ready.close()
+
+    def _spawn(self, spec: WorkerSpec) -> None:
+        process = self._context.Process(target=self._entry, args=(spec, self._ready),
+                                        name=f"stt-worker-{spec.index}", daemon=True)
+        process.start()
+        self.processes[spec.index] = process
+        self._started_at[spec.index] = time.monotonic()
+
+    def replace_dead(self) -> int:
+        """Start a new worker for each one that has exited; one that lived less than
+        ``RESTART_BACKOFF`` waits that long first, so a crashing worker cannot spin. Returns
+        how many were started."""
+        with self._lock:
+            return self._replace_dead()
+
+    def _replace_dead(self) -> int:
+        if self._stopping:
+            return 0
+        while self._ready is not None and not self._ready.empty():
+            index, error = self._ready.get_nowait()
+            if error:
+                log.error("worker %d failed to start: %s", index, error)
+        started = 0
+        now = time.monotonic()
+        for spec in self._specs:
+            process = self.processes.get(spec.index)
+            if process is None or process.is_alive():
+                continue
+            if now - self._started_at[spec.index] < RESTART_BACKOFF:
+                continue
+            process.join()
+            log.warning("worker %d exited with %s; starting another", spec.index,
+                        process.exitcode)
+            self._spawn(spec)
+            self.restarts += 1
+            started += 1
+        return started
 
     def alive(self) -> int:
-        return sum(p.is_alive() for p in self.processes)
+        return sum(p.is_alive() for p in self.processes.values())
 
     def stop(self) -> None:
-        for process in self.processes:
+        with self._lock:
+            self._stopping = True
+            processes = list(self.processes.values())
+        self._stop(processes)
+
+    def _stop(self, processes: list[Any]) -> None:
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        for process in self.processes:
+        for process in processes:
             process.join(STOP_TIMEOUT)
             if process.is_alive():
                 process.kill()
                 process.join()
         self.processes.clear()
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
 
 
 def worker_specs(node: Any, handler: Handler, runtime: str) -> list[WorkerSpec]:
@@ -111,6 +171,14 @@ def worker_specs(node: Any, handler: Handler, runtime: str) -> list[WorkerSpec]:
     settings["port"] = node.address[1]
     return [WorkerSpec(index, runtime, settings, node.identity.private_bytes(), handler,
                        os.getpid()) for index in range(1, config.workers)]
+
+
+async def supervise(pool: WorkerPool) -> None:
+    """Worker 0's watch: replace workers that exit, until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SUPERVISE_INTERVAL)
+        await loop.run_in_executor(None, pool.replace_dead)
 
 
 async def serve_sessions(node: Any, handler: Handler) -> None:
@@ -178,4 +246,5 @@ def asyncio_worker(spec: WorkerSpec, ready: Any) -> None:
         asyncio.run(main())
 
 
-__all__ = ["WorkerPool", "WorkerSpec", "bind_shared", "serve_sessions", "worker_specs"]
+__all__ = ["WorkerPool", "WorkerSpec", "bind_shared", "serve_sessions", "supervise",
+           "worker_specs"]

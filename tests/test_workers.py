@@ -113,3 +113,55 @@ def test_anyio_workers_on_each_backend(backend: str) -> None:
             assert server.workers_alive() == 0
 
     anyio.run(main, backend=backend)
+
+
+def test_a_worker_that_dies_is_replaced_and_new_sessions_are_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from stt_asyncio import workers
+
+    monkeypatch.setattr(workers, "RESTART_BACKOFF", 0.5)
+
+    async def main() -> None:
+        async with STTNode(workers=2) as server:
+            serving = asyncio.ensure_future(server.serve(echo_pid))
+            for _ in range(600):
+                if server.workers_alive() == 1:
+                    break
+                await asyncio.sleep(0.05)
+            pool = server._pool
+            assert pool is not None
+            first = pool.processes[1].pid
+            await asyncio.sleep(workers.RESTART_BACKOFF)  # long enough alive to be replaced
+            os.kill(first, signal.SIGKILL)
+            for _ in range(400):
+                process = pool.processes[1]
+                if process.pid != first and process.is_alive():
+                    break
+                await asyncio.sleep(0.05)
+            assert pool.processes[1].pid != first and pool.restarts == 1
+            await asyncio.sleep(1.0)  # the replacement binds
+            answers = await asyncio.gather(*(_ask(server.address, server.node_id, i)
+                                             for i in range(CLIENTS)))
+            assert [echoed for _, echoed in answers] == [b"hello %d" % i for i in range(CLIENTS)]
+            assert pool.processes[1].pid in {pid for pid, _ in answers}
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            assert server.workers_alive() == 0
+
+    asyncio.run(main())
+
+
+def test_a_handler_that_cannot_travel_is_refused_clearly() -> None:
+    async def main() -> None:
+        async def local_handler(session: object) -> None:  # a closure: not picklable
+            pass
+
+        async with STTNode(workers=2) as server:
+            with pytest.raises(UsageError, match="module-level"):
+                await server.serve(local_handler)
+            assert server.workers_alive() == 0
+
+    asyncio.run(main())
