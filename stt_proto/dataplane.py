@@ -202,9 +202,10 @@ class DataPlane:
                 break
             eliciting = eliciting or bool(items)
             datagram, pn = seal(payload)
+            sendable = self._has_sendable()
             if eliciting:
                 packet = SentPacket(pn, now, len(datagram), True, True, items)
-                self.recovery.on_packet_sent(packet, app_limited=not self._has_sendable())
+                self.recovery.on_packet_sent(packet, app_limited=not sendable)
                 self.cc.on_packet_sent(packet, self.recovery.bytes_in_flight, now)
                 rate = self.cc.pacing_rate(self.rtt)
                 quantum = max(2 * self.max_datagram, rate * 0.001)
@@ -212,7 +213,7 @@ class DataPlane:
                 if self.probes:
                     self.probes -= 1
             out.append(datagram)
-            if not allowed or not self._has_sendable():
+            if not allowed or not sendable:
                 break
             if limit is not None and len(out) >= limit:
                 self.more = True

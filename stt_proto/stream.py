@@ -92,7 +92,7 @@ class SendSide:
     def has_data(self, conn_credit: int) -> bool:
         if self.reset_sent is not None:
             return False
-        if self.retransmit:
+        if self.retransmit._stops:  # the list, not the set: no __bool__ call on the hot path
             return True
         if self.sent_end < self.buffered_end and self.sent_end < self.max_data and conn_credit > 0:
             return True
@@ -101,7 +101,7 @@ class SendSide:
 
     def next_range(self, limit: int, conn_credit: int) -> tuple[int, int, bool, bool]:
         """The next ``(start, stop, fin, is_new)`` to send, at most ``limit`` bytes."""
-        if self.retransmit:
+        if self.retransmit._stops:
             start, stop = self.retransmit.pop_first(limit)  # type: ignore[misc]
             fin = self.fin_offset is not None and stop == self.fin_offset
             return start, stop, fin, False
@@ -135,7 +135,7 @@ class SendSide:
 
     def on_acked(self, start: int, stop: int, fin: bool) -> None:
         self.acked.add(start, stop)
-        if self.retransmit:
+        if self.retransmit._stops:
             self.retransmit.subtract(start, stop)  # a late ACK of data declared lost
         if fin:
             self.fin_acked = True

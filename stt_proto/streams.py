@@ -402,7 +402,8 @@ class StreamManager:
             del control[:taken]
         if control:
             return
-        for priority in sorted(self._ready, reverse=True):
+        ready = self._ready
+        for priority in (tuple(ready) if len(ready) == 1 else sorted(ready, reverse=True)):
             queue = self._ready[priority]
             rounds = len(queue)
             while queue and rounds > 0:
@@ -427,7 +428,7 @@ class StreamManager:
     def _write_stream(self, stream: Stream, payload: bytearray, room: int,
                       items: list[Any], now: float, in_flight: int) -> bool:
         send = stream.send
-        credit = self.conn_credit_left()
+        credit = self.conn_send_max - self.conn_sent
         if not send.has_data(credit):
             if (send.sent_end < send.buffered_end and send.sent_end >= send.max_data
                     and send.blocked_at != send.max_data):
@@ -435,7 +436,7 @@ class StreamManager:
                 self._control.append(StreamDataBlockedFrame(stream.stream_id, send.max_data))
             return False
         limit = min(room, stream.max_frame_size - STREAM_FRAME_OVERHEAD)
-        if not send.retransmit and not self._may_send_now(stream, limit, in_flight, now):
+        if not send.retransmit._stops and not self._may_send_now(stream, limit, in_flight, now):
             return True
         start, stop, fin, is_new = send.next_range(limit, credit)
         if is_new:
@@ -445,7 +446,7 @@ class StreamManager:
         items.append(("stream", stream.stream_id, start, stop, fin))
         if send.sent_end >= send.buffered_end:
             stream.hold_until = None
-        return send.has_data(self.conn_credit_left())
+        return send.has_data(self.conn_send_max - self.conn_sent)
 
     def _may_send_now(self, stream: Stream, limit: int, in_flight: int, now: float) -> bool:
         """Small-message coalescing: without ``no_delay`` a partial frame waits while earlier
