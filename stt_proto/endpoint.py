@@ -340,14 +340,17 @@ class Endpoint:
                     queue.append(session)
         unscheduled = self._unscheduled
         budget = max_datagrams
+        sent_bytes = sum(len(d) for d, _ in out)  # the stateless replies
         while queue and (budget is None or budget > 0):
             session = queue.popleft()
             cid = session.local_cid
             queued.discard(cid)
             unscheduled.pop(cid, None)
             datagrams = session.datagrams_to_send(now, budget)
+            address = session.remote_address
             for datagram in datagrams:
-                out.append((datagram, session.remote_address))
+                out.append((datagram, address))
+                sent_bytes += len(datagram)
             if budget is not None:
                 budget -= len(datagrams)
             if session.more_to_send:  # cut off by the budget: its turn comes round again
@@ -357,7 +360,7 @@ class Endpoint:
             if session.is_terminated:
                 self._forget(session)
         self.datagrams_out += len(out)
-        self.bytes_out += sum(len(d) for d, _ in out)
+        self.bytes_out += sent_bytes
         return out
 
     def _forget(self, session: Session) -> None:

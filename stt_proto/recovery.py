@@ -122,40 +122,45 @@ class LossRecovery:
         if largest >= next_pn:
             raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
         sent = self.sent
-        acked: list[SentPacket] = []
+        acked: list[SentPacket] = []  # ascending packet numbers, so ascending send times
         if sent:
             first_outstanding = next(iter(sent))
-            for lo, hi in frame.ranges:
+            for lo, hi in reversed(frame.ranges):  # the frame lists ranges newest first
                 if hi < first_outstanding:
-                    break
+                    continue
                 for pn in range(max(lo, first_outstanding), hi + 1):
                     packet = sent.pop(pn, None)
                     if packet is not None:
                         acked.append(packet)
         if not acked:
             return AckResult([], [], None, False, 0)
-        acked.sort(key=lambda p: p.pn)
-        newest = acked[-1]
-        if newest.pn > self.largest_acked:
-            self.largest_acked = newest.pn
-            if any(p.ack_eliciting for p in acked):
-                self.rtt.update(now - newest.time_sent, frame.ack_delay / 1e6, MAX_ACK_DELAY)
         newly = 0
+        eliciting = False
         for packet in acked:
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
             if packet.ack_eliciting:
                 self.eliciting_in_flight -= 1
+                eliciting = True
             newly += packet.size
-        rate = self._rate_sample(acked, now)
+        newest = acked[-1]
+        if newest.pn > self.largest_acked:
+            self.largest_acked = newest.pn
+            if eliciting:
+                self.rtt.update(now - newest.time_sent, frame.ack_delay / 1e6, MAX_ACK_DELAY)
+        # the rate sample follows the last-sent packet, the first of any sent at the same time
+        first = len(acked) - 1
+        while first and acked[first - 1].time_sent == newest.time_sent:
+            first -= 1
+        rate = self._rate_sample(acked[first], newly, now)
         self.pto_count = 0
         lost, persistent = self._detect_lost(now)
         return AckResult(acked, lost, rate, persistent, newly)
 
-    def _rate_sample(self, acked: list[SentPacket], now: float) -> RateSample | None:
-        self.delivered += sum(p.size for p in acked)
+    def _rate_sample(self, newest: SentPacket, newly: int, now: float) -> RateSample | None:
+        """``newest``: the last-sent packet of those just acknowledged; ``newly``: their bytes."""
+        self.delivered += newly
         self.delivered_time = now
-        newest = max(acked, key=lambda p: p.time_sent)
         self.first_sent_time = newest.time_sent
         send_elapsed = newest.time_sent - newest.first_sent_time
         ack_elapsed = now - newest.delivered_time

@@ -185,7 +185,9 @@ class RecvSide:
         "final_size",
         "max_data",
         "max_message",
+        "message_bytes",
         "messages",
+        "messages_cut",
         "read_offset",
         "reported",
         "reset_code",
@@ -204,6 +206,8 @@ class RecvSide:
         self._head: int | None = None  # body length of the message being assembled, if known
         self.read_offset = 0  # everything below is in _parts or already messages
         self.messages: deque[bytes] = _EMPTY
+        self.message_bytes = 0  # payload bytes of every message cut so far
+        self.messages_cut = 0
         self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
         self.reported = 0  # credit already counted toward the session-level window
         self.window = window
@@ -324,6 +328,8 @@ class RecvSide:
                 self.messages = deque()
             self.messages.append(self._consume(length) if length else b"")
             self.unread_bytes += varint_size(length) + length
+            self.message_bytes += length
+            self.messages_cut += 1
 
     def pop_message(self) -> bytes | None:
         if not self.messages:

@@ -293,14 +293,14 @@ class StreamManager:
         if stream is None or stream.recv.reset_code is not None:
             return
         recv = stream.recv
-        had = len(recv.messages)
+        had, cut = recv.message_bytes, recv.messages_cut
         grown = recv.on_data(offset, data, fin)
         self._window_dirty.add(stream_id)
         self.conn_received += grown
         if self.conn_received > self.conn_recv_max:
             raise ProtocolViolation("peer exceeded the session's flow-control window")
-        if len(recv.messages) > had:
-            self.bytes_received += sum(len(m) for m in list(recv.messages)[had:])
+        if recv.message_bytes != had or recv.messages_cut != cut:
+            self.bytes_received += recv.message_bytes - had
             self._emit(StreamReadable(stream_id))
         if recv.finished and not stream.end_reported:
             stream.end_reported = True

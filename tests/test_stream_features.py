@@ -10,6 +10,7 @@ from stt_proto.events import (
     StreamEnded,
     StreamFlushed,
     StreamOpened,
+    StreamReadable,
     StreamResetByPeer,
 )
 from stt_proto.frames import AckFrame, MaxStreamsFrame, StreamFrame, encode_frames
@@ -311,3 +312,17 @@ def test_shared_empty_containers_are_never_written() -> None:
     transfer(0.05)  # 5 % loss: retransmissions, reordered segments, partial acks
     assert not stream_module._EMPTY and not stream_module._NO_LIST
     assert not stream_module._NO_SEGMENTS and not _NONE
+
+
+def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair) -> None:
+    client, server = pair.established()
+    stream = client.open_stream()
+    messages = [b"", b"x" * 5000, b"", b"yz"]
+    for message in messages:
+        assert client.send_message(stream, message)
+    manager = server.data.streams  # type: ignore[union-attr]
+    assert pair.net.run_until(lambda: manager.streams.get(stream) is not None
+                              and manager.streams[stream].recv.messages_cut == 4, 5.0)
+    assert manager.bytes_received == 5002  # payload bytes, counted as messages complete
+    assert any(isinstance(e, StreamReadable) for e in iter(server.next_event, None))
+    assert [server.receive_message(stream) for _ in messages] == messages
