@@ -364,7 +364,12 @@ class STTNode:
             self._kick()  # the endpoint may hold more than the last batch
 
     def _arm_timer(self, deadline: float | None) -> None:
-        if deadline == self._timer_at:
+        """Have ``_on_timer`` run by ``deadline``. A timer already armed for an earlier time is
+        kept even when the deadline moved later or went away: it fires early, finds nothing due
+        and re-arms. Replacing it on every change (a loss timer set and cleared per round trip)
+        cost a cancelled handle and a new one each time."""
+        armed = self._timer_at
+        if deadline == armed or (armed is not None and (deadline is None or deadline > armed)):
             return
         if self._timer is not None:
             self._timer.cancel()
