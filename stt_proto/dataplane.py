@@ -130,19 +130,18 @@ class DataPlane:
     # -- timers -----------------------------------------------------------------------------------
 
     def timer(self, now: float) -> float | None:
-        deadlines = []
-        loss = self.recovery.loss_detection_timer()
-        if loss is not None:
-            deadlines.append(loss)
-        if self._has_sendable():
+        deadline = self.recovery.loss_detection_timer()
+        if self._datagrams or self.streams.has_pending():
             # Sending happens whenever the session is polled; a timer is needed only for a
             # pacing slot or a coalescing hold that lies in the future.
-            if (self._cwnd_room() or self.probes) and self.pacer.next_send > now:
-                deadlines.append(self.pacer.next_send)
+            pace = self.pacer.next_send
+            if pace > now and (self.probes or self._cwnd_room()) and \
+                    (deadline is None or pace < deadline):
+                deadline = pace
             hold = self.streams.next_hold_deadline()
-            if hold is not None and hold > now:
-                deadlines.append(hold)
-        return min(deadlines) if deadlines else None
+            if hold is not None and hold > now and (deadline is None or hold < deadline):
+                deadline = hold
+        return deadline
 
     def on_timer(self, now: float) -> None:
         deadline = self.recovery.loss_detection_timer()

@@ -608,6 +608,8 @@ class Session:
             return None
         if state in (State.CLOSING, State.DRAINING):
             return self._drain_deadline
+        if state is State.ESTABLISHED and self.confirmed:
+            return self._established_timer()
         deadlines = []
         if not self.confirmed:
             deadlines.append(self._handshake_deadline)
@@ -627,6 +629,33 @@ class Session:
             if self._ciphers_live:
                 deadlines.append(self._cipher_release_at())
         return min(deadlines)
+
+    def _established_timer(self) -> float:
+        """get_timer's common case, without building a list: it runs after every packet."""
+        config = self.config
+        heard = self._last_received
+        deadline = heard + config.keep_alive_timeout
+        ping = min(self._last_sent, max(heard, self._last_ping)) + config.keep_alive_interval
+        if ping < deadline:
+            deadline = ping
+        ack = self._acks.ack_deadline
+        if ack is not None and ack < deadline:
+            deadline = ack
+        keys = self._send_keys
+        if keys is not None:
+            rotate = keys.started_at + config.key_update_interval
+            if rotate < deadline:
+                deadline = rotate
+        data = self.data
+        if data is not None:
+            data_deadline = data.timer(self._now)
+            if data_deadline is not None and data_deadline < deadline:
+                deadline = data_deadline
+        if self._ciphers_live:
+            release = max(self._last_sent, heard) + CIPHER_IDLE_RELEASE
+            if release < deadline:
+                deadline = release
+        return deadline
 
     def _cipher_release_at(self) -> float:
         return max(self._last_sent, self._last_received) + CIPHER_IDLE_RELEASE
