@@ -9,8 +9,8 @@ See ``docs/wire-format.md``.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NamedTuple
 
-import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -54,9 +54,10 @@ class RefuseCode(IntEnum):
     VERSION_MISMATCH = 3
 
 
-@attrs.frozen(slots=True)
-class Packet:
-    """A parsed header. ``body`` is the Noise message, token or sealed payload, by type."""
+class Packet(NamedTuple):
+    """A parsed header. ``body`` is the Noise message, token or sealed payload, by type.
+    Immutable; a named tuple rather than a frozen attrs class because one is built for every
+    datagram received, and it builds in half the time."""
 
     type: PacketType
     dcid: bytes

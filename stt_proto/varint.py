@@ -43,13 +43,20 @@ def encode_varint(value: int) -> bytes:
 
 def decode_varint(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
     """Decode one varint at ``offset``; return ``(value, offset_after)``."""
+    # The one- and two-byte forms (most types, ids, lengths and ACK fields) by indexing: no
+    # len() call, no slice, no int.from_bytes.
     try:
         first = buf[offset]
+        if first < 0x40:
+            return first, offset + 1
+        if first < 0x80:
+            return ((first & 0x3F) << 8) | buf[offset + 1], offset + 2
     except IndexError:
-        raise DecodeError("truncated varint: no bytes left") from None
-    if first < 0x40:  # the common one-byte form, first and without a len() call
-        return first, offset + 1
-    length = 1 << (first >> 6)
+        end = len(buf)
+        left = max(0, end - offset)
+        raise DecodeError("truncated varint: no bytes left" if not left else
+                          f"truncated varint: needs 2 bytes, {left} left") from None
+    length = 4 if first < 0xC0 else 8
     stop = offset + length
     end = len(buf)
     if stop > end:
