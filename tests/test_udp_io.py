@@ -157,14 +157,27 @@ def test_runs_stop_at_another_address_and_at_the_byte_limit() -> None:
     assert io._run_length(longer) == 1  # a larger datagram cannot follow
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 @linux_only
-def test_a_node_reports_offload_and_works_both_ways() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_node_reports_offload_and_works_both_ways(host: str) -> None:
     import asyncio
 
     from stt_asyncio import STTNode
 
+    if host == "::1" and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+
     async def exchange(offload: bool) -> dict[str, Any]:
-        settings = {"max_frame_size": 1200, "udp_offload": offload}
+        settings = {"host": host, "max_frame_size": 1200, "udp_offload": offload}
         async with STTNode(**settings) as a, STTNode(**settings) as b:
             session = await b.connect(a.address, a.node_id)
             stream = session.open_stream()
