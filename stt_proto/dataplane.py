@@ -98,10 +98,8 @@ class DataPlane:
 
     def _apply(self, result: AckResult, now: float) -> None:
         streams = self.streams
-        for packet in result.acked:
-            for item in packet.items:
-                streams.on_item_acked(item)
         if result.acked:
+            streams.on_items_acked([item for packet in result.acked for item in packet.items])
             self.cc.on_ack(result.acked, result.rate, self.rtt, self.recovery.bytes_in_flight,
                            now)
             streams.send_buffer_floor = 2 * self.cc.cwnd

@@ -308,11 +308,24 @@ class StreamManager:
 
     # -- acknowledgement and loss -----------------------------------------------------------------
 
-    def on_item_acked(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind != "stream":
-            return
-        _, stream_id, start, stop, fin = item
+    def on_items_acked(self, items: list[tuple[Any, ...]]) -> None:
+        """What newly acknowledged packets carried, in packet order. A bulk transfer's ACK
+        covers dozens of packets holding consecutive ranges of one stream: each such run is
+        applied as one range (the same outcome as one by one, at a fraction of the cost)."""
+        run: tuple[Any, ...] | None = None
+        for item in items:
+            if item[0] != "stream":
+                continue
+            if run is not None:
+                if item[1] == run[1] and item[2] == run[3] and not run[4]:
+                    run = ("stream", run[1], run[2], item[3], item[4])
+                    continue
+                self._stream_range_acked(run[1], run[2], run[3], run[4])
+            run = item
+        if run is not None:
+            self._stream_range_acked(run[1], run[2], run[3], run[4])
+
+    def _stream_range_acked(self, stream_id: int, start: int, stop: int, fin: bool) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             return

@@ -326,3 +326,54 @@ def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair)
     assert manager.bytes_received == 5002  # payload bytes, counted as messages complete
     assert any(isinstance(e, StreamReadable) for e in iter(server.next_event, None))
     assert [server.receive_message(stream) for _ in messages] == messages
+
+
+def _manager_with_sent_packets(events: list[object]) -> tuple[object, list[list[object]]]:
+    """A StreamManager with two streams, one closed, whose data went out in small packets;
+    returns it and each packet's items."""
+    from stt_proto.config import NodeConfig
+    from stt_proto.handshake import local_settings
+    from stt_proto.streams import StreamManager
+
+    settings = local_settings(NodeConfig.build())
+    manager = StreamManager(is_initiator=True, local=settings, peer=settings,
+                            send_buffer=1 << 20, recv_buffer=1 << 20, no_delay=True,
+                            emit=events.append)
+    first = manager.open(1200, True, 0).stream_id
+    second = manager.open(1200, True, 0).stream_id
+    manager.send_message(first, bytes(8000), 0.0, 0.0)  # alone in the later packets
+    manager.send_message(second, bytes(1500), 0.0, 0.0)
+    manager.close_stream(second)
+    packets: list[list[object]] = []
+    while manager.has_pending():
+        payload, items = bytearray(), []  # type: ignore[var-annotated]
+        manager.fill(payload, 700, items, 0.0, 0)
+        packets.append(items)
+    return manager, packets
+
+
+@pytest.mark.parametrize("skip", [(), (1,), (2, 8), (0, 7, 9)])
+def test_acks_applied_in_one_batch_equal_acks_applied_one_by_one(skip: tuple[int, ...]) -> None:
+    """on_items_acked merges consecutive ranges of a stream; merging must change nothing:
+    across gaps (packets not acknowledged), between streams and at a FIN."""
+    batch_events: list[object] = []
+    single_events: list[object] = []
+    batch, packets = _manager_with_sent_packets(batch_events)
+    single, _ = _manager_with_sent_packets(single_events)
+    assert len(packets) > 10 and any(item[4] for items in packets for item in items)
+    assert {items[0][1] for items in packets[7:]} == {0}  # consecutive packets of one stream
+    acked = [item for i, items in enumerate(packets) if i not in skip for item in items]
+    batch.on_items_acked(acked)  # type: ignore[attr-defined]
+    for item in acked:
+        single.on_items_acked([item])  # type: ignore[attr-defined]
+
+    def state(manager: object) -> list[object]:
+        streams = manager.streams  # type: ignore[attr-defined]
+        return [(sid, list(s.send.acked), s.send.fin_acked, s.send.unacked_bytes)
+                for sid, s in sorted(streams.items())]
+
+    assert state(batch) == state(single)
+    assert sorted(map(repr, batch_events)) == sorted(map(repr, single_events))
+    flushed = {e.stream_id for e in batch_events if isinstance(e, StreamFlushed)}
+    unacked = {item[1] for i in skip for item in packets[i]}
+    assert flushed == {0, 2} - unacked  # a stream is flushed once all its packets are acked
