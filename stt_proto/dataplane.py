@@ -19,6 +19,7 @@ from .handshake_payload import TransportSettings
 from .packet import CID_LEN, TAG_LEN
 from .recovery import AckResult, LossRecovery, SentPacket
 from .rtt import RttEstimator
+from .stream import Stream
 from .streams import StreamManager
 
 PACKET_OVERHEAD = 2 + CID_LEN + 8 + TAG_LEN  # header with the longest packet number, and tag
@@ -175,6 +176,10 @@ class DataPlane:
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
         while True:
+            if not head and not self.probes and not self._datagrams:
+                source = self.streams.bulk_source(space)
+                if source is not None and self._build_bulk(source, now, seal, out, limit):
+                    break
             payload = bytearray()
             eliciting = False
             if head:
@@ -216,3 +221,37 @@ class DataPlane:
                 self.more = True
                 break
         return out
+
+    def _build_bulk(self, source: tuple[Stream, int, int], now: float,
+                    seal: Callable[[bytearray], tuple[bytearray, int]], out: list[bytearray],
+                    limit: int | None) -> bool:
+        """:meth:`build` for a run of full packets of one stream (``StreamManager.bulk_source``):
+        the same packets, without the general scheduling per packet. The pacing rate is taken
+        once per run: controllers change it on ACKs, never on sends. Returns True when
+        congestion control, pacing or ``limit`` stopped the run, False when the run's data is
+        out (the general path then sends whatever remains)."""
+        stream, chunk, count = source
+        streams, recovery, cc, pacer = self.streams, self.recovery, self.cc, self.pacer
+        send = stream.send
+        max_datagram = self.max_datagram
+        rate = cc.pacing_rate(self.rtt)
+        quantum = max(2 * max_datagram, rate * 0.001)
+        while count:
+            if cc.cwnd - recovery.bytes_in_flight < max_datagram or now < pacer.next_send:
+                return True
+            if limit is not None and len(out) >= limit:
+                self.more = True
+                return True
+            payload = bytearray()
+            item = streams.write_full_frame(stream, chunk, payload)
+            datagram, pn = seal(payload)
+            count -= 1
+            size = len(datagram)
+            packet = SentPacket(pn, now, size, True, True, [item])
+            recovery.on_packet_sent(
+                packet, app_limited=not send.has_data(streams.conn_send_max - streams.conn_sent))
+            cc.on_packet_sent(packet, recovery.bytes_in_flight, now)
+            pacer.on_sent(size, rate, quantum, now)
+            out.append(datagram)
+        return False
+

@@ -438,6 +438,39 @@ class StreamManager:
                 del self._ready[priority]
         self._note_blocked()
 
+    def bulk_source(self, space: int) -> tuple[Stream, int, int] | None:
+        """For a bulk transfer: ``(stream, chunk, count)`` when the session has nothing to send
+        but new data of one stream, ``count`` full frames of ``chunk`` bytes of it. Those
+        frames are what :meth:`fill` would write, one per packet, so the caller may write them
+        with :meth:`write_full_frame` and skip the general scheduling; None otherwise."""
+        if self._control or self._max_streams_pending or len(self._in_ready) != 1:
+            return None
+        stream = self.streams.get(next(iter(self._in_ready)))
+        if stream is None:
+            return None
+        send = stream.send
+        if send.retransmit._stops or send.reset_sent is not None:
+            return None
+        chunk = min(space, stream.max_frame_size) - STREAM_FRAME_OVERHEAD
+        start = send.sent_end
+        end = min(send.buffered_end, send.max_data, start + self.conn_send_max - self.conn_sent)
+        if send.fin_offset is not None:
+            end -= 1  # the frame that reaches the FIN carries it: fill() writes that one
+        count = (end - start) // chunk if chunk > 0 else 0
+        return (stream, chunk, count) if count > 0 else None
+
+    def write_full_frame(self, stream: Stream, chunk: int, payload: bytearray) -> tuple[Any, ...]:
+        """Append the next ``chunk`` new bytes of ``stream`` (see :meth:`bulk_source`) and
+        return the item to remember for the packet."""
+        send = stream.send
+        start = send.sent_end
+        stop = send.sent_end = start + chunk
+        self.conn_sent += chunk
+        encode_stream_frame(payload, stream.stream_id, start, send.read(start, stop), False)
+        if stop >= send.buffered_end:
+            stream.hold_until = None
+        return ("stream", stream.stream_id, start, stop, False)
+
     def _write_stream(self, stream: Stream, payload: bytearray, room: int,
                       items: list[Any], now: float, in_flight: int) -> bool:
         send = stream.send

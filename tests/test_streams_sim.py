@@ -220,3 +220,37 @@ def test_256_mib_soak(loss: float) -> None:
     assert run_transfers(pair.net, [transfer], timeout=3600.0)
     assert hashlib.sha256(b"".join(transfer.received)).digest() == \
         hashlib.sha256(b"".join(messages)).digest()
+
+
+def _transfer_trace(monkeypatch: pytest.MonkeyPatch, bulk: bool, loss: float,
+                    controller: str) -> str:
+    """Digest of every datagram (time, addresses, bytes) of a transfer on one stream, then
+    of two at once."""
+    from stt_proto.streams import StreamManager
+
+    with monkeypatch.context() as patch:
+        if not bulk:
+            patch.setattr(StreamManager, "bulk_source", lambda self, space: None)
+        profile = LinkProfile(latency=0.005, bandwidth=200e6, queue_limit=MiB, loss=loss)
+        cfg = {"congestion_control": controller, "max_frame_size": 1200}
+        pair = make_pair(seed=5, profile=profile, client_config=cfg, server_config=cfg)
+        client, server = pair.established()
+        alone = Transfer(pair.net, client, server,  # bulk runs, cut by acks, loss and FIN
+                         [bytes(100_000)] * 30 + mixed_messages(MiB, seed=1))
+        assert run_transfers(pair.net, [alone], timeout=120.0)
+        together = [Transfer(pair.net, client, server, mixed_messages(MiB, seed=s))
+                    for s in (2, 3)]  # interleaved streams: the general path
+        assert run_transfers(pair.net, together, timeout=120.0)
+        digest = hashlib.sha256()
+        for at, src, dst, data in pair.net.trace:
+            digest.update(f"{at!r}{src}{dst}".encode() + data)
+        return digest.hexdigest()
+
+
+@pytest.mark.parametrize(("loss", "controller"), [(0.0, "bbr"), (0.02, "bbr"), (0.02, "cubic")])
+def test_bulk_send_path_builds_exactly_the_general_paths_packets(
+        monkeypatch: pytest.MonkeyPatch, loss: float, controller: str) -> None:
+    """DataPlane sends runs of full frames of one stream without the general scheduling; the
+    datagrams, their timing and everything after them must be what the general path makes."""
+    assert _transfer_trace(monkeypatch, True, loss, controller) == \
+        _transfer_trace(monkeypatch, False, loss, controller)
