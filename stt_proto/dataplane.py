@@ -165,12 +165,12 @@ class DataPlane:
         return bool(self._datagrams) or self.streams.has_pending()
 
     def build(self, now: float, head: list[Frame],
-              seal: Callable[[bytearray], tuple[bytearray, int]],
-              limit: int | None = None) -> list[bytearray]:
+              seal: Callable[[bytearray], tuple[bytes, int]],
+              limit: int | None = None) -> list[bytes]:
         """Assemble packets: ``head`` frames first (session control), then datagrams and stream
         data as congestion control and pacing allow, at most ``limit`` of them (``more`` then
         says whether the session stopped short)."""
-        out: list[bytearray] = []
+        out: list[bytes] = []
         self.more = False
         space = self.max_datagram - PACKET_OVERHEAD
         if self.streams.windows_dirty:
@@ -223,7 +223,7 @@ class DataPlane:
         return out
 
     def _build_bulk(self, source: tuple[Stream, int, int], now: float,
-                    seal: Callable[[bytearray], tuple[bytearray, int]], out: list[bytearray],
+                    seal: Callable[[bytearray], tuple[bytes, int]], out: list[bytes],
                     limit: int | None) -> bool:
         """:meth:`build` for a run of full packets of one stream (``StreamManager.bulk_source``):
         the same packets, without the general scheduling per packet. The pacing rate is taken

@@ -48,6 +48,12 @@ LONG_HEADER_TYPES = frozenset(
 )
 
 
+_PN_AT = 2 + CID_LEN  # a DATA header: version, flags, destination id, packet number
+_DATA_MIN = _PN_AT + 1 + TAG_LEN + 1  # the shortest packet number, tag and one payload byte
+_new_packet = tuple.__new__
+_DATA_FLAGS = (bytes((VERSION, _DATA)), bytes((VERSION, _DATA | _KEY_PHASE_BIT)))  # by key phase
+
+
 class RefuseCode(IntEnum):
     SERVER_BUSY = 1  # max_sessions reached
     HANDSHAKE_FAILED = 2  # the responder could not complete the handshake (psk mismatch...)
@@ -72,23 +78,37 @@ class Packet(NamedTuple):
 
 def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
     """Parse the cleartext header of a datagram; raises :class:`PacketError` if it is malformed."""
-    view = memoryview(data)
-    size = len(view)
+    size = len(data)
     if size < 2 + CID_LEN:
         raise PacketError(f"datagram of {size} bytes is shorter than any header")
-    if view[0] != VERSION:
-        raise PacketError(f"unsupported version {view[0]}")
-    flags = view[1]
+    if data[0] != VERSION:
+        raise PacketError(f"unsupported version {data[0]}")
+    flags = data[1]
     if flags & _RESERVED_MASK:
         raise PacketError("reserved header bits are set")
-    if flags & _TYPE_MASK == _DATA:  # the hot path: no enum lookup, one-call varint
-        dcid = bytes(view[2 : 2 + CID_LEN])
-        pn, pos = decode_varint(view, 2 + CID_LEN)
+    if flags & _TYPE_MASK == _DATA:
+        # The hot path, once per datagram: the packet number's usual 1-, 2- and 4-byte forms
+        # by indexing, the tuple built positionally, no enum lookup.
+        if size < _DATA_MIN:
+            raise PacketError("DATA packet too short to hold a sealed payload")
+        first = data[_PN_AT]
+        if first < 0x40:
+            pn, pos = first, _PN_AT + 1
+        elif first < 0x80:
+            pn, pos = ((first & 0x3F) << 8) | data[_PN_AT + 1], _PN_AT + 2
+        elif first < 0xC0:
+            pn = ((first & 0x3F) << 24) | (data[_PN_AT + 1] << 16) | \
+                (data[_PN_AT + 2] << 8) | data[_PN_AT + 3]
+            pos = _PN_AT + 4
+        else:
+            pn, pos = decode_varint(data, _PN_AT)
         if size - pos < TAG_LEN + 1:
             raise PacketError("DATA packet too short to hold a sealed payload")
-        return Packet(PacketType.DATA, dcid, packet_number=pn,
-                      key_phase=1 if flags & _KEY_PHASE_BIT else 0,
-                      header=view[:pos], body=view[pos:])
+        view = memoryview(data)
+        return _new_packet(Packet, (PacketType.DATA, bytes(data[2:_PN_AT]), b"", pn,
+                                    1 if flags & _KEY_PHASE_BIT else 0, b"", 0, view[:pos],
+                                    view[pos:]))
+    view = memoryview(data)
     try:
         ptype = PacketType(flags & _TYPE_MASK)
     except ValueError:
@@ -170,21 +190,25 @@ class PacketCipher:
             return (pn << 32).to_bytes(12, "little")
         return pn.to_bytes(12, "big")
 
-    def seal(self, dcid: bytes, pn: int, key_phase: int, payload: bytes | bytearray) -> bytearray:
-        header = bytearray((VERSION, PacketType.DATA | (_KEY_PHASE_BIT if key_phase else 0)))
-        header += dcid
-        header += encode_varint(pn)
-        hlen = len(header)
-        out = bytearray(hlen + len(payload) + TAG_LEN)
-        out[:hlen] = header
-        (self._aead or self._context()).encrypt_into(self._nonce(pn), payload, header,
-                                                     memoryview(out)[hlen:])
-        return out
+    def seal(self, dcid: bytes, pn: int, key_phase: int, payload: bytes | bytearray) -> bytes:
+        # The packet number inline in its 1-, 2- and 4-byte forms. ``encrypt`` and one
+        # concatenation measured faster than ``encrypt_into`` a preallocated buffer up to
+        # 16 KiB (0.9 against 1.4 us at 1,200 B) and the same at 64 KB.
+        if pn < 0x4000:
+            number = bytes((pn,)) if pn < 0x40 else (pn | 0x4000).to_bytes(2, "big")
+        elif pn < 0x4000_0000:
+            number = (pn | 0x8000_0000).to_bytes(4, "big")
+        else:
+            number = encode_varint(pn)
+        header = _DATA_FLAGS[key_phase] + dcid + number
+        nonce = (pn << 32).to_bytes(12, "little") if self._little else pn.to_bytes(12, "big")
+        return header + (self._aead or self._context()).encrypt(nonce, payload, header)
 
     def open(self, packet: Packet) -> bytes:
         try:
-            return (self._aead or self._context()).decrypt(
-                self._nonce(packet.packet_number), packet.body, packet.header)
+            pn = packet.packet_number
+            nonce = (pn << 32).to_bytes(12, "little") if self._little else pn.to_bytes(12, "big")
+            return (self._aead or self._context()).decrypt(nonce, packet.body, packet.header)
         except InvalidTag:
             raise CryptoError("packet failed authentication") from None
 

@@ -740,7 +740,7 @@ class Session:
             self.state = State.TERMINATED  # a zero-length drain: the CLOSE is out, we are done
         return out
 
-    def _build_packets(self, now: float, limit: int | None = None) -> list[bytearray]:
+    def _build_packets(self, now: float, limit: int | None = None) -> list[bytes]:
         if self.data is not None:
             self.data.more = False
         if self._close_pending and self._close_frame is not None:
@@ -771,7 +771,7 @@ class Session:
                 head.insert(0, ack)
         return self.data.build(now, head, self._seal, limit)
 
-    def _seal(self, payload: bytearray) -> tuple[bytearray, int]:
+    def _seal(self, payload: bytearray) -> tuple[bytes, int]:
         keys = self._send_keys
         if keys is None:  # pragma: no cover - callers check
             raise UsageError("no traffic keys yet")

@@ -190,6 +190,21 @@ def test_sealed_packet_round_trip(cipher: str, pn: int, phase: int, payload: byt
     assert PacketCipher(cipher, key).open(packet) == payload
 
 
+@pytest.mark.parametrize("pn", [0, 0x3F, 0x40, 0x3FFF, 0x4000, 0x3FFF_FFFF, 0x4000_0000,
+                                (1 << 62) - 1])
+@pytest.mark.parametrize("form", [bytes, bytearray, memoryview])
+def test_packet_number_forms_parse_from_any_buffer(pn: int, form: type) -> None:
+    """parse_packet reads the 1-, 2- and 4-byte packet numbers by indexing, the 8-byte one
+    with decode_varint; each boundary, from the buffer types the runtimes hand in."""
+    raw = PacketCipher("AESGCM", bytes(32)).seal(CID, pn, 1, b"x")
+    packet = parse_packet(form(raw))
+    assert (packet.packet_number, packet.key_phase, packet.dcid) == (pn, 1, CID)
+    assert bytes(packet.header) + bytes(packet.body) == raw
+    assert PacketCipher("AESGCM", bytes(32)).open(packet) == b"x"
+    with pytest.raises(PacketError, match="too short"):
+        parse_packet(form(raw[:-1 - len(b"x")]))  # the tag, but no payload byte
+
+
 @pytest.mark.parametrize("cipher", PacketCipher.NAMES)
 def test_any_flipped_bit_fails_authentication(cipher: str) -> None:
     key = bytes(32)
