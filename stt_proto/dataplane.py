@@ -236,8 +236,13 @@ class DataPlane:
         max_datagram = self.max_datagram
         rate = cc.pacing_rate(self.rtt)
         quantum = max(2 * max_datagram, rate * 0.001)
+        rate = max(rate, 1.0)
+        # Pacer.on_sent inline: each packet moves next_send on by size / rate from no earlier
+        # than ``floor``, the burst allowance before now.
+        floor = now - quantum / rate
         while count:
-            if cc.cwnd - recovery.bytes_in_flight < max_datagram or now < pacer.next_send:
+            next_send = pacer.next_send
+            if cc.cwnd - recovery.bytes_in_flight < max_datagram or now < next_send:
                 return True
             if limit is not None and len(out) >= limit:
                 self.more = True
@@ -251,7 +256,7 @@ class DataPlane:
             recovery.on_packet_sent(
                 packet, app_limited=not send.has_data(streams.conn_send_max - streams.conn_sent))
             cc.on_packet_sent(packet, recovery.bytes_in_flight, now)
-            pacer.on_sent(size, rate, quantum, now)
+            pacer.next_send = (next_send if next_send > floor else floor) + size / rate
             out.append(datagram)
         return False
 

@@ -188,6 +188,8 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
         out += encode_varint(stream_id)
     if offset < 0x40:
         out.append(offset)
+    elif 0x4000 <= offset < 0x4000_0000:  # a transfer's usual offsets, 16 KiB to 1 GiB
+        out += (offset | 0x8000_0000).to_bytes(4, "big")
     else:
         out += encode_varint(offset)
     length = len(data)
@@ -283,10 +285,33 @@ def _bytes(buf: Buffer, pos: int, what: str) -> tuple[bytes, int]:
 def decode_stream_fields(buf: memoryview, pos: int) -> tuple[int, int, memoryview, int]:
     """A STREAM frame's body at ``pos`` (after the type byte) as ``(stream_id, offset, data,
     end)``, ``data`` a view into ``buf``: the receive hot path takes it without a frame
-    object."""
-    stream_id, pos = decode_varint(buf, pos)
-    offset, pos = decode_varint(buf, pos)
-    length, pos = decode_varint(buf, pos)
+    object, and reads the usual varint forms (a 1-byte id, a 1-, 2- or 4-byte offset, a 1- or
+    2-byte length) by indexing."""
+    try:
+        first = buf[pos]
+        if first < 0x40:
+            stream_id = first
+            pos += 1
+        else:
+            stream_id, pos = decode_varint(buf, pos)
+        first = buf[pos]
+        if first >= 0xC0 or (first < 0x80 and first >= 0x40):
+            offset, pos = decode_varint(buf, pos)
+        elif first < 0x40:
+            offset = first
+            pos += 1
+        else:
+            offset = ((first & 0x3F) << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | \
+                buf[pos + 3]
+            pos += 4
+        first = buf[pos]
+        if 0x40 <= first < 0x80:
+            length = ((first & 0x3F) << 8) | buf[pos + 1]
+            pos += 2
+        else:
+            length, pos = decode_varint(buf, pos)
+    except IndexError:
+        raise DecodeError("truncated varint in a STREAM frame header") from None
     end = pos + length
     if end > len(buf):
         raise DecodeError(f"STREAM data claims {length} bytes but only {len(buf) - pos} remain")

@@ -107,6 +107,31 @@ def test_arbitrary_payload_raises_only_protocol_errors(raw: bytes) -> None:
         F.parse_frames(raw)
 
 
+BOUNDARIES = [0, 0x3F, 0x40, 0x3FFF, 0x4000, 0x3FFF_FFFF, 0x4000_0000, (1 << 62) - 1]
+
+
+@pytest.mark.parametrize("stream_id", BOUNDARIES)
+@pytest.mark.parametrize("offset", BOUNDARIES)
+@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000])
+def test_stream_fields_at_every_varint_boundary(stream_id: int, offset: int, length: int) -> None:
+    """The receive path reads the usual STREAM field forms by indexing: every form decodes,
+    and every truncation is a DecodeError."""
+    out = bytearray()
+    data = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    F.encode_stream_frame(out, stream_id, offset, data, False)
+    raw = memoryview(bytes(out))
+    if offset + length > MAX_VARINT:
+        with pytest.raises(FrameError):
+            F.decode_stream_fields(raw, 1)
+        return
+    got_id, got_offset, got_data, end = F.decode_stream_fields(raw, 1)
+    assert (got_id, got_offset, bytes(got_data), end) == (stream_id, offset, data, len(out))
+    header = len(out) - length
+    for cut in range(1, header):
+        with pytest.raises(DecodeError):
+            F.decode_stream_fields(raw[:cut], 1)
+
+
 @given(st.lists(frames, min_size=1, max_size=4), st.data())
 def test_truncated_frames_never_escape(items: list[F.Frame], draw: st.DataObject) -> None:
     raw = F.encode_frames(items)
