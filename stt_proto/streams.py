@@ -302,7 +302,7 @@ class StreamManager:
         if recv.message_bytes != had or recv.messages_cut != cut:
             self.bytes_received += recv.message_bytes - had
             self._emit(StreamReadable(stream_id))
-        if recv.finished and not stream.end_reported:
+        if recv.final_size is not None and recv.finished and not stream.end_reported:
             stream.end_reported = True
             self._emit(StreamEnded(stream_id))
 
