@@ -178,7 +178,9 @@ class Endpoint:
         reason = session.receive_packet(packet, size, addr, now)
         if reason is not None:
             self._drop(reason)
-        self._after_session_input(session, was_handshaking, now)
+        if was_handshaking or session.is_initiator or session.state is not State.ESTABLISHED \
+                or session.purpose is not Purpose.APPLICATION:
+            self._after_session_input(session, was_handshaking, now)  # else it has nothing to do
 
     def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
         """Decide what to do with a new INITIAL: refuse, ask for a RETRY, or create a session."""

@@ -515,15 +515,19 @@ class Session:
         if keys is None or self.state is State.DRAINING:
             return DropReason.UNEXPECTED
         pn = packet.packet_number
-        if not self._replay.check(pn):
+        replay = self._replay
+        if pn <= replay.largest and not replay.check(pn):
             self.counters.replays_dropped += 1
             return DropReason.REPLAY
         try:
-            payload, rotated = keys.open(packet)
+            if packet.key_phase == keys.phase:  # the current key, without a rotation
+                payload, rotated = keys.current.open(packet), False
+            else:
+                payload, rotated = keys.open(packet)
         except CryptoError:
             self.counters.decrypt_failures += 1
             return DropReason.DECRYPT_FAILED
-        self._replay.accept(pn)
+        replay.accept(pn)
         self._ciphers_live = True
         self.counters.packets_received += 1
         self._last_received = now
