@@ -240,6 +240,7 @@ class DataPlane:
         # Pacer.on_sent inline: each packet moves next_send on by size / rate from no earlier
         # than ``floor``, the burst allowance before now.
         floor = now - quantum / rate
+        notify = type(cc).on_packet_sent is not CongestionController.on_packet_sent
         while count:
             next_send = pacer.next_send
             if cc.cwnd - recovery.bytes_in_flight < max_datagram or now < next_send:
@@ -253,9 +254,11 @@ class DataPlane:
             count -= 1
             size = len(datagram)
             packet = SentPacket(pn, now, size, True, True, [item])
-            recovery.on_packet_sent(
-                packet, app_limited=not send.has_data(streams.conn_send_max - streams.conn_sent))
-            cc.on_packet_sent(packet, recovery.bytes_in_flight, now)
+            # more full frames left means more to send; after the last, ask the stream
+            recovery.on_packet_sent(packet, app_limited=not count and not send.has_data(
+                streams.conn_send_max - streams.conn_sent))
+            if notify:
+                cc.on_packet_sent(packet, recovery.bytes_in_flight, now)
             pacer.next_send = (next_send if next_send > floor else floor) + size / rate
             out.append(datagram)
         return False
