@@ -33,8 +33,11 @@ from .packet import (
     parse_packet,
 )
 from .randomness import RandomSource, SystemRandom
-from .session import Session, State
+from .session import ESTABLISHED, HANDSHAKING, TERMINATED, Session
 from .stats import DropReason
+
+_APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session.py)
+_INITIAL = PacketType.INITIAL
 
 TOKEN_LIFETIME = 10.0  # seconds a RETRY token stays valid
 STATELESS_REPLIES_PER_SECOND = 2000.0  # budget for RETRY / REFUSE answers
@@ -138,7 +141,7 @@ class Endpoint:
     def take_touched(self) -> list[Session]:
         """Sessions that ran since the last call (and so may have events to read), including
         ones that have just been forgotten. Runtimes call this after datagrams_to_send."""
-        touched = [s for s in self._touched.values() if s.purpose is Purpose.APPLICATION]
+        touched = [s for s in self._touched.values() if s.purpose is _APPLICATION]
         self._touched.clear()
         return touched
 
@@ -164,7 +167,7 @@ class Endpoint:
             self._drop(DropReason.MALFORMED)
             return
         session = self.sessions.get(packet.dcid)
-        if session is None and packet.type is PacketType.INITIAL:
+        if session is None and packet.type is _INITIAL:
             route = self._initial_routes.get((addr, packet.dcid))
             session = self.sessions.get(route) if route else None
             if session is None:
@@ -174,12 +177,12 @@ class Endpoint:
         if session is None:
             self._drop(DropReason.UNKNOWN_SESSION)
             return
-        was_handshaking = session.state is State.HANDSHAKING
+        was_handshaking = session.state is HANDSHAKING
         reason = session.receive_packet(packet, size, addr, now)
         if reason is not None:
             self._drop(reason)
-        if was_handshaking or session.is_initiator or session.state is not State.ESTABLISHED \
-                or session.purpose is not Purpose.APPLICATION:
+        if was_handshaking or session.is_initiator or session.state is not ESTABLISHED \
+                or session.purpose is not _APPLICATION:
             self._after_session_input(session, was_handshaking, now)  # else it has nothing to do
 
     def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
@@ -217,16 +220,16 @@ class Endpoint:
             if session.confirmed and session.local_cid not in self._accepted:
                 self._accepted.add(session.local_cid)
                 self.handshakes_ok += 1
-        elif was_handshaking and session.state is not State.HANDSHAKING:
+        elif was_handshaking and session.state is not HANDSHAKING:
             self._half_open.discard(session.local_cid)
             if session.confirmed:
                 self.handshakes_ok += 1
                 self._accepted.add(session.local_cid)
-                if session.purpose is Purpose.APPLICATION:
+                if session.purpose is _APPLICATION:
                     self._events.append(SessionAccepted(session.local_cid))
                 else:
                     self._links.adopt(session, now)
-        if session.purpose is not Purpose.APPLICATION:
+        if session.purpose is not _APPLICATION:
             self._links.touch(session)
         if session.is_terminated:
             self._forget(session)
@@ -310,7 +313,7 @@ class Endpoint:
             if session is not None:
                 due.append(session)
         for session in due:
-            was_handshaking = session.state is State.HANDSHAKING
+            was_handshaking = session.state is HANDSHAKING
             session.handle_timer(now)
             self._dirty[session.local_cid] = session
             self._reschedule(session)
@@ -370,7 +373,7 @@ class Endpoint:
         if self.sessions.pop(cid, None) is None:
             return
         self._scheduled.pop(cid, None)
-        if session.state is not State.TERMINATED:  # pragma: no cover
+        if session.state is not TERMINATED:  # pragma: no cover
             raise UsageError("forgetting a live session")
         self._half_open.discard(cid)
         if not session.is_initiator:

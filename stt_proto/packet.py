@@ -51,6 +51,7 @@ LONG_HEADER_TYPES = frozenset(
 _PN_AT = 2 + CID_LEN  # a DATA header: version, flags, destination id, packet number
 _DATA_MIN = _PN_AT + 1 + TAG_LEN + 1  # the shortest packet number, tag and one payload byte
 _new_packet = tuple.__new__
+_DATA_TYPE = PacketType.DATA  # an Enum member by class lookup costs ~45 ns on Python 3.11
 _DATA_FLAGS = (bytes((VERSION, _DATA)), bytes((VERSION, _DATA | _KEY_PHASE_BIT)))  # by key phase
 
 
@@ -105,7 +106,7 @@ def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
         if size - pos < TAG_LEN + 1:
             raise PacketError("DATA packet too short to hold a sealed payload")
         view = memoryview(data)
-        return _new_packet(Packet, (PacketType.DATA, bytes(data[2:_PN_AT]), b"", pn,
+        return _new_packet(Packet, (_DATA_TYPE, bytes(data[2:_PN_AT]), b"", pn,
                                     1 if flags & _KEY_PHASE_BIT else 0, b"", 0, view[:pos],
                                     view[pos:]))
     view = memoryview(data)

@@ -77,6 +77,13 @@ class State(Enum):
     TERMINATED = auto()  # nothing left: the endpoint forgets the session
 
 
+# The members as plain module names: an Enum member looked up on its class costs about 45 ns
+# on Python 3.11, and the per-packet paths test the state several times.
+HANDSHAKING, ESTABLISHED, CLOSING, DRAINING, TERMINATED = (
+    State.HANDSHAKING, State.ESTABLISHED, State.CLOSING, State.DRAINING, State.TERMINATED)
+_DATA_PACKET = PacketType.DATA
+
+
 class Session:
     """A session with one peer. Create it with :meth:`initiate` or :meth:`respond`."""
 
@@ -148,7 +155,7 @@ class Session:
         self.remote_cid = remote_cid
         self.remote_address = remote_address
         self.initial_address = remote_address
-        self.state = State.HANDSHAKING
+        self.state = HANDSHAKING
         self.peer_id: bytes | None = None
         self.expected_peer_id: bytes | None = None  # initiator: the id it asked for
         self.handshake_result: HandshakeResult | None = None
@@ -245,22 +252,22 @@ class Session:
 
     @property
     def is_established(self) -> bool:
-        return self.state is State.ESTABLISHED
+        return self.state is ESTABLISHED
 
     @property
     def is_closed(self) -> bool:
-        return self.state in (State.CLOSING, State.DRAINING, State.TERMINATED)
+        return self.state in (CLOSING, DRAINING, TERMINATED)
 
     @property
     def is_terminated(self) -> bool:
-        return self.state is State.TERMINATED
+        return self.state is TERMINATED
 
     @property
     def is_idle(self) -> bool:
         """Nothing left to deliver: no stream data queued or unacknowledged. A graceful close
         waits for this (within a bound) so that data whose send returned is not cut off."""
         data = self.data
-        if data is None or self.state is not State.ESTABLISHED:
+        if data is None or self.state is not ESTABLISHED:
             return True
         return data.recovery.bytes_in_flight == 0 and not data.streams.has_pending()
 
@@ -285,14 +292,14 @@ class Session:
             return
         self._close_frame = CloseFrame(error_code, reason, application)
         self._close_pending = True
-        self._enter_drain(State.CLOSING, now)
+        self._enter_drain(CLOSING, now)
         self._report_end(error, error_code, reason, by_peer=False)
         self._wake()
 
     # -- streams and datagrams ------------------------------------------------------------------
 
     def _data_plane(self) -> DataPlane:
-        if self.data is None or self.state is not State.ESTABLISHED:
+        if self.data is None or self.state is not ESTABLISHED:
             raise UsageError("the session is not established" if not self.is_closed
                              else "the session is closed")
         return self.data
@@ -411,12 +418,12 @@ class Session:
     def receive_packet(self, packet: Packet, size: int, addr: Address,
                        now: float) -> DropReason | None:
         """Handle one parsed packet routed to this session; returns a drop reason or None."""
-        if self.state is State.TERMINATED:
+        if self.state is TERMINATED:
             return DropReason.UNKNOWN_SESSION
         self._amp_received += size
         self.counters.bytes_received_wire += size
         try:
-            if packet.type is PacketType.DATA:
+            if packet.type is _DATA_PACKET:
                 reason = self._receive_data(packet, addr, now)
             else:
                 reason = self._receive_handshake(packet, now)
@@ -478,7 +485,7 @@ class Session:
                 self._send_handshake(build_long_packet(PacketType.HANDSHAKE, self.remote_cid,
                                                        self.local_cid, message2), now)
                 return None
-            if _digest(body) == self._peer_message and self.state is State.HANDSHAKING:
+            if _digest(body) == self._peer_message and self.state is HANDSHAKING:
                 self._retransmit_handshake(now)  # our message 2 was lost
                 return None
             return DropReason.REPLAY
@@ -512,7 +519,7 @@ class Session:
 
     def _receive_data(self, packet: Packet, addr: Address, now: float) -> DropReason | None:
         keys = self._recv_keys
-        if keys is None or self.state is State.DRAINING:
+        if keys is None or self.state is DRAINING:
             return DropReason.UNEXPECTED
         pn = packet.packet_number
         replay = self._replay
@@ -539,7 +546,7 @@ class Session:
             self._events.append(KeyUpdated("receive", keys.generation))
         if self.is_initiator and not self.confirmed:
             self._confirm()  # any authenticated packet proves the responder has our message 3
-        if self.state is State.CLOSING:
+        if self.state is CLOSING:
             if now - self._close_sent_at >= self.rtt.pto():
                 self._close_pending = True  # the peer has not seen our CLOSE yet
             return None
@@ -579,7 +586,7 @@ class Session:
             pass
         elif isinstance(frame, CloseFrame):
             error = SessionClosed(frame.error_code, frame.reason, by_peer=True)
-            self._enter_drain(State.DRAINING, now)
+            self._enter_drain(DRAINING, now)
             self._report_end(error, frame.error_code, frame.reason, by_peer=True)
         elif isinstance(frame, HandshakeDoneFrame):
             if not self.is_initiator:
@@ -608,18 +615,18 @@ class Session:
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` must run, or None."""
         state = self.state
-        if state is State.TERMINATED:
+        if state is TERMINATED:
             return None
-        if state in (State.CLOSING, State.DRAINING):
+        if state in (CLOSING, DRAINING):
             return self._drain_deadline
-        if state is State.ESTABLISHED and self.confirmed:
+        if state is ESTABLISHED and self.confirmed:
             return self._established_timer()
         deadlines = []
         if not self.confirmed:
             deadlines.append(self._handshake_deadline)
             if self._hs_retransmit_at is not None:
                 deadlines.append(self._hs_retransmit_at)
-        if state is State.ESTABLISHED:
+        if state is ESTABLISHED:
             deadlines.append(self._last_received + self.config.keep_alive_timeout)
             deadlines.append(self._ping_deadline())
             if self._acks.ack_deadline is not None:
@@ -678,12 +685,12 @@ class Session:
     def handle_timer(self, now: float) -> None:
         self._now = now
         state = self.state
-        if state is State.TERMINATED:
+        if state is TERMINATED:
             return
-        if state in (State.CLOSING, State.DRAINING):
+        if state in (CLOSING, DRAINING):
             deadline = self._drain_deadline
             if deadline is not None and now >= deadline and not self._close_pending:
-                self.state = State.TERMINATED
+                self.state = TERMINATED
             return
         if not self.confirmed and now >= self._handshake_deadline:
             timeout = HandshakeTimeout(
@@ -693,7 +700,7 @@ class Session:
             return
         if self._hs_retransmit_at is not None and now >= self._hs_retransmit_at:
             self._retransmit_handshake(now)
-        if state is State.ESTABLISHED:
+        if state is ESTABLISHED:
             if self.data is not None:
                 self.data.on_timer(now)
             if now >= self._last_received + self.config.keep_alive_timeout:
@@ -702,7 +709,7 @@ class Session:
                 self._close_frame = CloseFrame(IDLE_TIMEOUT_CODE, "keep-alive timeout")
                 self._close_pending = True
                 self._report_end(error, IDLE_TIMEOUT_CODE, str(error), by_peer=False)
-                self._enter_drain(State.CLOSING, now, drain=0.0)
+                self._enter_drain(CLOSING, now, drain=0.0)
             elif now >= self._ping_deadline():
                 self._ping_pending = True
                 self._last_ping = now
@@ -729,7 +736,7 @@ class Session:
             self._outbox = kept
         handshake_packets = len(out)
         self._now = now
-        if self._send_keys is not None and self.state in (State.ESTABLISHED, State.CLOSING):
+        if self._send_keys is not None and self.state in (ESTABLISHED, CLOSING):
             out.extend(self._build_packets(now, limit))
             self.more_to_send = self.data is not None and self.data.more
         if out:
@@ -739,9 +746,9 @@ class Session:
                 self.counters.bytes_sent_wire += len(datagram)
                 self._amp_sent += len(datagram)
         deadline = self._drain_deadline
-        if (self.state is State.CLOSING and deadline is not None and deadline <= now
+        if (self.state is CLOSING and deadline is not None and deadline <= now
                 and not self._close_pending):
-            self.state = State.TERMINATED  # a zero-length drain: the CLOSE is out, we are done
+            self.state = TERMINATED  # a zero-length drain: the CLOSE is out, we are done
         return out
 
     def _build_packets(self, now: float, limit: int | None = None) -> list[bytes]:
@@ -753,7 +760,7 @@ class Session:
             payload = bytearray()
             encode_frame(self._close_frame, payload)
             return [self._seal(payload)[0]]
-        if self.state is not State.ESTABLISHED or self.data is None:
+        if self.state is not ESTABLISHED or self.data is None:
             return []
         self._maybe_rotate_keys(now)
         head: list[Frame] = []
@@ -839,7 +846,7 @@ class Session:
                               local=local_settings(self.config), peer=result.peer_settings,
                               rtt=self.rtt, emit=self._events.append,
                               seed=self._rng.token_bytes(1)[0])
-        self.state = State.ESTABLISHED
+        self.state = ESTABLISHED
         self._last_received = self._last_sent = self._last_ping = now
 
     def _confirm(self) -> None:
@@ -865,7 +872,7 @@ class Session:
 
     def _terminate(self, error: STTError, code: int, reason: str, *, by_peer: bool) -> None:
         self._report_end(error, code, reason, by_peer=by_peer)
-        self.state = State.TERMINATED
+        self.state = TERMINATED
         self._hs_retransmit_at = None
 
     def _fail(self, exc: ProtocolError, now: float) -> None:
@@ -875,7 +882,7 @@ class Session:
             return
         self._close_frame = CloseFrame(exc.code, str(exc)[:200])
         self._close_pending = True
-        self._enter_drain(State.CLOSING, now)
+        self._enter_drain(CLOSING, now)
         self._report_end(exc, exc.code, str(exc), by_peer=False)
 
     def _wake(self) -> None:
