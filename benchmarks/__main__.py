@@ -36,28 +36,41 @@ def available_runtimes() -> list[str]:
     return [*runtimes, "trio"]
 
 
-def goodput(runtimes: list[str], seconds: float) -> list[dict[str, Any]]:
+def goodput(runtimes: list[str], seconds: float, repeats: int) -> list[dict[str, Any]]:
     """Per runtime and frame size: STT, the raw UDP+AEAD blast and (asyncio loops, when
-    installed) aioquic at the same datagram size; TCP+TLS once per runtime."""
+    installed) aioquic at the same datagram size; TCP+TLS per runtime. Each is the median of
+    ``repeats`` runs taken in turn (raw, STT, ... then again), so a burst of noise on this
+    shared machine moves one sample, not the ratio; every sample is kept in the JSON."""
     quic = aioquic_available()
     rows = []
     for runtime in runtimes:
         for size in SIZES:
             settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
                         "max_frame_size": size, "udp_offload": False}
-            raw = run_on(runtime, "raw_aead_blast", size, seconds)
-            ours, _ = run_on(runtime, "stt_throughput", settings, seconds)
-            row = {"runtime": runtime, "frame": size, "raw": raw, "stt": ours}
-            if size == OFFLOAD_SIZE:
-                row["stt_offload"], _ = run_on(runtime, "stt_throughput",
-                                               {**settings, "udp_offload": True}, seconds)
-            if quic and runtime != "trio":
-                row["aioquic"] = run_on(runtime, "aioquic_throughput", size, seconds)
+            runs: dict[str, list[float]] = {}
+            for _ in range(repeats):
+                runs.setdefault("raw", []).append(
+                    run_on(runtime, "raw_aead_blast", size, seconds))
+                runs.setdefault("stt", []).append(
+                    run_on(runtime, "stt_throughput", settings, seconds)[0])
+                if size == OFFLOAD_SIZE:
+                    runs.setdefault("stt_offload", []).append(run_on(
+                        runtime, "stt_throughput", {**settings, "udp_offload": True},
+                        seconds)[0])
+                if quic and runtime != "trio":
+                    runs.setdefault("aioquic", []).append(
+                        run_on(runtime, "aioquic_throughput", size, seconds))
+            row: dict[str, Any] = {"runtime": runtime, "frame": size}
+            for key, samples in runs.items():
+                row[key] = median(samples)
+                row[f"{key}_runs"] = samples
+            if "aioquic" in row:
                 row["aioquic_datagram"] = min(size, AIOQUIC_MAX_DATAGRAM)
             rows.append(row)
-        tls = run_on(runtime, "tcp_tls_throughput", seconds)
+        tls = [run_on(runtime, "tcp_tls_throughput", seconds) for _ in range(repeats)]
         for row in rows[-len(SIZES):]:
-            row["tcp_tls"] = tls
+            row["tcp_tls"] = median(tls)
+            row["tcp_tls_runs"] = tls
     return rows
 
 
@@ -97,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", RuntimeWarning)  # small kernel socket buffers: reported
     heap = tune_heap()
     seconds = 0.3 if args.quick else 2.0
+    repeats = 1 if args.quick else 3
     count = 200 if args.quick else 3000
     runtimes = available_runtimes()
-    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds}
+    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds, "repeats": repeats}
 
-    results["goodput"] = rows = goodput(runtimes, seconds)
-    table = Table(title=f"Goodput, one stream of 1 MiB messages, no UDP offload ({seconds:g} "
-                        f"s each; ratios against baselines from this run)")
+    results["goodput"] = rows = goodput(runtimes, seconds, repeats)
+    table = Table(title=f"Goodput, one stream of 1 MiB messages, no UDP offload (median of "
+                        f"{repeats} runs of {seconds:g} s, taken in turn; ratios against "
+                        f"baselines from this run)")
     for column in ("runtime", "frame B", "raw UDP+AEAD MB/s", "STT MB/s", "STT/raw",
                    "TCP+TLS MB/s", "STT/TLS", "aioquic MB/s", "STT/aioquic"):
         table.add_column(column, justify="right")
