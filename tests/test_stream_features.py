@@ -306,12 +306,13 @@ def test_shared_empty_containers_are_never_written() -> None:
     in its own first. Run traffic with loss and reordering, then check they are still empty."""
     from stt_proto import stream as stream_module
     from stt_proto.rangeset import _NONE
+    from stt_proto.streams import _NO_IDS
 
     from .test_streams_sim import test_32_mib_mixed_messages_arrive_exactly as transfer
 
     transfer(0.05)  # 5 % loss: retransmissions, reordered segments, partial acks
     assert not stream_module._EMPTY and not stream_module._NO_LIST
-    assert not stream_module._NO_SEGMENTS and not _NONE
+    assert not stream_module._NO_SEGMENTS and not _NONE and not _NO_IDS
 
 
 def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair) -> None:
@@ -377,3 +378,31 @@ def test_acks_applied_in_one_batch_equal_acks_applied_one_by_one(skip: tuple[int
     flushed = {e.stream_id for e in batch_events if isinstance(e, StreamFlushed)}
     unacked = {item[1] for i in skip for item in packets[i]}
     assert flushed == {0, 2} - unacked  # a stream is flushed once all its packets are acked
+
+
+def test_an_idle_session_holds_no_sets_of_its_own(pair: Pair) -> None:
+    """Ready, blocked and window-dirty stream ids live in sets only while there are any: an
+    idle session shares one empty set (216 B saved per set and session end)."""
+    from stt_proto.streams import _NO_IDS
+
+    client, server = pair.established()
+    stream = client.open_stream()
+    sent = 0
+    while client.send_message(stream, bytes(100_000)):  # until the send buffer is full
+        sent += 1
+    managers = [client.data.streams, server.data.streams]  # type: ignore[union-attr]
+    assert managers[0]._blocked_writers and managers[0]._in_ready
+    received = 0
+
+    def drained() -> bool:
+        nonlocal received
+        while server.receive_message(stream) is not None:
+            received += 1
+        return received == sent
+
+    assert pair.net.run_until(drained, 30.0)
+    pair.net.run(1.0)  # the last ACKs and window updates
+    for manager in managers:
+        assert manager._in_ready is _NO_IDS
+        assert manager._blocked_writers is _NO_IDS
+        assert manager._window_dirty is _NO_IDS
