@@ -36,6 +36,7 @@ from .randomness import RandomSource, SystemRandom
 from .session import ESTABLISHED, HANDSHAKING, TERMINATED, Session
 from .stats import DropReason
 
+HEAP_SLACK = 64  # stale timer entries tolerated beyond two per scheduled session
 _APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session.py)
 _INITIAL = PacketType.INITIAL
 
@@ -280,9 +281,17 @@ class Endpoint:
             return
         if self._scheduled.get(cid) == deadline:
             return
-        self._scheduled[cid] = deadline
+        scheduled = self._scheduled
+        scheduled[cid] = deadline
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, cid))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, self._seq, cid))
+        if len(heap) > 2 * len(scheduled) + HEAP_SLACK:
+            # A moved deadline leaves its old entry behind until it reaches the top, and a
+            # far one (keep-alive) stays for seconds: rebuild from the live deadlines, so the
+            # heap holds at most about two entries per session.
+            self._heap = [(at, index, key) for index, (key, at) in enumerate(scheduled.items())]
+            heapq.heapify(self._heap)
 
     def get_timer(self) -> float | None:
         """The one deadline the runtime arms: the earliest of all sessions' and the DHT's."""

@@ -243,3 +243,27 @@ def test_output_in_bounded_batches_equals_one_unbounded_call() -> None:
         totals.append(sizes)
         assert len(sizes) > 2  # more than one batch
     assert totals[0] == totals[1]
+
+
+def test_timer_heap_stays_bounded_while_deadlines_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A moved deadline leaves a stale heap entry behind; the heap is rebuilt before stale
+    entries outnumber live ones twice over, and the earliest deadline is still found."""
+    from stt_proto.endpoint import HEAP_SLACK
+    from stt_proto.session import Session
+
+    pair = make_pair()
+    sessions = [pair.connect() for _ in range(5)]
+    assert pair.net.run_until(lambda: all(s.confirmed for s in sessions), 5.0)
+    endpoint = pair.client
+    moving = {"at": 1000.0}
+    monkeypatch.setattr(Session, "get_timer", lambda self: moving["at"] + len(self.local_cid))
+    longest = 0
+    for step in range(5_000):
+        moving["at"] = 1000.0 + (step * 7919) % 997  # deadlines jump back and forth
+        for session in sessions:
+            endpoint._reschedule(session)
+        longest = max(longest, len(endpoint._heap))
+    assert longest <= 2 * len(endpoint._scheduled) + HEAP_SLACK + 1
+    moving["at"] = 500.0  # earlier than anything before
+    endpoint._reschedule(sessions[2])
+    assert endpoint.get_timer() == 500.0 + len(sessions[2].local_cid)
