@@ -433,7 +433,9 @@ class Session:
         except ProtocolError as exc:
             self._fail(exc, now)
             reason = None
-        self._wake()
+        wakeup = self.wakeup  # _wake() inline: this runs for every datagram
+        if wakeup is not None:
+            wakeup(self)
         return reason
 
     def _receive_handshake(self, packet: Packet, now: float) -> DropReason | None:

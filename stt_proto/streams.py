@@ -296,7 +296,7 @@ class StreamManager:
     def on_stream_data(self, stream_id: int, offset: int, data: bytes | memoryview,
                        fin: bool) -> None:
         """A STREAM frame's contents (the session's receive path calls this directly)."""
-        stream = self._peer_stream(stream_id)
+        stream = self.streams.get(stream_id) or self._peer_stream(stream_id)
         if stream is None or stream.recv.reset_code is not None:
             return
         recv = stream.recv
