@@ -134,9 +134,9 @@ class DataPlane:
             # Sending happens whenever the session is polled; a timer is needed only for a
             # pacing slot or a coalescing hold that lies in the future.
             pace = self.pacer.next_send
-            if pace > now and (self.probes or self._cwnd_room()) and \
-                    (deadline is None or pace < deadline):
-                deadline = pace
+            if pace > now and self.recovery.bytes_in_flight and \
+                    (self.probes or self._cwnd_room()) and (deadline is None or pace < deadline):
+                deadline = pace  # (with nothing in flight, build() sends at once: see there)
             hold = self.streams.next_hold_deadline()
             if hold is not None and hold > now and (deadline is None or hold < deadline):
                 deadline = hold
@@ -173,6 +173,11 @@ class DataPlane:
         out: list[bytes] = []
         self.more = False
         space = self.max_datagram - PACKET_OVERHEAD
+        if self.pacer.next_send > now and not self.recovery.bytes_in_flight:
+            # Nothing in flight: no queue for pacing to protect. Without this, a request-
+            # response flow a little faster than the rate estimated from its own app-limited
+            # samples ran up pacing debt and, after a second or two, had messages held.
+            self.pacer.next_send = now
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
         while True:

@@ -354,7 +354,9 @@ class Endpoint:
                     queue.append(session)
         unscheduled = self._unscheduled
         budget = max_datagrams
-        sent_bytes = sum(len(d) for d, _ in out)  # the stateless replies
+        sent_bytes = 0
+        for datagram, _ in out:  # the stateless replies
+            sent_bytes += len(datagram)
         while queue and (budget is None or budget > 0):
             session = queue.popleft()
             cid = session.local_cid

@@ -1,4 +1,4 @@
-"""The bulk send path of DataPlane.build against the general path, state by state."""
+"""DataPlane.build: the bulk send path against the general path, state by state, and pacing."""
 
 from __future__ import annotations
 
@@ -98,3 +98,29 @@ def test_bulk_source_leaves_the_frame_carrying_the_fin_to_fill() -> None:
     other = streams.open(FRAME, True, 0).stream_id
     streams.send_message(other, b"x", 0.0, 0.0)
     assert streams.bulk_source(space) is None  # two streams ready: the general path schedules
+
+
+def test_pacing_holds_packets_only_while_something_is_in_flight() -> None:
+    """Pacing spreads packets so that they do not queue at the bottleneck. With nothing in
+    flight there is no queue to protect: a message leaves at once and pacing debt is dropped,
+    and no pacing deadline is asked for. With data in flight the pacer still holds packets."""
+    plane = _plane([])
+    plane.rtt.update(0.004)
+    sid = plane.streams.open(FRAME, True, 0).stream_id
+    pn = 0
+
+    def seal(payload: bytearray) -> tuple[bytes, int]:
+        nonlocal pn
+        pn += 1
+        return bytes(payload) + bytes(30), pn - 1
+
+    plane.pacer.next_send = 10.0  # debt far beyond now = 1.0
+    plane.streams.send_message(sid, b"ping", 1.0, 0.0)
+    assert plane.timer(1.0) is None  # not 10.0: the debt is not waited for
+    assert len(plane.build(1.0, [], seal)) == 1  # nothing was in flight: it left at once
+    assert plane.recovery.bytes_in_flight > 0
+    held_until = plane.pacer.next_send = 1.01  # before the probe timeout
+    plane.streams.send_message(sid, b"pong", 1.0, 0.0)
+    assert plane.build(1.0, [], seal) == []  # in flight now: the pacer holds the next one
+    assert plane.timer(1.0) == held_until
+    assert len(plane.build(held_until, [], seal)) == 1
