@@ -1,0 +1,138 @@
+"""The application's side of a session: streams, datagrams and stats.
+
+Split out of :mod:`stt_proto.session` to keep that module to the protocol's state machine:
+everything here delegates to the session's data plane and holds no state of its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+from .stats import SessionStats, StreamStats
+
+if TYPE_CHECKING:
+    from .config import NodeConfig
+    from .dataplane import DataPlane
+    from .handshake import HandshakeResult
+    from .rtt import RttEstimator
+    from .stats import SessionCounters
+
+
+class SessionStreams:
+    """Mixed into :class:`~stt_proto.session.Session`, which defines the state below."""
+
+    __slots__ = ()
+
+    data: DataPlane | None
+    config: NodeConfig
+    counters: SessionCounters
+    rtt: RttEstimator
+    handshake_result: HandshakeResult | None
+    _now: float
+
+    @property
+    def is_closed(self) -> bool:
+        raise NotImplementedError
+
+    def _data_plane(self) -> DataPlane:
+        """The data plane; UsageError unless the session is established."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
+                    priority: int = 0) -> int:
+        """Open a stream and return its id. Raises StreamLimitError past the peer's limit."""
+        data = self._data_plane()
+        size = data.max_datagram if max_frame_size is None else max_frame_size
+        if not 64 <= size <= 65507:
+            raise UsageError(f"max_frame_size must be in 64..65507, got {size}")
+        return data.streams.open(min(size, data.max_datagram), no_delay, priority).stream_id
+
+    def send_message(self, stream_id: int, message: bytes | bytearray | memoryview) -> bool:
+        """Queue one message on a stream. False means the send buffer is full: wait for
+        StreamWritable and try again (back-pressure)."""
+        data = self._data_plane()
+        accepted = data.streams.send_message(stream_id, message, self._now, data.hold_time())
+        if accepted:
+            self._wake()
+        return accepted
+
+    def stream_no_delay(self, stream_id: int) -> bool:
+        """Whether the stream sends each message at once; a runtime then polls at once too."""
+        stream = self.data.streams.streams.get(stream_id) if self.data is not None else None
+        return stream is not None and stream.no_delay
+
+    def receive_message(self, stream_id: int) -> bytes | None:
+        """The next whole message of a stream, or None if none is complete yet."""
+        if self.data is None:
+            return None
+        message = self.data.streams.receive_message(stream_id)
+        if message is not None:
+            self._wake()
+        return message
+
+    def stream_state(self, stream_id: int) -> tuple[bool, bool, int | None]:
+        """(peer finished and everything read, all our data acknowledged, reset code or None)."""
+        if self.data is None:
+            return False, False, None
+        stream = self.data.streams.streams.get(stream_id)
+        if stream is None:
+            return True, True, None
+        recv = stream.recv
+        code = recv.reset_code if recv.reset_code is not None else stream.send.reset_sent
+        return recv.finished and not recv.messages, stream.send.all_acked, code
+
+    def stream_stats(self, stream_id: int) -> StreamStats:
+        """Byte and message counters of one open stream."""
+        stream = self._data_plane().streams.get(stream_id)
+        recv = stream.recv
+        return StreamStats(stream_id, stream.bytes_sent, stream.bytes_received,
+                           stream.messages_sent, stream.messages_received,
+                           stream.send.unacked_bytes, recv.read_offset - recv.credit()
+                           + recv.unread_bytes)
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close: everything queued is sent, then FIN."""
+        self._data_plane().streams.close_stream(stream_id)
+        self._wake()
+
+    def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
+        """Abort both directions of a stream."""
+        if self.data is not None and not self.is_closed:
+            self.data.streams.reset_stream(stream_id, error_code)
+            self._wake()
+
+    def send_datagram(self, message: bytes | bytearray | memoryview) -> bool:
+        """Queue an unreliable datagram (never retransmitted); False if the queue is full."""
+        accepted = self._data_plane().send_datagram(message)
+        self._wake()
+        return accepted
+
+    def get_stats(self) -> SessionStats:
+        c = self.counters
+        data = self.data
+        lost = data.recovery.lost_packets if data else 0
+        in_flight_sent = data.recovery.sent_count if data else 0
+        streams = data.streams if data else None
+        return SessionStats(
+            bytes_sent=(streams.bytes_sent + data.datagram_bytes_sent) if data and streams else 0,
+            bytes_received=(streams.bytes_received + data.datagram_bytes_received)
+            if data and streams else 0,
+            packets_sent=c.packets_sent, packets_received=c.packets_received,
+            packets_lost=lost,
+            rtt_ms=self.rtt.smoothed * 1000, rtt_min_ms=self.rtt.min_rtt * 1000,
+            loss_rate=lost / in_flight_sent if in_flight_sent else 0.0,
+            throughput_mbps=(data.send_rate * 8 / 1e6) if data else 0.0,
+            cwnd_bytes=data.cc.cwnd if data else 0,
+            streams_open=streams.open_count if streams else 0,
+            bytes_sent_wire=c.bytes_sent_wire, bytes_received_wire=c.bytes_received_wire,
+            replays_dropped=c.replays_dropped, decrypt_failures=c.decrypt_failures,
+            key_updates_sent=c.key_updates_sent, key_updates_received=c.key_updates_received,
+            pings_sent=c.pings_sent,
+            datagrams_dropped=data.datagrams_dropped if data else 0,
+            congestion_control=self.config.congestion_control,
+            cipher=self.handshake_result.cipher if self.handshake_result else "",
+        )
