@@ -9,7 +9,7 @@ packets: packet numbers are never reused.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -39,9 +39,9 @@ class SentPacket:
     app_limited: bool = False
 
 
-@attrs.frozen(slots=True)
-class RateSample:
-    """One delivery-rate measurement (bytes per second) and whether the app limited it."""
+class RateSample(NamedTuple):
+    """One delivery-rate measurement (bytes per second) and whether the app limited it.
+    A named tuple, not a frozen attrs class: one is made per ACK, in half the time."""
 
     delivery_rate: float
     app_limited: bool

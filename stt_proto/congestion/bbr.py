@@ -32,13 +32,18 @@ class Mode(Enum):
     PROBE_RTT = auto()
 
 
+# The members as plain names: each ACK tests the mode several times, and an Enum member
+# looked up on its class costs about 45 ns on Python 3.11.
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = Mode.STARTUP, Mode.DRAIN, Mode.PROBE_BW, Mode.PROBE_RTT
+
+
 class Bbr(CongestionController):
     name = "bbr"
 
     def __init__(self, max_datagram: int, seed: int = 0) -> None:
         super().__init__(max_datagram)
         self._seed = seed
-        self.mode = Mode.STARTUP
+        self.mode = STARTUP
         self.pacing_gain = STARTUP_GAIN
         self.cwnd_gain = STARTUP_GAIN
         self._bw_samples: list[tuple[int, float]] = []  # a few rounds' worth: a list is smaller
@@ -109,25 +114,25 @@ class Bbr(CongestionController):
             if rate.rtt <= self.min_rtt:
                 self.min_rtt = rate.rtt
                 self._min_rtt_stamp = now
-            elif now - self._min_rtt_stamp > MIN_RTT_WINDOW and self.mode is not Mode.PROBE_RTT:
+            elif now - self._min_rtt_stamp > MIN_RTT_WINDOW and self.mode is not PROBE_RTT:
                 self._enter_probe_rtt(now)
-            if self.mode is Mode.PROBE_RTT:
+            if self.mode is PROBE_RTT:
                 self._probe_rtt_min = min(self._probe_rtt_min, rate.rtt)
         self._update_mode(bytes_in_flight, now)
         self._update_cwnd(sum(p.size for p in acked))
 
     def _update_mode(self, bytes_in_flight: int, now: float) -> None:
-        if self.mode is Mode.STARTUP and self.filled_pipe:
-            self.mode = Mode.DRAIN
+        if self.mode is STARTUP and self.filled_pipe:
+            self.mode = DRAIN
             self.pacing_gain = 1 / STARTUP_GAIN
             self.cwnd_gain = STARTUP_GAIN
-        if self.mode is Mode.DRAIN and bytes_in_flight <= self._bdp(1.0):
+        if self.mode is DRAIN and bytes_in_flight <= self._bdp(1.0):
             self._enter_probe_bw(now)
-        if self.mode is Mode.PROBE_BW and now - self._cycle_stamp > self.min_rtt:
+        if self.mode is PROBE_BW and now - self._cycle_stamp > self.min_rtt:
             self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAINS)
             self._cycle_stamp = now
             self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
-        if self.mode is Mode.PROBE_RTT and self._probe_rtt_done is not None \
+        if self.mode is PROBE_RTT and self._probe_rtt_done is not None \
                 and now >= self._probe_rtt_done:
             self.min_rtt = min(self._probe_rtt_min, self.min_rtt * 1.25)
             self._min_rtt_stamp = now
@@ -135,11 +140,11 @@ class Bbr(CongestionController):
             if self.filled_pipe:
                 self._enter_probe_bw(now)
             else:
-                self.mode = Mode.STARTUP
+                self.mode = STARTUP
                 self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
 
     def _enter_probe_bw(self, now: float) -> None:
-        self.mode = Mode.PROBE_BW
+        self.mode = PROBE_BW
         self.cwnd_gain = CWND_GAIN
         # Start at a per-session phase of the cycle (never the draining 0.75 phase), so flows
         # sharing a bottleneck do not probe in lockstep, which slows their convergence.
@@ -150,14 +155,14 @@ class Bbr(CongestionController):
         self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
 
     def _enter_probe_rtt(self, now: float) -> None:
-        self.mode = Mode.PROBE_RTT
+        self.mode = PROBE_RTT
         self.pacing_gain = 1.0
         self._prior_cwnd = self.cwnd
         self._probe_rtt_min = float("inf")
         self._probe_rtt_done = now + max(PROBE_RTT_DURATION, self.min_rtt)
 
     def _update_cwnd(self, acked_bytes: int) -> None:
-        if self.mode is Mode.PROBE_RTT:
+        if self.mode is PROBE_RTT:
             self.cwnd = 4 * self.max_datagram
             return
         target = self._bdp(self.cwnd_gain)
