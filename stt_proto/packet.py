@@ -156,10 +156,11 @@ def build_long_packet(ptype: PacketType, dcid: bytes, scid: bytes, body: bytes =
 class PacketCipher:
     """One direction's traffic AEAD. The nonce is the packet number, as Noise's explicit nonce.
 
-    Sealing writes header and ciphertext into one preallocated buffer (``encrypt_into``). The
-    AEAD object is built on first use and dropped by :meth:`release` while the session idles:
-    an AES-GCM context holds about 2.5 KiB of expanded key tables, two per session, and the
-    32-byte key is all it takes to build one again.
+    Sealing is one ``encrypt`` call and one concatenation with the header (see :meth:`seal`
+    for why not ``encrypt_into``). The AEAD object is built on first use and dropped by
+    :meth:`release` while the session idles: an AES-GCM context holds about 2.5 KiB of
+    expanded key tables, two per session, and the 32-byte key is all it takes to build one
+    again.
     """
 
     __slots__ = ("_aead", "_little", "key", "name")
