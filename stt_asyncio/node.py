@@ -292,7 +292,14 @@ class STTNode:
         """Service the endpoint soon (once, however many API calls asked)."""
         if not self._kicked and self._loop is not None and not self._closed:
             self._kicked = True
-            self._loop.call_soon(self._service)
+            self._loop.call_soon(self._kicked_service)
+
+    def _kicked_service(self) -> None:
+        """The poll a kick deferred, unless one since (``_send_now``, a readable socket) has
+        done its work: a reader that answers each message at once would otherwise pay a
+        second, empty poll per message."""
+        if self._kicked:
+            self._service()
 
     def _send_now(self) -> None:
         """Poll the endpoint at once (a no_delay stream's message leaves before send() returns)
