@@ -156,6 +156,13 @@ class DataPlane:
                 for item in packet.items:
                     self.streams.on_item_lost(item)
 
+    def compact(self) -> None:
+        """The session went idle: containers that grew during a transfer and are empty again
+        give back their tables (a dict keeps its table when emptied)."""
+        if not self.recovery.sent:
+            self.recovery.sent = {}
+        self.streams.compact()
+
     # -- output -----------------------------------------------------------------------------------
 
     def _cwnd_room(self) -> bool:

@@ -584,6 +584,8 @@ class Session(SessionStreams):
             self._send_keys.cipher.release()
         if self._recv_keys is not None:
             self._recv_keys.release()
+        if self.data is not None:
+            self.data.compact()
         self._ciphers_live = False
 
     def _ping_deadline(self) -> float:

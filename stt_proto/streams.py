@@ -390,6 +390,13 @@ class StreamManager:
 
     # -- scheduling and packet filling ------------------------------------------------------------
 
+    def compact(self) -> None:
+        """Idle: drop the emptied ready table and control list (see DataPlane.compact)."""
+        if not self._ready:
+            self._ready = {}
+        if not self._control:
+            self._control = []
+
     def _mark_window(self, stream_id: int) -> None:
         if self._window_dirty is _NO_IDS:
             self._window_dirty = set()

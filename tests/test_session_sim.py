@@ -298,3 +298,34 @@ def test_an_idle_session_drops_its_aead_objects_and_rebuilds_them_on_use() -> No
     assert pair.net.run_until(lambda: server.receive_message(stream) is not None, 1.0)
     assert client._send_keys.cipher._aead is not None  # type: ignore[union-attr]
     assert server._recv_keys.current._aead is not None  # type: ignore[union-attr]
+
+
+def test_an_idle_session_gives_back_the_tables_its_transfer_grew() -> None:
+    """A dict keeps its table when emptied; once idle, the session swaps the emptied ones
+    (sent packets, the ready queues) for fresh ones, and later transfers work as before."""
+    import sys
+
+    from stt_proto.session import CIPHER_IDLE_RELEASE
+
+    pair = make_pair(seed=6)
+    client, server = pair.established()
+    stream = client.open_stream()
+    for _ in range(40):
+        assert client.send_message(stream, bytes(3000))
+    got = []
+
+    def everything_read() -> bool:
+        while (message := server.receive_message(stream)) is not None:
+            got.append(message)
+        return len(got) == 40
+
+    assert pair.net.run_until(everything_read, 10.0)
+    data = client.data
+    assert data is not None
+    grown = sys.getsizeof(data.recovery.sent)
+    assert grown > sys.getsizeof({})  # emptied, but still holding the table it grew
+    pair.net.run(CIPHER_IDLE_RELEASE + 0.5)
+    assert sys.getsizeof(data.recovery.sent) == sys.getsizeof({})
+    assert sys.getsizeof(data.streams._ready) == sys.getsizeof({})
+    assert client.send_message(stream, b"after the pause")
+    assert pair.net.run_until(lambda: server.receive_message(stream) == b"after the pause", 1.0)
