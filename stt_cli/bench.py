@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stt_asyncio import STTNode
+from stt_asyncio import Session, Stream, STTNode
 
 MiB = 1024 * 1024
 RUNTIMES = ("asyncio", "uvloop", "trio")
@@ -186,17 +186,24 @@ async def raw_ping_pong(count: int) -> list[float]:
     return times
 
 
+async def echo_stream(server: STTNode,
+                      client: STTNode) -> tuple[asyncio.Task[None], Session, Stream]:
+    """A no_delay stream from ``client`` to a task on ``server`` that echoes every message
+    (cancel the task when done)."""
+    async def echo() -> None:
+        session = await server.accept()
+        stream = await session.accept_stream()
+        async for message in stream:
+            await stream.send(message)
+
+    task = asyncio.create_task(echo())
+    session = await client.connect(server.address, server.node_id)
+    return task, session, session.open_stream(no_delay=True)
+
+
 async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
     async with STTNode(**settings) as server, STTNode(**settings) as client:
-        async def echo() -> None:
-            session = await server.accept()
-            stream = await session.accept_stream()
-            async for message in stream:
-                await stream.send(message)
-
-        task = asyncio.create_task(echo())
-        session = await client.connect(server.address, server.node_id)
-        stream = session.open_stream(no_delay=True)
+        task, _, stream = await echo_stream(server, client)
         times = []
         for _ in range(count):
             start = time.perf_counter()

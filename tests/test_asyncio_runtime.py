@@ -19,6 +19,7 @@ from stt_asyncio import (
     StreamClosed,
     STTNode,
 )
+from stt_cli.bench import echo_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 
@@ -72,15 +73,7 @@ def test_bulk_transfer_and_concurrent_streams_arrive_intact() -> None:
 def test_ping_pong_on_a_no_delay_stream() -> None:
     async def main() -> None:
         async with STTNode(no_delay=True) as server, STTNode(no_delay=True) as client:
-            async def echo() -> None:
-                session = await server.accept()
-                stream = await session.accept_stream()
-                async for message in stream:
-                    await stream.send(message)
-
-            task = asyncio.create_task(echo())
-            session = await client.connect(server.address, server.node_id)
-            stream = session.open_stream(no_delay=True)
+            task, session, stream = await echo_stream(server, client)
             for i in range(200):
                 await stream.send(b"ping %d" % i)
                 assert await stream.receive() == b"ping %d" % i
@@ -97,15 +90,7 @@ def test_uvloop_clock_resolves_sub_millisecond_round_trips() -> None:
 
     async def main() -> None:
         async with STTNode(no_delay=True) as server, STTNode(no_delay=True) as client:
-            async def echo() -> None:
-                session = await server.accept()
-                stream = await session.accept_stream()
-                async for message in stream:
-                    await stream.send(message)
-
-            task = asyncio.create_task(echo())
-            session = await client.connect(server.address, server.node_id)
-            stream = session.open_stream(no_delay=True)
+            task, session, stream = await echo_stream(server, client)
             for i in range(100):
                 await stream.send(b"%d" % i)
                 await stream.receive()
@@ -294,15 +279,7 @@ def test_a_round_trip_polls_the_endpoint_twice_per_node(monkeypatch: pytest.Monk
 
     async def main() -> None:
         async with Node(no_delay=True) as server, Node(no_delay=True) as client:
-            async def echo() -> None:
-                session = await server.accept()
-                stream = await session.accept_stream()
-                async for message in stream:
-                    await stream.send(message)
-
-            task = asyncio.create_task(echo())
-            session = await client.connect(server.address, server.node_id)
-            stream = session.open_stream(no_delay=True)
+            task, _, stream = await echo_stream(server, client)
             for _ in range(20):  # warm up: handshake, first stream, window state settled
                 await stream.send(b"ping")
                 await stream.receive()
