@@ -312,11 +312,21 @@ class STTNode:
         return session
 
     def _send_now(self) -> None:
-        """Poll the endpoint at once (a no_delay stream's message leaves before send() returns),
-        then wake the driver to wait on the new deadline."""
-        if self._endpoint is not None and not self._closed:
-            self._service()
-        self._kick()
+        """Poll the endpoint at once (a no_delay stream's message leaves before send() returns).
+        The driver is woken only if the socket is full; otherwise its wait's deadline is moved
+        to the endpoint's, where that is earlier. Waking it cost a cancelled wait, an empty
+        read and a second poll per message."""
+        endpoint = self._endpoint
+        if endpoint is None or self._closed:
+            return
+        self._service()
+        scope = self._wait_scope
+        if self._out or scope is None:
+            self._kick()
+            return
+        deadline = endpoint.get_timer()
+        if deadline is not None and deadline < scope.deadline:
+            scope.deadline = deadline
 
     def _kick(self) -> None:
         scope = self._wait_scope

@@ -101,7 +101,8 @@ class Stream:
         while True:
             message = proto.receive_message(self.stream_id)
             if message is not None:
-                self._session._node._kick()  # window updates
+                if proto.read_needs_poll():
+                    self._session._node._kick()  # a window update is owed
                 return message
             finished, _, reset = proto.stream_state(self.stream_id)
             if reset is not None:

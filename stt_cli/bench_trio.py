@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import trio
 
-from stt_anyio import STTNode
+from stt_anyio import Session, STTNode
+from stt_asyncio.session import Stream
 
 from .bench import MiB, make_sealer, udp_pair
 from .bench_extra import tls_contexts
@@ -131,25 +134,32 @@ async def raw_ping_pong(count: int) -> list[float]:
     return times
 
 
+async def echo_stream(server: STTNode, client: STTNode,
+                      group: anyio.abc.TaskGroup) -> tuple[Session, Stream]:
+    """A no_delay stream from ``client`` to a task started in ``group`` on ``server`` that
+    echoes every message (cancel the group when done). Any anyio backend."""
+    async def echo() -> None:
+        session = await server.accept()
+        stream = await session.accept_stream()
+        async for message in stream:
+            await stream.send(message)
+
+    group.start_soon(echo)
+    session = await client.connect(server.address, server.node_id)
+    return session, session.open_stream(no_delay=True)
+
+
 async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
     async with STTNode(**settings) as server, STTNode(**settings) as client:
-        async def echo() -> None:
-            session = await server.accept()
-            stream = await session.accept_stream()
-            async for message in stream:
-                await stream.send(message)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(echo)
-            session = await client.connect(server.address, server.node_id)
-            stream = session.open_stream(no_delay=True)
+        async with anyio.create_task_group() as group:
+            _, stream = await echo_stream(server, client, group)
             times = []
             for _ in range(count):
                 start = time.perf_counter()
                 await stream.send(b"ping")
                 await stream.receive()
                 times.append(time.perf_counter() - start)
-            nursery.cancel_scope.cancel()
+            group.cancel_scope.cancel()
         return times
 
 

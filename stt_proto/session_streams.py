@@ -74,6 +74,12 @@ class SessionStreams:
             self._wake()
         return message
 
+    def read_needs_poll(self) -> bool:
+        """After :meth:`receive_message`: whether the reads freed enough window that the peer
+        is owed an update (or other control frames wait), so the runtime should poll soon.
+        Polling after every message instead cost a runtime a poll per message."""
+        return self.data is not None and self.data.streams.updates_owed()
+
     def stream_state(self, stream_id: int) -> tuple[bool, bool, int | None]:
         """(peer finished and everything read, all our data acknowledged, reset code or None)."""
         if self.data is None:

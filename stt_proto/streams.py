@@ -36,6 +36,7 @@ from .frames import (
 )
 from .handshake_payload import TransportSettings
 from .stream import Stream
+from .varint import MAX_VARINT
 
 STREAM_FRAME_OVERHEAD = 1 + 8 + 8 + 4  # type, id, offset, length varints at their largest
 
@@ -245,6 +246,25 @@ class StreamManager:
             self._conn_window_at = now
             self.conn_recv_max = self.conn_consumed + self.conn_recv_window
             self._control.append(MaxDataFrame(self.conn_recv_max))
+
+    def updates_owed(self) -> bool:
+        """Whether the next :meth:`collect_window_updates` would queue a frame, or control
+        frames wait already: the test :meth:`collect_window_updates` applies, without its
+        effects. A runtime polls after a read only then, not after every message."""
+        if self._control or self._max_streams_pending:
+            return True
+        consumed = self.conn_consumed
+        for stream_id in self._window_dirty:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                continue
+            recv = stream.recv
+            credit = recv.credit()
+            consumed += credit - recv.reported
+            if recv.final_size is None and recv.max_data - credit <= recv.window // 2 \
+                    and min(credit + recv.window, MAX_VARINT) > recv.max_data:
+                return True
+        return self.conn_recv_max - consumed <= self.conn_recv_window // 2
 
     @property
     def windows_dirty(self) -> bool:

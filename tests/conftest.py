@@ -51,3 +51,39 @@ def make_pair(seed: int = 1, profile: LinkProfile | None = None,
 @pytest.fixture
 def pair() -> Pair:
     return make_pair()
+
+
+class CallCounter:
+    """Counts the calls of ``owner.name`` while started (a monkeypatch undoes the wrapping)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
+        self.count = 0
+        self._patch, self._owner, self._name = monkeypatch, owner, name
+        self._original = getattr(owner, name)
+
+    def start(self) -> None:
+        original = self._original
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        self._patch.setattr(self._owner, self._name, counted)
+
+    def stop(self) -> None:
+        self._patch.setattr(self._owner, self._name, self._original)
+
+
+async def polls_per_round_trip(stream: Any, polls: CallCounter, rounds: int = 200) -> float:
+    """Echo ``rounds`` pings on ``stream`` (after a warm-up) and return ``polls.count`` per
+    round trip; any runtime's stream."""
+    for _ in range(20):  # warm up: handshake, first stream, window state settled
+        await stream.send(b"ping")
+        await stream.receive()
+    polls.start()
+    for _ in range(rounds):
+        await stream.send(b"ping")
+        assert await stream.receive() == b"ping"
+    polls.stop()
+    return polls.count / rounds
+

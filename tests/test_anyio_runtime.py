@@ -217,3 +217,25 @@ def test_anyio_no_delay_message_leaves_before_send_returns(backend: str) -> None
             assert client.get_stats()["datagrams_out"] > before
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_anyio_echo_round_trip_polls_each_node_twice(backend: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A no_delay send polls the endpoint itself and only moves the driver's deadline, and a
+    receive() wakes the driver only when a window update is owed: no second, empty poll
+    (and empty read) per message."""
+    from stt_anyio import STTNode as Node
+    from stt_cli.bench_trio import echo_stream
+
+    from .conftest import CallCounter, polls_per_round_trip
+
+    async def main() -> None:
+        async with Node(no_delay=True) as server, Node(no_delay=True) as client, \
+                anyio.create_task_group() as group:
+            _, stream = await echo_stream(server, client, group)
+            polls = CallCounter(monkeypatch, Node, "_service")
+            assert await polls_per_round_trip(stream, polls) <= 4.2  # 2 a node; was 6
+            group.cancel_scope.cancel()
+
+    anyio.run(main, backend=backend)

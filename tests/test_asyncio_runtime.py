@@ -266,30 +266,17 @@ def test_a_no_delay_message_leaves_before_send_returns() -> None:
 
 def test_a_round_trip_polls_the_endpoint_twice_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
     """Echo on a no_delay stream: each node polls once when the datagram arrives and once
-    when it answers. The poll a receive() defers (for window updates) finds that work done
-    and is skipped, rather than running a third, empty poll per message."""
+    when it answers. A receive() asks for a poll only when a window update is owed, and a
+    deferred poll that a later one made redundant is skipped."""
     from stt_asyncio.node import STTNode as Node
 
-    polls = {"count": 0}
-    service = Node._service
-
-    def counted(self: Node) -> None:
-        polls["count"] += 1
-        service(self)
+    from .conftest import CallCounter, polls_per_round_trip
 
     async def main() -> None:
         async with Node(no_delay=True) as server, Node(no_delay=True) as client:
             task, _, stream = await echo_stream(server, client)
-            for _ in range(20):  # warm up: handshake, first stream, window state settled
-                await stream.send(b"ping")
-                await stream.receive()
-            monkeypatch.setattr(Node, "_service", counted)
-            rounds = 200
-            for _ in range(rounds):
-                await stream.send(b"ping")
-                assert await stream.receive() == b"ping"
-            monkeypatch.setattr(Node, "_service", service)
-            assert polls["count"] <= 4 * rounds + 20  # 2 per node (+ timers); was 6 in all
+            polls = CallCounter(monkeypatch, Node, "_service")
+            assert await polls_per_round_trip(stream, polls) <= 4.1  # 2 a node; was 6
             task.cancel()
 
     asyncio.run(main())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stt_proto import ProtocolViolation, Session, SessionTerminated, State, StreamLimitError
 from stt_proto.events import (
@@ -406,3 +408,76 @@ def test_an_idle_session_holds_no_sets_of_its_own(pair: Pair) -> None:
         assert manager._in_ready is _NO_IDS
         assert manager._blocked_writers is _NO_IDS
         assert manager._window_dirty is _NO_IDS
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["data", "read", "poll", "fin"]),
+                          st.integers(0, 2), st.integers(1, 30_000)), max_size=60))
+def test_updates_owed_predicts_exactly_what_a_poll_queues(
+        ops: list[tuple[str, int, int]]) -> None:
+    """Runtimes poll after a read only when ``updates_owed()`` says a window update (or
+    other control frame) is owed; it must agree with what collect_window_updates queues."""
+    from stt_proto.config import NodeConfig
+    from stt_proto.handshake import local_settings
+    from stt_proto.streams import StreamManager
+    from stt_proto.varint import encode_varint
+
+    settings_ = local_settings(NodeConfig.build(recv_buffer_size=64 * 1024))
+    manager = StreamManager(is_initiator=True, local=settings_, peer=settings_,
+                            send_buffer=1 << 20, recv_buffer=64 * 1024, no_delay=True,
+                            emit=lambda event: None)
+    offsets = {1: 0, 3: 0, 5: 0}  # the peer's streams
+    finished: set[int] = set()
+    now = 0.0
+    for op, index, size in ops:
+        sid = 1 + 2 * index
+        now += 0.001
+        if op == "data" and sid not in finished:
+            stream = manager.streams.get(sid)
+            room = (stream.recv.max_data if stream else settings_.initial_max_stream_data) \
+                - offsets[sid]
+            conn_room = manager.conn_recv_max - manager.conn_received
+            body = min(size, room - 4, conn_room - 4)
+            if body >= 0:
+                chunk = encode_varint(body) + bytes(body)
+                manager.on_stream_data(sid, offsets[sid], chunk, False)
+                offsets[sid] += len(chunk)
+        elif op == "fin" and sid not in finished:
+            manager.on_stream_data(sid, offsets[sid], b"", True)
+            finished.add(sid)
+        elif op == "read":
+            while manager.receive_message(sid) is not None:
+                pass
+        else:
+            predicted = manager.updates_owed()
+            manager.collect_window_updates(now, 0.01)
+            assert predicted == (bool(manager._control) or manager._max_streams_pending)
+            manager._control.clear()
+            manager._max_streams_pending = False
+
+
+def test_updates_owed_for_the_session_window_and_waiting_control_frames() -> None:
+    """The cases a random walk rarely reaches: the session-level window crossed by reads
+    spread over streams, none of which crossed its own half; and control frames waiting."""
+    from stt_proto.config import NodeConfig
+    from stt_proto.handshake import local_settings
+    from stt_proto.streams import StreamManager
+    from stt_proto.varint import encode_varint
+
+    settings_ = local_settings(NodeConfig.build(recv_buffer_size=64 * 1024))
+    manager = StreamManager(is_initiator=True, local=settings_, peer=settings_,
+                            send_buffer=1 << 20, recv_buffer=64 * 1024, no_delay=True,
+                            emit=lambda event: None)
+    stream_half = settings_.initial_max_stream_data // 2
+    for sid in (1, 3, 5):  # 12 KiB read on each: 36 KiB in all, over half the 64 KiB
+        body = 12 * 1024
+        assert body < stream_half
+        manager.on_stream_data(sid, 0, encode_varint(body) + bytes(body), False)
+        assert manager.receive_message(sid) is not None
+    assert manager.updates_owed()
+    manager.collect_window_updates(1.0, 0.01)
+    assert [type(frame).__name__ for frame in manager._control] == ["MaxDataFrame"]
+    manager._control.clear()
+    assert not manager.updates_owed()
+    manager.reset_stream(3, 7)  # RESET_STREAM and STOP_SENDING wait to be sent
+    assert manager.updates_owed()
