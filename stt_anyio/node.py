@@ -395,6 +395,8 @@ class STTNode:
                 break
             self._out.extend(batch)
             self._send()
+            if len(batch) < SEND_BATCH:
+                break  # a short batch: the endpoint has nothing more ready now
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
                         self._accept_signal)
         self.dht.dispatch(endpoint)

@@ -344,6 +344,8 @@ class STTNode:
                 break
             self._out.extend(batch)
             self._send()
+            if len(batch) < SEND_BATCH:
+                break  # a short batch: the endpoint has nothing more ready now
         self._dispatch(endpoint)
         self._arm_timer(endpoint.get_timer())
 

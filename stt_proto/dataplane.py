@@ -187,6 +187,9 @@ class DataPlane:
             self.pacer.next_send = now
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
+        if not head and not self.probes and not self._datagrams and \
+                not self.streams.has_pending():
+            return out  # the poll after a packet that needs no answer yet: nothing to build
         while True:
             if not head and not self.probes and not self._datagrams:
                 source = self.streams.bulk_source(space)

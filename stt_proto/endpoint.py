@@ -338,7 +338,8 @@ class Endpoint:
                           max_datagrams: int | None = None) -> list[tuple[Datagram, Address]]:
         """What to send now. With ``max_datagrams`` the answer is cut into batches: call again
         until it returns nothing (sending each batch first keeps memory flat under a window
-        of megabytes)."""
+        of megabytes). A batch shorter than ``max_datagrams`` means nothing more is ready at
+        ``now``, so the runtime can skip the call that would return nothing."""
         if self._links.pending:
             self._links.service(now)  # DHT input read, DHT output written to its sessions
         out = self._stateless_out
