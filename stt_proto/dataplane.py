@@ -195,6 +195,9 @@ class DataPlane:
                 source = self.streams.bulk_source(space)
                 if source is not None and self._build_bulk(source, now, seal, out, limit):
                     break
+                if limit is not None and len(out) >= limit:
+                    self.more = True  # the run ended exactly at the limit
+                    break
             payload = bytearray()
             eliciting = False
             if head:

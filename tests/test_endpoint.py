@@ -245,6 +245,33 @@ def test_output_in_bounded_batches_equals_one_unbounded_call() -> None:
     assert totals[0] == totals[1]
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(limit=st.integers(1, 40), sizes=st.lists(st.integers(0, 30_000), min_size=1, max_size=6),
+       sessions=st.integers(1, 3))
+def test_a_short_batch_means_nothing_more_is_ready(limit: int, sizes: list[int],
+                                                   sessions: int) -> None:
+    """The runtimes stop polling after a batch shorter than ``max_datagrams``: the endpoint
+    must then have nothing more to send at that instant, whatever the sessions hold."""
+    pair = make_pair(profile=LinkProfile(latency=0.01))
+    opened = [pair.connect() for _ in range(sessions)]
+    assert pair.net.run_until(lambda: all(s.confirmed for s in opened), 5.0)
+    pair.net.run(0.1)
+    for index, session in enumerate(opened):
+        sid = session.open_stream(no_delay=index % 2 == 0)
+        for size in sizes:
+            session.send_message(sid, bytes(size))
+    now = pair.net.now
+    short_batches = 0
+    for _ in range(10_000):
+        batch = pair.client.datagrams_to_send(now, limit)
+        assert len(batch) <= limit
+        if len(batch) < limit:
+            short_batches += 1
+            assert pair.client.datagrams_to_send(now, limit) == []
+            break
+    assert short_batches == 1
+
+
 def test_timer_heap_stays_bounded_while_deadlines_move(monkeypatch: pytest.MonkeyPatch) -> None:
     """A moved deadline leaves a stale heap entry behind; the heap is rebuilt before stale
     entries outnumber live ones twice over, and the earliest deadline is still found."""
