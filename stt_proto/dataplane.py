@@ -93,9 +93,9 @@ class DataPlane:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def on_ack(self, frame: AckFrame, now: float, next_pn: int) -> None:
-        result = self.recovery.on_ack(frame, now, next_pn)
-        self._apply(result, now)
+    def on_ack(self, ranges: tuple[tuple[int, int], ...], ack_delay: int, now: float,
+               next_pn: int) -> None:
+        self._apply(self.recovery.on_ack(ranges, ack_delay, now, next_pn), now)
 
     def _apply(self, result: AckResult, now: float) -> None:
         streams = self.streams

@@ -325,7 +325,9 @@ def _stream(buf: Buffer, pos: int, fin: bool) -> tuple[Frame, int]:
     return StreamFrame(stream_id, offset, data, fin), pos
 
 
-def _ack(buf: Buffer, pos: int) -> tuple[Frame, int]:
+def decode_ack_fields(buf: Buffer, pos: int) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """An ACK frame's body at ``pos`` (after the type byte) as ``(ranges, ack_delay, end)``:
+    the receive path hands these to loss recovery without making a frame object."""
     largest, pos = decode_varint(buf, pos)
     delay, pos = decode_varint(buf, pos)
     count, pos = decode_varint(buf, pos)
@@ -335,6 +337,8 @@ def _ack(buf: Buffer, pos: int) -> tuple[Frame, int]:
     if first_len > largest:
         raise FrameError("ACK first range goes below packet number 0")
     lo = largest - first_len
+    if not count:
+        return ((lo, largest),), delay, pos
     ranges = [(lo, largest)]
     for _ in range(count):
         gap, pos = decode_varint(buf, pos)
@@ -344,7 +348,12 @@ def _ack(buf: Buffer, pos: int) -> tuple[Frame, int]:
             raise FrameError("ACK range goes below packet number 0")
         lo = hi - length
         ranges.append((lo, hi))
-    return AckFrame(tuple(ranges), delay), pos
+    return tuple(ranges), delay, pos
+
+
+def _ack(buf: Buffer, pos: int) -> tuple[Frame, int]:
+    ranges, delay, pos = decode_ack_fields(buf, pos)
+    return AckFrame(ranges, delay), pos
 
 
 def _close(buf: Buffer, pos: int, application: bool) -> tuple[Frame, int]:

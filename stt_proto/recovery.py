@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 import attrs
 
 from .errors import ProtocolViolation
-from .frames import AckFrame
 from .rtt import TIMER_GRANULARITY, RttEstimator
 
 PACKET_THRESHOLD = 3
@@ -117,15 +116,17 @@ class LossRecovery:
 
     # -- acknowledgements -------------------------------------------------------------------------
 
-    def on_ack(self, frame: AckFrame, now: float, next_pn: int) -> AckResult:
-        largest = frame.largest
+    def on_ack(self, ranges: tuple[tuple[int, int], ...], ack_delay: int, now: float,
+               next_pn: int) -> AckResult:
+        """An ACK frame's ``ranges`` (newest first) and ``ack_delay`` (microseconds)."""
+        largest = ranges[0][1]
         if largest >= next_pn:
             raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
         sent = self.sent
         acked: list[SentPacket] = []  # ascending packet numbers, so ascending send times
         if sent:
             first_outstanding = next(iter(sent))
-            for lo, hi in reversed(frame.ranges):  # the frame lists ranges newest first
+            for lo, hi in reversed(ranges):  # the frame lists ranges newest first
                 if hi < first_outstanding:
                     continue
                 for pn in range(max(lo, first_outstanding), hi + 1):
@@ -147,7 +148,7 @@ class LossRecovery:
         if newest.pn > self.largest_acked:
             self.largest_acked = newest.pn
             if eliciting:
-                self.rtt.update(now - newest.time_sent, frame.ack_delay / 1e6, MAX_ACK_DELAY)
+                self.rtt.update(now - newest.time_sent, ack_delay / 1e6, MAX_ACK_DELAY)
         # the rate sample follows the last-sent packet, the first of any sent at the same time
         first = len(acked) - 1
         while first and acked[first - 1].time_sent == newest.time_sent:

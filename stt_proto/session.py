@@ -42,6 +42,7 @@ from .frames import (
     KeyUpdateFrame,
     PaddingFrame,
     PingFrame,
+    decode_ack_fields,
     decode_frame,
     decode_stream_fields,
     encode_frame,
@@ -480,6 +481,10 @@ class Session(SessionStreams):
                 data.streams.on_stream_data(stream_id, offset, chunk, kind == 0x09)
                 eliciting = True
                 continue
+            if kind == 0x02 and data is not None:  # ACK, in nearly every packet of a dialogue
+                ranges, ack_delay, pos = decode_ack_fields(view, pos + 1)
+                data.on_ack(ranges, ack_delay, now, self._next_pn)
+                continue
             frame, pos = decode_frame(view, pos)
             if not eliciting and type(frame) not in NON_ACK_ELICITING:
                 eliciting = True
@@ -489,7 +494,7 @@ class Session(SessionStreams):
     def _handle_frame(self, frame: Frame, now: float) -> None:
         if isinstance(frame, AckFrame):
             if self.data is not None:
-                self.data.on_ack(frame, now, self._next_pn)
+                self.data.on_ack(frame.ranges, frame.ack_delay, now, self._next_pn)
         elif isinstance(frame, (PingFrame, PaddingFrame)):
             pass
         elif isinstance(frame, CloseFrame):

@@ -8,7 +8,6 @@ import pytest
 
 from stt_proto.config import NodeConfig
 from stt_proto.dataplane import PACKET_OVERHEAD, DataPlane
-from stt_proto.frames import AckFrame
 from stt_proto.handshake import local_settings
 from stt_proto.rtt import RttEstimator
 from stt_proto.streams import STREAM_FRAME_OVERHEAD, StreamManager
@@ -52,7 +51,7 @@ def _run(bulk: bool, monkeypatch: pytest.MonkeyPatch, size: int, fin: bool,
         for step in range(rounds):
             now = step * 0.002
             if step % 2 and pn:  # every other round the peer acknowledges all but the last
-                plane.on_ack(AckFrame(((0, pn - 2),) if pn > 1 else ((0, 0),)), now, pn)
+                plane.on_ack(((0, pn - 2),) if pn > 1 else ((0, 0),), 0, now, pn)
             packets = plane.build(now, [], seal, limit)
             seen.append([bytes(p) for p in packets])
             seen.append((plane.more, plane.pacer.next_send, plane.recovery.bytes_in_flight,

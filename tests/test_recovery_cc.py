@@ -12,7 +12,6 @@ from stt_proto import rangeset
 from stt_proto.congestion import CONTROLLERS, Bbr, Cubic, NewReno, make_controller
 from stt_proto.dataplane import Pacer
 from stt_proto.errors import ProtocolViolation
-from stt_proto.frames import AckFrame
 from stt_proto.rangeset import RangeSet
 from stt_proto.recovery import LossRecovery, RateSample, SentPacket
 from stt_proto.rtt import RttEstimator
@@ -72,7 +71,7 @@ def test_packet_threshold_loss_and_ack_accounting() -> None:
     recovery = LossRecovery(RttEstimator())
     _sent(recovery, 10)
     assert recovery.bytes_in_flight == 10_000
-    result = recovery.on_ack(AckFrame(((5, 9),)), now=0.05, next_pn=10)
+    result = recovery.on_ack(((5, 9),), 0, now=0.05, next_pn=10)
     assert [p.pn for p in result.acked] == [5, 6, 7, 8, 9]
     assert [p.pn for p in result.lost] == [0, 1, 2, 3, 4]  # all >= 3 below the largest acked
     assert recovery.bytes_in_flight == 0
@@ -84,7 +83,7 @@ def test_time_threshold_loss_arms_a_timer_then_declares() -> None:
     rtt.update(0.1)
     recovery = LossRecovery(rtt)
     _sent(recovery, 3)
-    result = recovery.on_ack(AckFrame(((2, 2),)), now=0.101, next_pn=3)
+    result = recovery.on_ack(((2, 2),), 0, now=0.101, next_pn=3)
     assert result.lost == []  # within 9/8 RTT and fewer than 3 packets behind
     deadline = recovery.loss_detection_timer()
     assert deadline == pytest.approx(0.0 + 9 / 8 * max(rtt.latest, rtt.smoothed))
@@ -110,10 +109,10 @@ def test_ack_for_unsent_packet_and_persistent_congestion() -> None:
     rtt.update(0.01)
     recovery = LossRecovery(rtt)
     with pytest.raises(ProtocolViolation):
-        recovery.on_ack(AckFrame(((0, 0),)), 0.0, next_pn=0)
+        recovery.on_ack(((0, 0),), 0, 0.0, next_pn=0)
     for pn in range(10):
         recovery.on_packet_sent(SentPacket(pn, pn * 0.05, 1000, True, True, []), False)
-    result = recovery.on_ack(AckFrame(((9, 9),)), now=0.5, next_pn=10)
+    result = recovery.on_ack(((9, 9),), 0, now=0.5, next_pn=10)
     assert len(result.lost) == 9 and result.persistent_congestion
 
 
