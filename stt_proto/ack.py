@@ -78,4 +78,8 @@ class AckTracker:
         self.ack_deadline = None
         self._pending_eliciting = 0
         delay_us = max(0, int((now - self._largest_time) * 1_000_000))
-        return AckFrame(tuple((lo, hi) for lo, hi in self.ranges), delay_us)
+        ranges = self.ranges
+        if len(ranges) == 1:  # the usual case: everything so far, or since the last gap
+            (lo, hi), = ranges
+            return AckFrame(((lo, hi),), delay_us)
+        return AckFrame(tuple((lo, hi) for lo, hi in ranges), delay_us)

@@ -172,6 +172,9 @@ _NON_ELICITING_TYPES = frozenset(NON_ACK_ELICITING)  # frame classes are final: 
 # -- encoding ---------------------------------------------------------------------------------
 
 
+_ACK_TYPE = bytes((FrameType.ACK,))
+
+
 def _check(value: int, what: str) -> int:
     if not 0 <= value <= MAX_VARINT:
         raise ValueError(f"{what} {value} outside 0..2**62-1")
@@ -200,6 +203,25 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
     out += data
 
 
+def encode_ack(out: bytearray, ranges: tuple[tuple[int, int], ...], ack_delay: int) -> None:
+    """Append an ACK frame: ``ranges`` inclusive, highest first; ``ack_delay`` in us."""
+    if not ranges or len(ranges) > MAX_ACK_RANGES:
+        raise ValueError(f"an ACK frame holds 1..{MAX_ACK_RANGES} ranges")
+    first, largest = ranges[0]
+    if first > largest:
+        raise ValueError("ACK range first > last")
+    v = encode_varint
+    out += b"".join((_ACK_TYPE, v(_check(largest, "largest acknowledged")),
+                     v(_check(ack_delay, "ack delay")), v(len(ranges) - 1), v(largest - first)))
+    previous_first = first
+    for lo, hi in ranges[1:]:
+        if not lo <= hi <= previous_first - 2:
+            raise ValueError("ACK ranges must be disjoint, separated and descending")
+        out += v(previous_first - hi - 2)
+        out += v(hi - lo)
+        previous_first = lo
+
+
 def encode_frame(frame: Frame, out: bytearray) -> None:
     """Append the encoding of ``frame`` to ``out``."""
     v = encode_varint
@@ -207,24 +229,7 @@ def encode_frame(frame: Frame, out: bytearray) -> None:
         encode_stream_frame(out, _check(frame.stream_id, "stream id"),
                             _check(frame.offset, "offset"), frame.data, frame.fin)
     elif isinstance(frame, AckFrame):
-        ranges = frame.ranges
-        if not ranges or len(ranges) > MAX_ACK_RANGES:
-            raise ValueError(f"an ACK frame holds 1..{MAX_ACK_RANGES} ranges")
-        out += v(FrameType.ACK)
-        first, largest = ranges[0]
-        if first > largest:
-            raise ValueError("ACK range first > last")
-        out += v(_check(largest, "largest acknowledged"))
-        out += v(_check(frame.ack_delay, "ack delay"))
-        out += v(len(ranges) - 1)
-        out += v(largest - first)
-        previous_first = first
-        for lo, hi in ranges[1:]:
-            if not lo <= hi <= previous_first - 2:
-                raise ValueError("ACK ranges must be disjoint, separated and descending")
-            out += v(previous_first - hi - 2)
-            out += v(hi - lo)
-            previous_first = lo
+        encode_ack(out, frame.ranges, frame.ack_delay)
     elif isinstance(frame, PaddingFrame):
         out += bytes(frame.length)
     elif isinstance(frame, PingFrame):
