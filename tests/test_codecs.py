@@ -157,6 +157,20 @@ def test_specific_frame_errors_name_the_problem(raw: bytes, message: str) -> Non
         F.parse_frames(raw)
 
 
+@given(ack_frames(), st.binary(max_size=8))
+def test_ack_fields_decode_as_the_frame_does(frame: F.AckFrame, tail: bytes) -> None:
+    """The receive path reads ACKs with decode_ack_fields, without a frame object: the same
+    ranges, delay and end as the ACK frame's own decoder, and the same errors on truncation."""
+    out = bytearray()
+    F.encode_ack(out, frame.ranges, frame.ack_delay)
+    encoded = bytes(out) + tail
+    ranges, delay, end = F.decode_ack_fields(memoryview(encoded), 1)
+    assert (ranges, delay, end) == (frame.ranges, frame.ack_delay, len(out))
+    for cut in range(1, len(out)):
+        with pytest.raises(DecodeError):
+            F.decode_ack_fields(memoryview(encoded[:cut]), 1)
+
+
 def test_ack_encoding_rejects_bad_ranges() -> None:
     with pytest.raises(ValueError):
         F.encode_frames([F.AckFrame(((5, 9), (4, 4)))])

@@ -38,6 +38,24 @@ def test_read_spanning_chunks_and_inside_one_chunk() -> None:
     assert bytes(send.read(2, 7)) == whole[2:7]
 
 
+def test_a_small_message_leaves_as_one_view_with_its_prefix() -> None:
+    """Messages up to SMALL_MESSAGE are stored with their prefix in one chunk, so a frame
+    takes them without a join; larger ones keep the caller's bytes uncopied."""
+    from stt_proto.stream import SMALL_MESSAGE
+
+    send = SendSide(max_data=1 << 30)
+    small, large = bytearray(b"s" * SMALL_MESSAGE), bytes(SMALL_MESSAGE + 1)
+    send.write_message(small)
+    send.write_message(memoryview(b"view"))
+    send.write_message(large)
+    small[0] = 0  # the caller may reuse its buffer once write_message returns
+    whole = framed(b"s" * SMALL_MESSAGE, b"view", large)
+    assert send.buffered_end == len(whole)
+    assert isinstance(send.read(0, len(framed(b"s" * SMALL_MESSAGE))), memoryview)
+    assert bytes(send.read(0, len(whole))) == whole
+    assert send._chunks[-1] is large
+
+
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 64, 10_000])
 def test_messages_cut_from_arbitrary_fragments(step: int) -> None:
     messages = [b"", b"x", bytes(range(200)) * 3, b"", b"tail"]
