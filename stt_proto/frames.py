@@ -9,6 +9,7 @@ Byte-level layouts are in ``docs/wire-format.md``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -16,6 +17,9 @@ import attrs
 
 from .errors import DecodeError, FrameError
 from .varint import MAX_VARINT, decode_varint, encode_varint
+
+_U32 = struct.Struct(">I").unpack_from
+_U64 = struct.Struct(">Q").unpack_from
 
 Buffer = bytes | bytearray | memoryview
 
@@ -193,6 +197,8 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
         out.append(offset)
     elif 0x4000 <= offset < 0x4000_0000:  # a transfer's usual offsets, 16 KiB to 1 GiB
         out += (offset | 0x8000_0000).to_bytes(4, "big")
+    elif 0x4000_0000 <= offset <= MAX_VARINT:  # and past 1 GiB
+        out += (offset | 0xC000_0000_0000_0000).to_bytes(8, "big")
     else:
         out += encode_varint(offset)
     length = len(data)
@@ -300,22 +306,25 @@ def decode_stream_fields(buf: memoryview, pos: int) -> tuple[int, int, memoryvie
         else:
             stream_id, pos = decode_varint(buf, pos)
         first = buf[pos]
-        if first >= 0xC0 or (first < 0x80 and first >= 0x40):
-            offset, pos = decode_varint(buf, pos)
+        if first >= 0x80:  # offsets from 16 KiB (4 bytes) and from 1 GiB (8): one unpack
+            if first < 0xC0:
+                offset = _U32(buf, pos)[0] & 0x3FFF_FFFF
+                pos += 4
+            else:
+                offset = _U64(buf, pos)[0] & MAX_VARINT
+                pos += 8
         elif first < 0x40:
             offset = first
             pos += 1
         else:
-            offset = ((first & 0x3F) << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | \
-                buf[pos + 3]
-            pos += 4
+            offset, pos = decode_varint(buf, pos)
         first = buf[pos]
         if 0x40 <= first < 0x80:
             length = ((first & 0x3F) << 8) | buf[pos + 1]
             pos += 2
         else:
             length, pos = decode_varint(buf, pos)
-    except IndexError:
+    except (IndexError, struct.error):
         raise DecodeError("truncated varint in a STREAM frame header") from None
     end = pos + length
     if end > len(buf):
