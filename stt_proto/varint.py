@@ -16,7 +16,6 @@ _U32 = struct.Struct(">I").unpack_from
 _U64 = struct.Struct(">Q").unpack_from
 
 
-
 def varint_size(value: int) -> int:
     """Bytes needed to encode ``value``."""
     if value < 0x40:
