@@ -156,8 +156,62 @@ def test_bbr_models_bandwidth_and_ignores_random_loss() -> None:
     before = cc.cwnd
     cc.on_loss([SentPacket(999, 1.0, 1200, True, True, [])], rtt, 1.0)
     assert cc.cwnd == before
-    assert cc.cwnd <= 2 * 1_000_000 * 0.05 + 3 * 1200
+    # twice the BDP, the 3-packet allowance, and one ACK's worth: each round is acknowledged
+    # by one ACK, all at once, which is as aggregated as ACKs get
+    assert cc.cwnd <= 2 * 1_000_000 * 0.05 + 3 * 1200 + 12_000
     assert cc.pacing_rate(rtt) == pytest.approx(cc.pacing_gain * 1_000_000)
+
+
+def _ack_at_bandwidth(cc: Bbr, rtt: RttEstimator, batch: int, acks: int, now: float = 0.0,
+                      delivered: int = 0) -> tuple[float, int]:
+    """``acks`` ACKs arriving at 1 MB/s on a 50 ms path, each for ``batch`` 1,200-byte
+    packets: the same bandwidth, as smooth (batch 1) or as bursty as asked."""
+    for _ in range(acks):
+        size = batch * 1200
+        now += size / 1_000_000
+        packets = [SentPacket(i, now - 0.05, 1200, True, True, []) for i in range(batch)]
+        prior = max(0, delivered - 50_000)  # a round trip's worth of data was in flight
+        delivered += size
+        cc.on_ack(packets, RateSample(1_000_000, False, 0.05, delivered, prior), rtt, 30_000,
+                  now)
+    return now, delivered
+
+
+CAP = 2 * 50_000 + 3 * 1200  # twice the bandwidth-delay product, plus 3 packets
+
+
+def test_bbr_smooth_acks_add_at_most_one_ack_to_the_window() -> None:
+    rtt = RttEstimator()
+    rtt.update(0.05)
+    cc = Bbr(1200)
+    _ack_at_bandwidth(cc, rtt, 1, 3000)
+    assert cc.filled_pipe and cc.btl_bw == 1_000_000
+    assert CAP <= cc.cwnd <= CAP + 1200
+
+
+def test_bbr_widens_the_window_by_the_ack_bursts_then_narrows_it_again() -> None:
+    """A receiver that answers every 10 packets at once: the window grows by that burst, so
+    the sender does not stall while the ACK is held back; when ACKs turn smooth for more
+    than the filter's 10 rounds, the window shrinks back."""
+    rtt = RttEstimator()
+    rtt.update(0.05)
+    cc = Bbr(1200)
+    now, delivered = _ack_at_bandwidth(cc, rtt, 10, 300)
+    assert cc.filled_pipe and cc.btl_bw == 1_000_000
+    assert abs(cc.cwnd - (CAP + 12_000)) <= 1
+    # A pause (ACKs that fall behind the bandwidth end an aggregation epoch), then smooth
+    # ACKs: 600 x 1,200 B, 14 round trips
+    _ack_at_bandwidth(cc, rtt, 1, 600, now + 0.05, delivered)
+    assert CAP <= cc.cwnd <= CAP + 1200
+
+
+def test_bbr_ack_burst_allowance_is_capped_at_100_ms_of_bandwidth() -> None:
+    rtt = RttEstimator()
+    rtt.update(0.05)
+    cc = Bbr(1200)
+    _ack_at_bandwidth(cc, rtt, 1, 3000)
+    _ack_at_bandwidth(cc, rtt, 400, 20, 3.6, 3_600_000)  # 480 KB at once, every 0.48 s
+    assert cc.cwnd == CAP + 100_000
 
 
 def test_controller_selection() -> None:

@@ -5,6 +5,11 @@ trips) and the minimum RTT (over ten seconds), paces at ``gain x bandwidth`` and
 flight at twice the bandwidth-delay product. Random loss does not shrink the model, so unlike
 Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
 one base RTT.
+
+ACKs that arrive in bursts (a receiver that drains a batch of datagrams before it answers, GRO,
+Wi-Fi aggregation) acknowledge more data at once than the bandwidth explains. As Linux's BBR
+does, the cap is raised by the largest such excess seen over the last 5-10 round trips, so the
+sender keeps sending while the peer works through a batch instead of stalling on the window.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ MIN_RTT_WINDOW = 10.0
 PROBE_RTT_DURATION = 0.2
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
+EXTRA_ACKED_WINDOW_ROUNDS = 5  # each of the two slots of the excess-acked maximum
+EXTRA_ACKED_MAX_TIME = 0.1  # the excess allowed is at most this many seconds at the bandwidth
 
 
 class Mode(Enum):
@@ -61,6 +68,13 @@ class Bbr(CongestionController):
         self._probe_rtt_done: float | None = None
         self._prior_cwnd = self.cwnd
         self._probe_rtt_min = float("inf")
+        # ACK aggregation: an epoch of ACKs arriving faster than btl_bw, and the largest excess
+        # in each of two slots of EXTRA_ACKED_WINDOW_ROUNDS round trips (the newer one filling)
+        self._epoch_start = 0.0
+        self._epoch_acked = 0
+        self._extra_acked = [0, 0]
+        self._extra_slot = 0
+        self._extra_rounds = 0
 
     # -- model ------------------------------------------------------------------------------------
 
@@ -88,6 +102,32 @@ class Bbr(CongestionController):
         samples.append((self.round_count, rate.delivery_rate))
         self.btl_bw = max(bw for _, bw in samples)
 
+    def _update_ack_aggregation(self, acked_bytes: int, now: float) -> None:
+        """How much more this ACK epoch acknowledged than ``btl_bw`` would deliver in it."""
+        extra = self._extra_acked
+        if self._round_start:
+            self._extra_rounds += 1
+            if self._extra_rounds >= EXTRA_ACKED_WINDOW_ROUNDS:
+                self._extra_rounds = 0
+                self._extra_slot ^= 1
+                extra[self._extra_slot] = 0
+        expected = self.btl_bw * (now - self._epoch_start)
+        if self._epoch_acked <= expected:
+            # ACKs are no faster than the bandwidth: start a new epoch here
+            self._epoch_acked = 0
+            self._epoch_start = now
+            expected = 0.0
+        self._epoch_acked += acked_bytes
+        excess = min(int(self._epoch_acked - expected), self.cwnd)
+        if excess > extra[self._extra_slot]:
+            extra[self._extra_slot] = excess
+
+    def _aggregation_allowance(self) -> int:
+        """Extra window for bursty ACKs, once the bandwidth is known (after startup)."""
+        if not self.filled_pipe:
+            return 0
+        return min(max(self._extra_acked), int(self.btl_bw * EXTRA_ACKED_MAX_TIME))
+
     def _check_full_pipe(self, rate: RateSample) -> None:
         if self.filled_pipe or not self._round_start:
             return
@@ -107,8 +147,10 @@ class Bbr(CongestionController):
                bytes_in_flight: int, now: float) -> None:
         if rate is None:
             return
+        acked_bytes = sum(p.size for p in acked)
         self._update_round(rate)
         self._update_bw(rate)
+        self._update_ack_aggregation(acked_bytes, now)
         self._check_full_pipe(rate)
         if rate.rtt > 0:
             if rate.rtt <= self.min_rtt:
@@ -119,7 +161,7 @@ class Bbr(CongestionController):
             if self.mode is PROBE_RTT:
                 self._probe_rtt_min = min(self._probe_rtt_min, rate.rtt)
         self._update_mode(bytes_in_flight, now)
-        self._update_cwnd(sum(p.size for p in acked))
+        self._update_cwnd(acked_bytes)
 
     def _update_mode(self, bytes_in_flight: int, now: float) -> None:
         if self.mode is STARTUP and self.filled_pipe:
@@ -165,7 +207,7 @@ class Bbr(CongestionController):
         if self.mode is PROBE_RTT:
             self.cwnd = 4 * self.max_datagram
             return
-        target = self._bdp(self.cwnd_gain)
+        target = self._bdp(self.cwnd_gain) + self._aggregation_allowance()
         if self.filled_pipe:
             self.cwnd = min(self.cwnd + acked_bytes, target)
         elif self.cwnd < target or self.btl_bw == 0:
