@@ -74,6 +74,25 @@ def goodput(runtimes: list[str], seconds: float, repeats: int) -> list[dict[str,
     return rows
 
 
+def goodput_remote(runtime: str, seconds: float, repeats: int) -> list[dict[str, Any]]:
+    """Per frame size, with the receiver in another process: the raw UDP+AEAD blast and STT,
+    each timed by its receiver; medians of ``repeats`` runs taken in turn."""
+    rows = []
+    for size in SIZES:
+        settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
+                    "max_frame_size": size, "udp_offload": False}
+        runs: dict[str, list[float]] = {"raw": [], "stt": []}
+        for _ in range(repeats):
+            for kind, samples in runs.items():
+                samples.append(run_on(runtime, "remote_goodput", kind, settings, seconds))
+        row: dict[str, Any] = {"runtime": runtime, "frame": size}
+        for key, samples in runs.items():
+            row[key] = median(samples)
+            row[f"{key}_runs"] = samples
+        rows.append(row)
+    return rows
+
+
 def _ratio(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     return "n/a" if value is None else f"{row['stt'] / value:.2f}"
@@ -138,9 +157,18 @@ def main(argv: list[str] | None = None) -> int:
                           f"{row['stt_offload'] / 1e6:,.0f} MB/s, "
                           f"{row['stt_offload'] / row['stt']:.2f} x without offload, "
                           f"{row['stt_offload'] / row['raw']:.2f} x raw UDP+AEAD")
+    main_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
+    results["goodput_remote"] = remote = goodput_remote(main_runtime, seconds, repeats)
+    table = Table(title=f"Goodput with the receiver in another process ({main_runtime}, no "
+                        f"UDP offload, median of {repeats} runs of {seconds:g} s)")
+    for column in ("frame B", "raw UDP+AEAD MB/s", "STT MB/s", "STT/raw"):
+        table.add_column(column, justify="right")
+    for row in remote:
+        table.add_row(str(row["frame"]), f"{row['raw'] / 1e6:,.0f}", f"{row['stt'] / 1e6:,.0f}",
+                      _ratio(row, "raw"))
+    console.print(table)
     core = results["core"] = {size: run_on("asyncio", "core_goodput", size, seconds)
                               for size in (1200, 65000)}
-    main_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
     raw_of = {r["frame"]: r["raw"] for r in rows if r["runtime"] == main_runtime}
     console.print("The protocol core alone (two endpoints in memory, no sockets, no loop): "
                   + ", ".join(f"{size} B {rate / 1e6:,.0f} MB/s = {rate / raw_of[size]:.2f} x "

@@ -32,6 +32,14 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
         if mine and "tcp_tls" in mine[0]:
             ax.axhline(mine[0]["tcp_tls"] / 1e6, linestyle=":", linewidth=1,
                        label=f"TCP+TLS 1.3 ({runtime})")
+    remote = sorted(results.get("goodput_remote", []), key=lambda r: r["frame"])
+    if remote:
+        where = f"{remote[0]['runtime']}, receiver in another process"
+        frames = [r["frame"] for r in remote]
+        ax.plot(frames, [r["stt"] / 1e6 for r in remote], marker="s", linewidth=2,
+                label=f"STT ({where})")
+        ax.plot(frames, [r["raw"] / 1e6 for r in remote], linestyle="--", marker="s",
+                label=f"raw UDP+AEAD ({where})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")  # 1,200-byte figures are tens of MB/s, 64 KB ones thousands
     ax.set_xlabel("frame size (bytes)")

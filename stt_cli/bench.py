@@ -56,12 +56,13 @@ def udp_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def make_sealer(frame_size: int) -> tuple[Callable[[int], bytes],
-                                          Callable[[bytearray, int], int]]:
+def make_sealer(frame_size: int, key_bytes: bytes | None = None
+                ) -> tuple[Callable[[int], bytes], Callable[[bytearray, int], int]]:
     """The raw baseline's datagram codec: a 20-byte header (8-byte counter) authenticated as
     associated data and the payload sealed with AES-256-GCM, STT's default AEAD, so a datagram is
-    ``frame_size`` bytes on the wire like STT's. ``open_`` returns the payload size."""
-    key = AESGCM(os.urandom(32))
+    ``frame_size`` bytes on the wire like STT's. ``open_`` returns the payload size. Two
+    processes pass the same ``key_bytes``."""
+    key = AESGCM(key_bytes or os.urandom(32))
     payload = os.urandom(frame_size - 16 - 20)
     pad = bytes(12)
 

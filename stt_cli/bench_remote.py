@@ -1,20 +1,25 @@
-"""Ping-pong with the echo server in another process, on the same runtime: the round trip a
-deployment sees (two processes, a kernel wakeup each way), for raw UDP and for STT alike.
+"""Benchmarks with the far end in another process on the same runtime, for raw UDP and for STT
+alike: what a deployment sees, where each end has its own process (and, here, its own core).
 
-``stt_cli.bench``'s in-process ping-pong serves both ends from one loop iteration, so its raw
-baseline never waits for a wakeup; this one does, like any real peer.
+* ping-pong: the echo server in the other process, a kernel wakeup each way. ``stt_cli.bench``'s
+  in-process ping-pong serves both ends from one loop iteration, so its raw baseline never
+  waits for a wakeup; this one does, like any real peer.
+* goodput: the receiver in the other process. It counts what it receives (the raw AEAD
+  blast's opened payload, or STT's messages) and reports the bytes after its first arrival
+  over the time from the first to the last, so both are timed the same way at the same end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import time
 from typing import Any
 
 from stt_asyncio import STTNode
 
-from .bench import udp_pair
+from .bench import MiB, make_sealer, udp_pair
 
 START_TIMEOUT = 60.0
 
@@ -121,3 +126,133 @@ async def _stt_client(address: Any, node_id: bytes, settings: dict[str, Any],
             times.append(time.perf_counter() - start)
         await session.close()
         return times
+
+
+class _Meter:
+    """Bytes received after the first arrival, and the span from the first to the last."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.first: float | None = None
+        self.last = 0.0
+
+    def note(self, count: int) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now  # the start of the span: its own bytes arrived before it
+        else:
+            self.bytes += count
+        self.last = now
+
+    def rate(self) -> float:
+        span = self.last - (self.first or self.last)
+        return self.bytes / span if span > 0 else 0.0
+
+
+def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: int,
+                 key: bytes, ready: Any, control: Any) -> None:
+    """A process that receives until it is terminated, and answers every message on
+    ``control`` with its receive rate so far: raw sealed datagrams or one STT stream."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        meter = _Meter()
+
+        def report() -> None:
+            control.recv()
+            control.send(meter.rate())
+
+        loop.add_reader(control.fileno(), report)
+        if kind == "raw":
+            sock, spare = udp_pair()
+            spare.close()
+            _, open_ = make_sealer(frame_size, key)
+            buffer = bytearray(65536)
+
+            def readable() -> None:
+                while True:
+                    try:
+                        size = sock.recv_into(buffer)
+                    except BlockingIOError:
+                        return
+                    meter.note(open_(buffer, size))
+
+            loop.add_reader(sock.fileno(), readable)
+            ready.put((sock.getsockname(), b""))
+            await asyncio.Event().wait()
+        async with STTNode(**settings) as node:
+            ready.put((node.address, node.node_id))
+            session = await node.accept()
+            stream = await session.accept_stream()
+            async for message in stream:  # to the sender's FIN
+                meter.note(len(message))
+            await asyncio.Event().wait()
+
+    _run(runtime, main())
+
+
+async def remote_goodput(kind: str, settings: dict[str, Any], seconds: float) -> float:
+    """Bytes/s that a receiver in another process takes in while this one sends for
+    ``seconds``: ``kind`` "raw" (the AEAD blast of ``stt_cli.bench``) or "stt" (one stream
+    of 1 MiB messages); frames of ``settings["max_frame_size"]`` bytes either way."""
+    loop = asyncio.get_running_loop()
+    runtime = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    control, child_control = context.Pipe()
+    key = os.urandom(32)
+    frame_size = settings["max_frame_size"]
+    server = context.Process(target=_sink_server, daemon=True,
+                             args=(runtime, kind, settings, frame_size, key, ready,
+                                   child_control))
+    server.start()
+    try:
+        address, node_id = await loop.run_in_executor(None, ready.get, True, START_TIMEOUT)
+        if kind == "raw":
+            await _raw_source(tuple(address), frame_size, key, seconds)
+        else:
+            await _stt_source(tuple(address), node_id, settings, seconds)
+        await asyncio.sleep(0.1)  # what is still in flight lands
+        control.send("report")
+        if not await loop.run_in_executor(None, control.poll, START_TIMEOUT):
+            raise TimeoutError("the receiving process did not report")
+        rate: float = control.recv()
+        return rate
+    finally:
+        server.terminate()
+        server.join(5)
+
+
+async def _raw_source(address: Any, frame_size: int, key: bytes, seconds: float) -> None:
+    """The sending half of ``stt_cli.bench.raw_aead_blast``."""
+    loop = asyncio.get_running_loop()
+    sock, spare = udp_pair()
+    spare.close()
+    seal, _ = make_sealer(frame_size, key)
+    counter = 0
+    done = loop.time() + seconds
+    try:
+        while loop.time() < done:
+            for _ in range(64):
+                try:
+                    sock.sendto(seal(counter), address)
+                except BlockingIOError:
+                    break
+                counter += 1
+            await asyncio.sleep(0)
+    finally:
+        sock.close()
+
+
+async def _stt_source(address: Any, node_id: bytes, settings: dict[str, Any],
+                      seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    async with STTNode(**settings) as client:
+        session = await client.connect(address, node_id, timeout=20)
+        stream = session.open_stream()
+        message = os.urandom(MiB)
+        done = loop.time() + seconds
+        while loop.time() < done:
+            await stream.send(message)
+        await stream.close()
+        await stream.flush()

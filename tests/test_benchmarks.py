@@ -33,6 +33,14 @@ def test_remote_ping_pong_measures_round_trips(kind: str) -> None:
     assert len(times) == 20 and all(0 < t < 5 for t in times)
 
 
+@pytest.mark.parametrize("kind", ["raw", "stt"])
+def test_remote_goodput_is_timed_by_the_receiving_process(kind: str) -> None:
+    settings = {"max_frame_size": 16384, "udp_offload": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert run_on("asyncio", "remote_goodput", kind, settings, 0.3) > 1e6
+
+
 def test_core_goodput_moves_messages_without_sockets() -> None:
     assert run_on("asyncio", "core_goodput", 1200, 0.2) > 1e6
 
