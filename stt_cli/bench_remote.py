@@ -15,6 +15,7 @@ import asyncio
 import multiprocessing
 import os
 import time
+import warnings
 from typing import Any
 
 from stt_asyncio import STTNode
@@ -153,6 +154,8 @@ def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: 
                  key: bytes, ready: Any, control: Any) -> None:
     """A process that receives until it is terminated, and answers every message on
     ``control`` with its receive rate so far: raw sealed datagrams or one STT stream."""
+
+    warnings.simplefilter("ignore", RuntimeWarning)  # small kernel buffers: the parent warns
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
