@@ -20,7 +20,7 @@ from typing import Any
 
 from stt_asyncio import STTNode
 
-from .bench import MiB, make_sealer, udp_pair
+from .bench import MiB, blast, make_sealer, udp_pair
 
 START_TIMEOUT = 60.0
 
@@ -228,21 +228,11 @@ async def remote_goodput(kind: str, settings: dict[str, Any], seconds: float) ->
 
 async def _raw_source(address: Any, frame_size: int, key: bytes, seconds: float) -> None:
     """The sending half of ``stt_cli.bench.raw_aead_blast``."""
-    loop = asyncio.get_running_loop()
     sock, spare = udp_pair()
     spare.close()
     seal, _ = make_sealer(frame_size, key)
-    counter = 0
-    done = loop.time() + seconds
     try:
-        while loop.time() < done:
-            for _ in range(64):
-                try:
-                    sock.sendto(seal(counter), address)
-                except BlockingIOError:
-                    break
-                counter += 1
-            await asyncio.sleep(0)
+        await blast(sock, seal, address, asyncio.get_running_loop().time() + seconds)
     finally:
         sock.close()
 
