@@ -347,13 +347,15 @@ class STTNode:
             self._granted = granted
 
     async def _drive_websocket(self, endpoint: Endpoint) -> None:
+        timers = True
         while not self._closed:
-            self._service()
+            self._service(timers)
             deadline = endpoint.get_timer()
             with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._wait_scope = scope
                 await anyio.sleep_forever()
             self._wait_scope = None
+            timers = self._now() >= scope.deadline
 
     async def _drive(self) -> None:
         sock, endpoint = self._sock, self._endpoint
@@ -362,17 +364,21 @@ class STTNode:
             return
         if sock is None or endpoint is None:
             return
+        timers = True
         while not self._closed:
-            self._service()
+            self._service(timers)
+            timers = False
             if self._out:
                 await anyio.wait_writable(sock)
                 self._send()
+                timers = True  # a full socket can hold the driver here past a deadline
                 continue
             deadline = endpoint.get_timer()
             with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._wait_scope = scope
                 await anyio.wait_readable(sock)
             self._wait_scope = None
+            timers = self._now() >= scope.deadline  # (_send_now may have moved it earlier)
             self._drain()
 
     def _drain(self) -> None:
@@ -381,14 +387,18 @@ class STTNode:
             return
         udp.drain(endpoint.receive_datagram, self._now())
 
-    def _service(self) -> None:
+    def _service(self, timers: bool = False) -> None:
+        """Send what the endpoint has ready and hand out its events. Due deadlines run only
+        when the driver's wait reached its deadline (``timers``): input and API calls never
+        move a deadline to the past (see ``stt_asyncio.node.STTNode._service``)."""
         endpoint = self._endpoint
         if endpoint is None:
             return
         now = self._now()
-        timer = endpoint.get_timer()
-        if timer is not None and timer <= now:
-            endpoint.handle_timer(now)
+        if timers:
+            timer = endpoint.get_timer()
+            if timer is not None and timer <= now:
+                endpoint.handle_timer(now)
         while not self._out:  # bounded batches, each sent before the next is sealed
             batch = endpoint.datagrams_to_send(now, SEND_BATCH)
             if not batch:

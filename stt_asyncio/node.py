@@ -327,7 +327,12 @@ class STTNode:
         if granted is not None:
             self._granted = granted
 
-    def _service(self) -> None:
+    def _service(self, timers: bool = False) -> None:
+        """Send what the endpoint has ready, hand out its events and re-arm the timer. Only
+        the timer's own call (``timers``) runs due deadlines: the armed timer is never later
+        than the endpoint's deadline, and input or an API call never moves a deadline to the
+        past (an ACK owed at once is built by the poll itself), so the other calls would only
+        pay a second deadline query to find nothing due."""
         self._kicked = False
         endpoint = self._endpoint
         if endpoint is None:
@@ -335,9 +340,10 @@ class STTNode:
         if self._ws is None and (self._sock is None or self._sock.fileno() < 0):
             return
         now = self._now()
-        timer = endpoint.get_timer()
-        if timer is not None and timer <= now:
-            endpoint.handle_timer(now)
+        if timers:
+            timer = endpoint.get_timer()
+            if timer is not None and timer <= now:
+                endpoint.handle_timer(now)
         while not self._out:  # bounded batches, each sent before the next is sealed
             batch = endpoint.datagrams_to_send(now, SEND_BATCH)
             if not batch:
@@ -391,7 +397,7 @@ class STTNode:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._service()
+        self._service(timers=True)
 
     def _dispatch(self, endpoint: Endpoint) -> None:
         dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
