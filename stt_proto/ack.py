@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from .frames import MAX_ACK_RANGES, AckFrame
+from .frames import MAX_ACK_RANGES, FrameType, encode_ack
+from .varint import encode_varint
 
 MAX_ACK_DELAY = 0.025  # seconds an acknowledgement may be held back
 ACK_ELICITING_THRESHOLD = 2  # acknowledge at once after this many ack-eliciting packets
+_ACK_TYPE = encode_varint(FrameType.ACK)
+_NO_MORE_RANGES = encode_varint(0)  # the range count after the first
 
 
 class AckTracker:
@@ -71,15 +74,20 @@ class AckTracker:
     def ack_due(self, now: float) -> bool:
         return self.ack_deadline is not None and now >= self.ack_deadline
 
-    def build(self, now: float) -> AckFrame | None:
-        """The ACK frame to send now (and reset the pending count), or None if nothing was seen."""
-        if not self.ranges:
-            return None
+    def encode(self, now: float) -> bytes:
+        """The encoded ACK frame to send now (and reset the pending count), or b"" if nothing
+        was seen. Bytes, not an :class:`AckFrame`: one goes into nearly every packet of a
+        dialogue, and the usual single range encodes in one join."""
+        ranges = self.ranges
+        if not ranges:
+            return b""
         self.ack_deadline = None
         self._pending_eliciting = 0
         delay_us = max(0, int((now - self._largest_time) * 1_000_000))
-        ranges = self.ranges
         if len(ranges) == 1:  # the usual case: everything so far, or since the last gap
             (lo, hi), = ranges
-            return AckFrame(((lo, hi),), delay_us)
-        return AckFrame(tuple((lo, hi) for lo, hi in ranges), delay_us)
+            v = encode_varint
+            return b"".join((_ACK_TYPE, v(hi), v(delay_us), _NO_MORE_RANGES, v(hi - lo)))
+        out = bytearray()
+        encode_ack(out, tuple((lo, hi) for lo, hi in ranges), delay_us)
+        return bytes(out)

@@ -173,10 +173,10 @@ class DataPlane:
 
     def build(self, now: float, head: list[Frame],
               seal: Callable[[bytearray], tuple[bytes, int]],
-              limit: int | None = None) -> list[bytes]:
-        """Assemble packets: ``head`` frames first (session control), then datagrams and stream
-        data as congestion control and pacing allow, at most ``limit`` of them (``more`` then
-        says whether the session stopped short)."""
+              limit: int | None = None, ack: bytes = b"") -> list[bytes]:
+        """Assemble packets: ``ack`` (an encoded ACK frame) and ``head`` frames first (session
+        control), then datagrams and stream data as congestion control and pacing allow, at
+        most ``limit`` of them (``more`` then says whether the session stopped short)."""
         out: list[bytes] = []
         self.more = False
         space = self.max_datagram - PACKET_OVERHEAD
@@ -187,18 +187,19 @@ class DataPlane:
             self.pacer.next_send = now
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
-        if not head and not self.probes and not self._datagrams and \
+        if not ack and not head and not self.probes and not self._datagrams and \
                 not self.streams.has_pending():
             return out  # the poll after a packet that needs no answer yet: nothing to build
         while True:
-            if not head and not self.probes and not self._datagrams:
+            if not ack and not head and not self.probes and not self._datagrams:
                 source = self.streams.bulk_source(space)
                 if source is not None and self._build_bulk(source, now, seal, out, limit):
                     break
                 if limit is not None and len(out) >= limit:
                     self.more = True  # the run ended exactly at the limit
                     break
-            payload = bytearray()
+            payload = bytearray(ack)
+            ack = b""
             eliciting = False
             if head:
                 for frame in head:

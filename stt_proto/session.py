@@ -690,12 +690,11 @@ class Session(SessionStreams):
             self._ping_pending = False
             self.counters.pings_sent += 1
         acks = self._acks
+        ack = b""
         if acks.ack_due(now) or (acks.ack_deadline is not None
                                  and (head or self.data.streams.has_pending())):
-            ack = acks.build(now)
-            if ack is not None:
-                head.insert(0, ack)
-        return self.data.build(now, head, self._seal, limit)
+            ack = acks.encode(now)
+        return self.data.build(now, head, self._seal, limit, ack)
 
     def _seal(self, payload: bytearray) -> tuple[bytes, int]:
         keys = self._send_keys
