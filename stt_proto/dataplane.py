@@ -99,9 +99,12 @@ class DataPlane:
 
     def _apply(self, result: AckResult, now: float) -> None:
         streams = self.streams
-        if result.acked:
-            streams.on_items_acked([item for packet in result.acked for item in packet.items])
-            self.cc.on_ack(result.acked, result.rate, self.rtt, self.recovery.bytes_in_flight,
+        acked = result.acked
+        if acked:
+            # one packet, a dialogue's usual ACK: its items as they are, without a copy
+            streams.on_items_acked(acked[0].items if len(acked) == 1 else
+                                   [item for packet in acked for item in packet.items])
+            self.cc.on_ack(acked, result.rate, self.rtt, self.recovery.bytes_in_flight,
                            now)
             streams.send_buffer_floor = 2 * self.cc.cwnd
             if result.rate is not None and not result.rate.app_limited:

@@ -176,6 +176,9 @@ class LossRecovery:
 
     def _detect_lost(self, now: float) -> tuple[list[SentPacket], bool]:
         self.loss_time = None
+        sent = self.sent
+        if not sent or next(iter(sent)) > self.largest_acked:
+            return [], False  # nothing older than the largest acknowledged is outstanding
         rtt = self.rtt
         loss_delay = max(TIME_THRESHOLD * max(rtt.latest, rtt.smoothed), TIMER_GRANULARITY)
         lost: list[SentPacket] = []

@@ -243,16 +243,22 @@ class RecvSide:
             before = self._highest
             if end > before:
                 self._highest = end
-            if self._parts is _EMPTY:
-                self._parts = deque()
-            if type(data) is memoryview and len(data) * 2 < len(data.obj):  # type: ignore[arg-type]
-                data = bytes(data)  # see _compact
-            self._parts.append(data)
+            parts = self._parts
+            if parts is _EMPTY:
+                parts = self._parts = deque()
+            parts.append(data)
             self._parts_bytes += end - offset
             self.read_offset = end
             head = self._head
             if head is None or self._parts_bytes >= head:
                 self._cut_messages()
+                parts = self._parts
+            # Compacted after cutting (see _compact): only what is left of this packet, the
+            # last part if any, can pin it, and a small message cut whole is copied once.
+            if parts:
+                last = parts[-1]
+                if type(last) is memoryview and len(last) * 2 < len(last.obj):  # type: ignore[arg-type]
+                    parts[-1] = bytes(last)
             return self._highest - before
         if self.final_size is not None and end > self.final_size:
             raise ProtocolViolation("stream data past its final size")
@@ -334,7 +340,8 @@ class RecvSide:
                 if not parts:
                     return
                 first = parts[0]
-                prefix = first if len(first) >= 8 else b"".join(list(parts)[:8])
+                size = len(first)
+                prefix = first if size >= 8 or len(parts) == 1 else b"".join(list(parts)[:8])
                 try:
                     length, header = decode_varint(prefix, 0)
                 except DecodeError:
@@ -344,6 +351,24 @@ class RecvSide:
                                             f"max_message_size {self.max_message}")
                 if header != varint_size(length):
                     raise ProtocolViolation("message length prefix is not minimally encoded")
+                end = header + length
+                if size >= end:
+                    # The whole message in the first part, a small message's usual case: one
+                    # copy of its body, without taking the prefix off first.
+                    if size == end:
+                        parts.popleft()
+                        if not parts:
+                            self._parts = _EMPTY
+                    else:
+                        parts[0] = memoryview(first)[end:]
+                    self._parts_bytes -= end
+                    if self.messages is _EMPTY:
+                        self.messages = deque()
+                    self.messages.append(bytes(first[header:end]))
+                    self.unread_bytes += end
+                    self.message_bytes += length
+                    self.messages_cut += 1
+                    continue
                 self._consume(header)
                 self._head = length
             if self._parts_bytes < length:

@@ -393,9 +393,11 @@ class StreamManager:
     # -- forgetting finished streams --------------------------------------------------------------
 
     def _maybe_forget(self, stream: Stream) -> None:
-        if not (stream.send_done and stream.recv_done):
-            return
+        # The cheap test first: it keeps every stream of ours still open for sending, which
+        # is the usual case on every ACK and every read.
         if stream.local and not stream.app_closed and stream.send.reset_sent is None:
+            return
+        if not (stream.send_done and stream.recv_done):
             return
         del self.streams[stream.stream_id]
         self._drop_ready(stream.stream_id)
@@ -490,7 +492,8 @@ class StreamManager:
                     self._drop_ready(sid)
             if not queue:
                 del self._ready[priority]
-        self._note_blocked()
+        if self.conn_sent >= self.conn_send_max:  # _note_blocked's own first test, inline
+            self._note_blocked()
 
     def bulk_source(self, space: int) -> tuple[Stream, int, int] | None:
         """For a bulk transfer: ``(stream, chunk, count)`` when the session has nothing to send

@@ -105,6 +105,23 @@ def test_small_views_do_not_pin_large_packets() -> None:
     assert all(len(s) == 1 and not isinstance(s, memoryview) for s in recv._segments.values())
 
 
+def test_what_is_left_of_a_packet_after_cutting_does_not_pin_it() -> None:
+    """A whole small message is cut straight from the packet's view; the start of the next
+    message, left over, is copied rather than kept as a view of the big packet."""
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    chunk = encode_varint(2) + b"ab" + encode_varint(5) + b"c"
+    packet = bytearray(60_000)
+    packet[:len(chunk)] = chunk
+    recv.on_data(0, memoryview(bytes(packet))[:len(chunk)], False)
+    assert recv.pop_message() == b"ab"
+    held = list(recv._parts)
+    assert held == [b"c"]  # the next message's prefix is taken already
+    assert all(not isinstance(p, memoryview) for p in held)
+    recv.on_data(len(chunk), b"defg", False)
+    message = recv.pop_message()
+    assert message == b"cdefg" and type(message) is bytes
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_any_mix_of_in_order_reordered_overlapping_and_duplicate_fragments(
