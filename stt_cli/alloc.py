@@ -5,7 +5,10 @@ trim threshold the top of the heap is returned to the kernel after each message 
 in for the next: measured on loopback at 64 KB frames, 25-50 % of the time went to page faults.
 Keeping a pad at the top of the heap (what ``MALLOC_TOP_PAD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from
 the environment) removes that. ``stt bench`` measures its baselines in the same process, so both
-sides of every ratio run under the same allocator settings.
+sides of every ratio run under the same allocator settings. The settings are also exported as
+those two environment variables, which glibc reads at startup, so that processes this one
+spawns (benchmark peers, ``--workers``) run under them too: a receiver in a child process
+without them measured half the goodput at 64 KB frames.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ def tune_heap() -> bool:
         return False  # not glibc (musl, macOS): nothing to tune
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(M_TOP_PAD, TOP_PAD))
+    if not (mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) and mallopt(M_TOP_PAD, TOP_PAD)):
+        return False
+    # for the processes spawned from here on (glibc applies these when it starts)
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = str(TRIM_THRESHOLD)
+    os.environ["MALLOC_TOP_PAD_"] = str(TOP_PAD)
+    return True
 
 
 def trim_heap() -> bool:
