@@ -218,7 +218,10 @@ class DataPlane:
                     encode_frame(DatagramFrame(data), payload)
                     self.datagram_bytes_sent += len(data)
                     eliciting = True
-                self.streams.fill(payload, space, items, now, self.recovery.bytes_in_flight)
+                in_flight = self.recovery.bytes_in_flight
+                streams = self.streams
+                if not streams.write_small(payload, space, items, now, in_flight):
+                    streams.fill(payload, space, items, now, in_flight)
                 if self.probes and not items and not eliciting:
                     encode_frame(PingFrame(), payload)  # a probe must elicit an ACK
                     eliciting = True

@@ -495,6 +495,43 @@ class StreamManager:
         if self.conn_sent >= self.conn_send_max:  # _note_blocked's own first test, inline
             self._note_blocked()
 
+    def write_small(self, payload: bytearray, space: int, items: list[Any], now: float,
+                    in_flight: int) -> bool:
+        """:meth:`fill` for a dialogue's usual packet: no control frame waits and one stream
+        is ready, whose unsent data is all new, carries no FIN and fits in one frame. Writes
+        exactly what :meth:`fill` would and returns True; returns False, having done
+        nothing, in every other case (the caller then calls :meth:`fill`)."""
+        ready = self._ready
+        if self._control or self._max_streams_pending or len(ready) != 1:
+            return False
+        (priority, queue), = ready.items()
+        if len(queue) != 1:
+            return False
+        sid = queue[0]
+        stream = self.streams.get(sid)
+        if stream is None:
+            return False
+        send = stream.send
+        start, stop = send.sent_end, send.buffered_end
+        limit = min(space - len(payload), stream.max_frame_size) - STREAM_FRAME_OVERHEAD
+        if (send.retransmit._stops or send.reset_sent is not None or send.fin_offset is not None
+                or not 0 < stop - start < limit or stop > send.max_data
+                or stop - start > self.conn_send_max - self.conn_sent):
+            return False
+        if not (stream.no_delay or not in_flight or stream.hold_until is None
+                or now >= stream.hold_until):
+            return False  # held for coalescing (_may_send_now): fill() keeps it queued
+        send.sent_end = stop
+        self.conn_sent += stop - start
+        encode_stream_frame(payload, sid, start, send.read(start, stop), False)
+        items.append(("stream", sid, start, stop, False))
+        stream.hold_until = None
+        del ready[priority]
+        self._drop_ready(sid)
+        if self.conn_sent >= self.conn_send_max:
+            self._note_blocked()
+        return True
+
     def bulk_source(self, space: int) -> tuple[Stream, int, int] | None:
         """For a bulk transfer: ``(stream, chunk, count)`` when the session has nothing to send
         but new data of one stream, ``count`` full frames of ``chunk`` bytes of it. Those
