@@ -119,7 +119,9 @@ class UdpIO:
             if count > 1:
                 size = len(data)
                 try:
-                    sock.sendmsg([b"".join([out[i][0] for i in range(count)])],
+                    # the datagrams as the message's buffers: the kernel gathers them,
+                    # so they are not joined (copied) here first
+                    sock.sendmsg([out[i][0] for i in range(count)],
                                  [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))],
                                  0, addr)
                 except (BlockingIOError, InterruptedError):

@@ -72,3 +72,22 @@ def test_quick_suite_runs(tmp_path: object) -> None:
     out = Path(str(tmp_path)) / "r.json"
     assert main(["--quick", "--json", str(out)]) == 0
     assert out.exists()
+
+
+def test_offload_table_compares_with_its_own_run_and_aioquic() -> None:
+    from rich.console import Console
+
+    from benchmarks.__main__ import offload_table
+
+    rows = [
+        {"runtime": "asyncio", "frame": 4096, "raw": 600e6, "stt": 270e6,
+         "stt_offload": 360e6, "aioquic": 60e6},
+        {"runtime": "trio", "frame": 4096, "raw": 580e6, "stt": 240e6, "stt_offload": 330e6},
+        {"runtime": "asyncio", "frame": 65000, "raw": 4e9, "stt": 2e9},  # no offload row
+    ]
+    console = Console(width=200, record=True)
+    console.print(offload_table(rows, 3, 2.0))
+    text = console.export_text()
+    assert "1.33" in text and "0.60" in text and "6.0" in text  # gain, with/raw, /aioquic
+    assert "n/a" in text  # trio has no aioquic baseline
+    assert "65000" not in text

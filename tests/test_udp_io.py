@@ -93,7 +93,7 @@ class FakeSocket:
             raise OSError(self.refuse, os.strerror(self.refuse))
         self.gso_calls += 1
         size = int.from_bytes(ancillary[0][2], sys.byteorder)
-        data = buffers[0]
+        data = b"".join(buffers)  # the kernel gathers the buffers, then segments them
         self.sent += [data[i:i + size] for i in range(0, len(data), size)]
         return len(data)
 
