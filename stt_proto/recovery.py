@@ -123,6 +123,16 @@ class LossRecovery:
         if largest >= next_pn:
             raise ProtocolViolation(f"ACK for packet {largest}, which was never sent")
         sent = self.sent
+        if len(sent) == 1 and len(ranges) == 1:  # a dialogue: one packet out, acknowledged?
+            pn = next(iter(sent))
+            if ranges[0][0] <= pn <= largest:
+                return self._ack_sole(sent.pop(pn), ack_delay, now)
+        return self._ack_ranges(ranges, ack_delay, now)
+
+    def _ack_ranges(self, ranges: tuple[tuple[int, int], ...], ack_delay: int,
+                    now: float) -> AckResult:
+        """:meth:`on_ack`'s general case: any ranges, any packets outstanding."""
+        sent = self.sent
         acked: list[SentPacket] = []  # ascending packet numbers, so ascending send times
         if sent:
             first_outstanding = next(iter(sent))
@@ -157,6 +167,24 @@ class LossRecovery:
         self.pto_count = 0
         lost, persistent = self._detect_lost(now)
         return AckResult(acked, lost, rate, persistent, newly)
+
+    def _ack_sole(self, packet: SentPacket, ack_delay: int, now: float) -> AckResult:
+        """:meth:`on_ack` when the ACK covers the one packet outstanding (a dialogue's usual
+        ACK): the same outcome without the general loops. Nothing older is left, so nothing
+        can be lost and no loss timer remains."""
+        size = packet.size
+        if packet.in_flight:
+            self.bytes_in_flight -= size
+        if packet.ack_eliciting:
+            self.eliciting_in_flight -= 1
+        if packet.pn > self.largest_acked:
+            self.largest_acked = packet.pn
+            if packet.ack_eliciting:
+                self.rtt.update(now - packet.time_sent, ack_delay / 1e6, MAX_ACK_DELAY)
+        rate = self._rate_sample(packet, size, now)
+        self.pto_count = 0
+        self.loss_time = None
+        return AckResult([packet], [], rate, False, size)
 
     def _rate_sample(self, newest: SentPacket, newly: int, now: float) -> RateSample | None:
         """``newest``: the last-sent packet of those just acknowledged; ``newly``: their bytes."""
