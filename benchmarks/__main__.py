@@ -24,7 +24,8 @@ from stt_cli.bench_aioquic import available as aioquic_available
 SIZES = (1200, 4096, 16384, 65000)
 # also measured with GSO/GRO (the default); a 65,000-byte datagram cannot be segmented
 OFFLOAD_SIZES = (1200, 4096, 16384)
-console = Console()
+# wide enough for the tables when the output goes to a file or a CI log (rich assumes 80)
+console = Console() if sys.stdout.isatty() else Console(width=132)
 
 
 def available_runtimes() -> list[str]:
