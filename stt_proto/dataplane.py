@@ -175,7 +175,7 @@ class DataPlane:
         return bool(self._datagrams) or self.streams.has_pending()
 
     def build(self, now: float, head: list[Frame],
-              seal: Callable[[bytearray], tuple[bytes, int]],
+              seal: Callable[[bytes | bytearray], tuple[bytes, int]],
               limit: int | None = None, ack: bytes = b"") -> list[bytes]:
         """Assemble packets: ``ack`` (an encoded ACK frame) and ``head`` frames first (session
         control), then datagrams and stream data as congestion control and pacing allow, at
@@ -248,7 +248,7 @@ class DataPlane:
         return out
 
     def _build_bulk(self, source: tuple[Stream, int, int], now: float,
-                    seal: Callable[[bytearray], tuple[bytes, int]], out: list[bytes],
+                    seal: Callable[[bytes | bytearray], tuple[bytes, int]], out: list[bytes],
                     limit: int | None) -> bool:
         """:meth:`build` for a run of full packets of one stream (``StreamManager.bulk_source``):
         the same packets, without the general scheduling per packet. The pacing rate is taken
@@ -273,8 +273,7 @@ class DataPlane:
             if limit is not None and len(out) >= limit:
                 self.more = True
                 return True
-            payload = bytearray()
-            item = streams.write_full_frame(stream, chunk, payload)
+            payload, item = streams.write_full_frame(stream, chunk)
             datagram, pn = seal(payload)
             count -= 1
             size = len(datagram)

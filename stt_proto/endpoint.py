@@ -24,12 +24,15 @@ from .handshake_payload import Purpose
 from .identity import Identity
 from .packet import (
     CID_LEN,
+    DATA_KEY_PHASE,
     MIN_INITIAL_SIZE,
+    VERSION,
     Datagram,
     Packet,
     PacketType,
     RefuseCode,
     build_long_packet,
+    parse_data_header,
     parse_packet,
 )
 from .randomness import RandomSource, SystemRandom
@@ -39,6 +42,8 @@ from .stats import DropReason
 HEAP_SLACK = 64  # stale timer entries tolerated beyond two per scheduled session
 _APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session.py)
 _INITIAL = PacketType.INITIAL
+_DATA_KEY_PHASE = DATA_KEY_PHASE
+_DCID_END = 2 + CID_LEN  # every header: version, flags, then the destination id
 
 TOKEN_LIFETIME = 10.0  # seconds a RETRY token stays valid
 STATELESS_REPLIES_PER_SECOND = 2000.0  # budget for RETRY / REFUSE answers
@@ -162,29 +167,50 @@ class Endpoint:
         self.datagrams_in += 1
         size = len(data)
         self.bytes_in += size
+        # DATA, nearly every datagram, is routed and opened without a Packet: its key phase
+        # comes from the flags byte (absent for any other type or a reserved bit set).
+        phase = _DATA_KEY_PHASE.get(data[1]) if size > _DCID_END and data[0] == VERSION else None
         try:
-            packet = parse_packet(data)
+            if phase is not None:
+                pn, pos = parse_data_header(data, size)
+            else:
+                packet = parse_packet(data)
         except ProtocolError:
             self._drop(DropReason.MALFORMED)
             return
-        session = self.sessions.get(packet.dcid)
-        if session is None and packet.type is _INITIAL:
-            route = self._initial_routes.get((addr, packet.dcid))
-            session = self.sessions.get(route) if route else None
+        if phase is not None:
+            session = self.sessions.get(bytes(data[2:_DCID_END]))
             if session is None:
-                session = self._admit(packet, size, addr, now)
-                if session is None:
-                    return
-        if session is None:
-            self._drop(DropReason.UNKNOWN_SESSION)
-            return
+                self._drop(DropReason.UNKNOWN_SESSION)
+                return
+        else:
+            session = self._route_long(packet, size, addr, now)
+            if session is None:
+                return
         was_handshaking = session.state is HANDSHAKING
-        reason = session.receive_packet(packet, size, addr, now)
+        if phase is not None:
+            view = memoryview(data)
+            reason = session.receive_sealed(pn, phase, view[:pos], view[pos:], size, addr, now)
+        else:
+            reason = session.receive_packet(packet, size, addr, now)
         if reason is not None:
             self._drop(reason)
         if was_handshaking or session.is_initiator or session.state is not ESTABLISHED \
                 or session.purpose is not _APPLICATION:
             self._after_session_input(session, was_handshaking, now)  # else it has nothing to do
+
+    def _route_long(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
+        """The session a handshake-phase packet is for, admitting a new one for an INITIAL;
+        None (the packet dropped and counted) when there is none."""
+        session = self.sessions.get(packet.dcid)
+        if session is None and packet.type is _INITIAL:
+            route = self._initial_routes.get((addr, packet.dcid))
+            session = self.sessions.get(route) if route else None
+            if session is None:
+                return self._admit(packet, size, addr, now)
+        if session is None:
+            self._drop(DropReason.UNKNOWN_SESSION)
+        return session
 
     def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
         """Decide what to do with a new INITIAL: refuse, ask for a RETRY, or create a session."""

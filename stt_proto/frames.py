@@ -20,6 +20,8 @@ from .varint import MAX_VARINT, decode_varint, encode_varint
 
 _U32 = struct.Struct(">I").unpack_from
 _U64 = struct.Struct(">Q").unpack_from
+# A bulk STREAM frame header: 1-byte id, 4-byte offset (16 KiB to 1 GiB), 2-byte length.
+_BULK_STREAM_HEADER = struct.Struct(">BBIH").pack
 
 Buffer = bytes | bytearray | memoryview
 
@@ -207,6 +209,19 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
     else:
         out += encode_varint(length)
     out += data
+
+
+def stream_frame_bytes(stream_id: int, offset: int, data: bytes | memoryview) -> bytes:
+    """A STREAM frame without FIN as one ``bytes`` (a bulk transfer's packet payload). A
+    transfer's usual fields (a small id, an offset from 16 KiB to 1 GiB, a length under
+    16 KiB) take one struct pack and one concatenation; any other form is encoded as by
+    :func:`encode_stream_frame`, to the same bytes."""
+    length = len(data)
+    if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000:
+        return _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000, length | 0x4000) + data
+    out = bytearray()
+    encode_stream_frame(out, stream_id, offset, data, False)
+    return bytes(out)
 
 
 def encode_ack(out: bytearray, ranges: tuple[tuple[int, int], ...], ack_delay: int) -> None:

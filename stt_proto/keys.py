@@ -11,7 +11,7 @@ one phase bit is never ambiguous.
 from __future__ import annotations
 
 from .errors import CryptoError
-from .packet import Packet, PacketCipher
+from .packet import PacketCipher
 
 
 class SendKeys:
@@ -51,19 +51,21 @@ class RecvKeys:
             if cipher is not None:
                 cipher.release()
 
-    def open(self, packet: Packet) -> tuple[bytes, bool]:
-        """Decrypt; returns ``(payload, rotated)``. Raises :class:`CryptoError` if no key fits."""
-        if packet.key_phase == self.phase:
-            return self.current.open(packet), False
-        if self.previous is not None and packet.packet_number < self.first_pn:
-            return self.previous.open(packet), False
-        if packet.packet_number < self.first_pn:
+    def open(self, pn: int, key_phase: int, header: memoryview | bytes,
+             body: memoryview | bytes) -> tuple[bytes, bool]:
+        """Decrypt a DATA packet; returns ``(payload, rotated)``. Raises :class:`CryptoError`
+        if no key fits."""
+        if key_phase == self.phase:
+            return self.current.open_sealed(pn, header, body), False
+        if self.previous is not None and pn < self.first_pn:
+            return self.previous.open_sealed(pn, header, body), False
+        if pn < self.first_pn:
             raise CryptoError("packet from a key generation that has been discarded")
         if self.next is None:
             self.next = self.current.next_generation()
-        payload = self.next.open(packet)
+        payload = self.next.open_sealed(pn, header, body)
         self.previous, self.current, self.next = self.current, self.next, None
         self.generation += 1
         self.phase ^= 1
-        self.first_pn = packet.packet_number
+        self.first_pn = pn
         return payload, True

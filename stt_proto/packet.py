@@ -55,6 +55,8 @@ _U32 = struct.Struct(">I").unpack_from
 _new_packet = tuple.__new__
 _DATA_TYPE = PacketType.DATA  # an Enum member by class lookup costs ~45 ns on Python 3.11
 _DATA_FLAGS = (bytes((VERSION, _DATA)), bytes((VERSION, _DATA | _KEY_PHASE_BIT)))  # by key phase
+# A DATA packet's flags byte (no reserved bit set) -> its key phase; any other byte is absent.
+DATA_KEY_PHASE = {_DATA: 0, _DATA | _KEY_PHASE_BIT: 1}
 
 
 class RefuseCode(IntEnum):
@@ -79,6 +81,27 @@ class Packet(NamedTuple):
     body: memoryview | bytes = b""
 
 
+def parse_data_header(data: bytes | bytearray | memoryview, size: int) -> tuple[int, int]:
+    """A DATA packet's ``(packet number, offset of the sealed payload)``, once its version
+    and flags are known good; raises :class:`PacketError` if it is too short. The hot path,
+    once per datagram: the packet number's usual 1-, 2- and 4-byte forms by indexing."""
+    if size < _DATA_MIN:
+        raise PacketError("DATA packet too short to hold a sealed payload")
+    first = data[_PN_AT]
+    if first < 0x40:
+        pn, pos = first, _PN_AT + 1
+    elif first < 0x80:
+        pn, pos = ((first & 0x3F) << 8) | data[_PN_AT + 1], _PN_AT + 2
+    elif first < 0xC0:
+        pn = _U32(data, _PN_AT)[0] & 0x3FFF_FFFF  # the size check above covers 4 bytes
+        pos = _PN_AT + 4
+    else:
+        pn, pos = decode_varint(data, _PN_AT)
+    if size - pos < TAG_LEN + 1:
+        raise PacketError("DATA packet too short to hold a sealed payload")
+    return pn, pos
+
+
 def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
     """Parse the cleartext header of a datagram; raises :class:`PacketError` if it is malformed."""
     size = len(data)
@@ -90,22 +113,7 @@ def parse_packet(data: bytes | bytearray | memoryview) -> Packet:
     if flags & _RESERVED_MASK:
         raise PacketError("reserved header bits are set")
     if flags & _TYPE_MASK == _DATA:
-        # The hot path, once per datagram: the packet number's usual 1-, 2- and 4-byte forms
-        # by indexing, the tuple built positionally, no enum lookup.
-        if size < _DATA_MIN:
-            raise PacketError("DATA packet too short to hold a sealed payload")
-        first = data[_PN_AT]
-        if first < 0x40:
-            pn, pos = first, _PN_AT + 1
-        elif first < 0x80:
-            pn, pos = ((first & 0x3F) << 8) | data[_PN_AT + 1], _PN_AT + 2
-        elif first < 0xC0:
-            pn = _U32(data, _PN_AT)[0] & 0x3FFF_FFFF  # the size check above covers 4 bytes
-            pos = _PN_AT + 4
-        else:
-            pn, pos = decode_varint(data, _PN_AT)
-        if size - pos < TAG_LEN + 1:
-            raise PacketError("DATA packet too short to hold a sealed payload")
+        pn, pos = parse_data_header(data, size)
         view = memoryview(data)
         return _new_packet(Packet, (_DATA_TYPE, bytes(data[2:_PN_AT]), b"", pn,
                                     1 if flags & _KEY_PHASE_BIT else 0, b"", 0, view[:pos],
@@ -208,10 +216,13 @@ class PacketCipher:
         return header + (self._aead or self._context()).encrypt(nonce, payload, header)
 
     def open(self, packet: Packet) -> bytes:
+        return self.open_sealed(packet.packet_number, packet.header, packet.body)
+
+    def open_sealed(self, pn: int, header: memoryview | bytes, body: memoryview | bytes) -> bytes:
+        """Decrypt a DATA packet's ``body``, authenticating its ``header``."""
         try:
-            pn = packet.packet_number
             nonce = (pn << 32).to_bytes(12, "little") if self._little else pn.to_bytes(12, "big")
-            return (self._aead or self._context()).decrypt(nonce, packet.body, packet.header)
+            return (self._aead or self._context()).decrypt(nonce, body, header)
         except InvalidTag:
             raise CryptoError("packet failed authentication") from None
 

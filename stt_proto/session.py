@@ -325,18 +325,36 @@ class Session(SessionStreams):
     def receive_packet(self, packet: Packet, size: int, addr: Address,
                        now: float) -> DropReason | None:
         """Handle one parsed packet routed to this session; returns a drop reason or None."""
+        if packet.type is _DATA_PACKET:
+            return self.receive_sealed(packet.packet_number, packet.key_phase, packet.header,
+                                       packet.body, size, addr, now)
         if self.state is TERMINATED:
             return DropReason.UNKNOWN_SESSION
         self._amp_received += size
         self.counters.bytes_received_wire += size
         try:
-            if packet.type is _DATA_PACKET:
-                reason = self._receive_data(packet, addr, now)
-            else:
-                reason = self._receive_handshake(packet, now)
+            reason = self._receive_handshake(packet, now)
         except (HandshakeError, ConnectionRefused) as exc:
             self._terminate(exc, getattr(exc, "code", 0), str(exc), by_peer=False)
             reason = None
+        except ProtocolError as exc:
+            self._fail(exc, now)
+            reason = None
+        self._wake()
+        return reason
+
+    def receive_sealed(self, pn: int, key_phase: int, header: memoryview | bytes,
+                       body: memoryview | bytes, size: int, addr: Address,
+                       now: float) -> DropReason | None:
+        """Handle one DATA packet routed to this session, its header already parsed (the
+        endpoint does that without building a :class:`Packet`); returns a drop reason or
+        None. The per-datagram path: nothing here is done twice."""
+        if self.state is TERMINATED:
+            return DropReason.UNKNOWN_SESSION
+        self._amp_received += size
+        self.counters.bytes_received_wire += size
+        try:
+            reason = self._receive_data(pn, key_phase, header, body, addr, now)
         except ProtocolError as exc:
             self._fail(exc, now)
             reason = None
@@ -426,20 +444,20 @@ class Session(SessionStreams):
         if self._hs_retransmits == 0:
             self.rtt.update(now - self._hs_sent_at)
 
-    def _receive_data(self, packet: Packet, addr: Address, now: float) -> DropReason | None:
+    def _receive_data(self, pn: int, key_phase: int, header: memoryview | bytes,
+                      body: memoryview | bytes, addr: Address, now: float) -> DropReason | None:
         keys = self._recv_keys
         if keys is None or self.state is DRAINING:
             return DropReason.UNEXPECTED
-        pn = packet.packet_number
         replay = self._replay
         if pn <= replay.largest and not replay.check(pn):
             self.counters.replays_dropped += 1
             return DropReason.REPLAY
         try:
-            if packet.key_phase == keys.phase:  # the current key, without a rotation
-                payload, rotated = keys.current.open(packet), False
+            if key_phase == keys.phase:  # the current key, without a rotation
+                payload, rotated = keys.current.open_sealed(pn, header, body), False
             else:
-                payload, rotated = keys.open(packet)
+                payload, rotated = keys.open(pn, key_phase, header, body)
         except CryptoError:
             self.counters.decrypt_failures += 1
             return DropReason.DECRYPT_FAILED
@@ -696,7 +714,7 @@ class Session(SessionStreams):
             ack = acks.encode(now)
         return self.data.build(now, head, self._seal, limit, ack)
 
-    def _seal(self, payload: bytearray) -> tuple[bytes, int]:
+    def _seal(self, payload: bytes | bytearray) -> tuple[bytes, int]:
         keys = self._send_keys
         if keys is None:  # pragma: no cover - callers check
             raise UsageError("no traffic keys yet")

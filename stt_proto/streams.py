@@ -33,6 +33,7 @@ from .frames import (
     StreamFrame,
     encode_frame,
     encode_stream_frame,
+    stream_frame_bytes,
 )
 from .handshake_payload import TransportSettings
 from .stream import Stream
@@ -553,17 +554,18 @@ class StreamManager:
         count = (end - start) // chunk if chunk > 0 else 0
         return (stream, chunk, count) if count > 0 else None
 
-    def write_full_frame(self, stream: Stream, chunk: int, payload: bytearray) -> tuple[Any, ...]:
-        """Append the next ``chunk`` new bytes of ``stream`` (see :meth:`bulk_source`) and
-        return the item to remember for the packet."""
+    def write_full_frame(self, stream: Stream, chunk: int) -> tuple[bytes, tuple[Any, ...]]:
+        """The next ``chunk`` new bytes of ``stream`` (see :meth:`bulk_source`) as a packet
+        payload of one STREAM frame, and the item to remember for the packet."""
         send = stream.send
         start = send.sent_end
         stop = send.sent_end = start + chunk
         self.conn_sent += chunk
-        encode_stream_frame(payload, stream.stream_id, start, send.read(start, stop), False)
+        sid = stream.stream_id
+        payload = stream_frame_bytes(sid, start, send.read(start, stop))
         if stop >= send.buffered_end:
             stream.hold_until = None
-        return ("stream", stream.stream_id, start, stop, False)
+        return payload, ("stream", sid, start, stop, False)
 
     def _write_stream(self, stream: Stream, payload: bytearray, room: int,
                       items: list[Any], now: float, in_flight: int) -> bool:

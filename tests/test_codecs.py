@@ -132,6 +132,19 @@ def test_stream_fields_at_every_varint_boundary(stream_id: int, offset: int, len
             F.decode_stream_fields(raw[:cut], 1)
 
 
+@pytest.mark.parametrize("stream_id", BOUNDARIES)
+@pytest.mark.parametrize("offset", BOUNDARIES[:-1])
+@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000])
+def test_bulk_stream_frame_bytes_equal_the_general_encoder(stream_id: int, offset: int,
+                                                           length: int) -> None:
+    """stream_frame_bytes packs a transfer's usual field forms at once: every form, inside
+    and outside the packed one, gives exactly encode_stream_frame's bytes."""
+    data = memoryview(bytes(range(256)) * (length // 256) + bytes(length % 256))
+    out = bytearray()
+    F.encode_stream_frame(out, stream_id, offset, data, False)
+    assert F.stream_frame_bytes(stream_id, offset, data) == bytes(out)
+
+
 @given(st.lists(frames, min_size=1, max_size=4), st.data())
 def test_truncated_frames_never_escape(items: list[F.Frame], draw: st.DataObject) -> None:
     raw = F.encode_frames(items)
