@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 Address = tuple[str, int]
 Receive = Callable[[memoryview, Address, float], object]
@@ -31,6 +33,7 @@ MAX_GSO_BYTES = 65000  # one GSO send carries at most an IPv4 datagram's payload
 RECV_BUFFER = 65536  # the largest UDP payload, or a GRO run of segments
 MAX_DRAIN = 4096  # reads per readiness callback before servicing timers and output
 CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_native_u32 = struct.Struct("=I").unpack_from  # UDP_GRO's segment size, a C int
 # A GSO send of these sizes is refused as a whole: the route cannot carry one segment, or the
 # device cannot checksum them; the first means "not this size", the second "never".
 _SIZE_REFUSED = (errno.EINVAL, errno.EMSGSIZE)
@@ -69,6 +72,7 @@ class UdpIO:
         self.send_errors = 0
         self.gso_sends = 0  # sendmsg calls that carried more than one datagram
         self.gro_reads = 0  # reads that returned more than one datagram
+        self._segment_options: dict[int, list[tuple[int, int, bytes]]] = {}
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -87,18 +91,19 @@ class UdpIO:
                     continue  # e.g. an ICMP error queued on the socket: not a datagram
                 receive(view[:size], (addr[0], addr[1]), now)
             return
+        buffers = [buffer]
         for _ in range(limit):
             try:
-                size, ancillary, _flags, addr = sock.recvmsg_into([buffer], CMSG_SPACE)
+                size, ancillary, _flags, addr = sock.recvmsg_into(buffers, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 continue
-            address = (addr[0], addr[1])
+            address = addr if len(addr) == 2 else (addr[0], addr[1])
             segment = size
             for level, kind, data in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
-                    segment = int.from_bytes(data[:4], sys.byteorder) or size
+                    segment = _native_u32(data)[0] or size
             if segment >= size:
                 receive(view[:size], address, now)
                 continue
@@ -121,9 +126,8 @@ class UdpIO:
                 try:
                     # the datagrams as the message's buffers: the kernel gathers them,
                     # so they are not joined (copied) here first
-                    sock.sendmsg([out[i][0] for i in range(count)],
-                                 [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))],
-                                 0, addr)
+                    sock.sendmsg([entry[0] for entry in islice(out, count)],
+                                 self._segment_option(size), 0, addr)
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as error:
@@ -147,6 +151,17 @@ class UdpIO:
                 self.send_errors += 1  # unreachable or too big: recovery will notice
             out.popleft()
         return True
+
+    def _segment_option(self, size: int) -> list[tuple[int, int, bytes]]:
+        """The UDP_SEGMENT control message for segments of ``size`` bytes (kept per size: a
+        transfer sends thousands of runs of one size)."""
+        option = self._segment_options.get(size)
+        if option is None:
+            if len(self._segment_options) >= 64:
+                self._segment_options.clear()
+            option = self._segment_options[size] = [
+                (SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+        return option
 
     def _run_length(self, out: deque[tuple[bytes | bytearray, Address]]) -> int:
         """How many datagrams from the front of ``out`` one GSO send can carry: same address,

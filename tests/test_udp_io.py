@@ -196,3 +196,19 @@ def test_a_node_reports_offload_and_works_both_ways(host: str) -> None:
     assert on["gso"] == kernel_has_gso  # on where the kernel has it, off (and working) elsewhere
     assert on["gso_sends"] > 0 or not kernel_has_gso
     assert not off["gso"] and off["gso_sends"] == 0 and not off["gro"]
+
+
+def test_segment_options_are_kept_per_size_and_bounded() -> None:
+    """The UDP_SEGMENT control message is built once per segment size and reused; runs of
+    ever new sizes cannot grow the cache past its bound, and every run still leaves whole."""
+    fake = FakeSocket()
+    io = _fake_io(fake)
+    sent: list[bytes] = []
+    for size in range(1000, 1200):
+        run = [os.urandom(size) for _ in range(3)]
+        assert io.send(deque((d, ("127.0.0.1", 9)) for d in run))
+        sent += run
+        assert len(io._segment_options) <= 64
+        assert io._segment_options[size][0][2] == size.to_bytes(2, sys.byteorder)
+    assert fake.sent == sent and fake.gso_calls == 200
+    assert io._segment_option(1199) is io._segment_option(1199)
