@@ -20,8 +20,10 @@ from .varint import MAX_VARINT, decode_varint, encode_varint
 
 _U32 = struct.Struct(">I").unpack_from
 _U64 = struct.Struct(">Q").unpack_from
-# A bulk STREAM frame header: 1-byte id, 4-byte offset (16 KiB to 1 GiB), 2-byte length.
+# A bulk STREAM frame header: 1-byte id, 4-byte offset (16 KiB to 1 GiB), then a 2-byte
+# length (frames under 16 KiB) or a 4-byte one (64 KB frames).
 _BULK_STREAM_HEADER = struct.Struct(">BBIH").pack
+_BULK_STREAM_HEADER_LONG = struct.Struct(">BBII").pack
 
 Buffer = bytes | bytearray | memoryview
 
@@ -213,12 +215,17 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
 
 def stream_frame_bytes(stream_id: int, offset: int, data: bytes | memoryview) -> bytes:
     """A STREAM frame without FIN as one ``bytes`` (a bulk transfer's packet payload). A
-    transfer's usual fields (a small id, an offset from 16 KiB to 1 GiB, a length under
-    16 KiB) take one struct pack and one concatenation; any other form is encoded as by
-    :func:`encode_stream_frame`, to the same bytes."""
+    transfer's usual fields (a small id, an offset from 16 KiB to 1 GiB, a length from 64 B
+    to 1 GiB) take one struct pack and one concatenation, a single copy of ``data``; any
+    other form is encoded as by :func:`encode_stream_frame`, to the same bytes."""
     length = len(data)
-    if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000:
-        return _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000, length | 0x4000) + data
+    if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000_0000:
+        if length < 0x4000:
+            header = _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000, length | 0x4000)
+        else:
+            header = _BULK_STREAM_HEADER_LONG(0x08, stream_id, offset | 0x8000_0000,
+                                              length | 0x8000_0000)
+        return header + data
     out = bytearray()
     encode_stream_frame(out, stream_id, offset, data, False)
     return bytes(out)

@@ -134,7 +134,7 @@ def test_stream_fields_at_every_varint_boundary(stream_id: int, offset: int, len
 
 @pytest.mark.parametrize("stream_id", BOUNDARIES)
 @pytest.mark.parametrize("offset", BOUNDARIES[:-1])
-@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000])
+@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000, 65_000])
 def test_bulk_stream_frame_bytes_equal_the_general_encoder(stream_id: int, offset: int,
                                                            length: int) -> None:
     """stream_frame_bytes packs a transfer's usual field forms at once: every form, inside
