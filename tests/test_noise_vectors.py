@@ -97,8 +97,11 @@ def test_misuse_raises_noise_error() -> None:
     hs = HandshakeState("Noise_NN_25519_ChaChaPoly_SHA256", initiator=False)
     with pytest.raises(NoiseError):
         hs.write_message(b"")
-    with pytest.raises(NoiseError):
-        HandshakeState("Noise_ZZ_25519_ChaChaPoly_SHA256", initiator=True)
+    for _ in range(2):  # the parsed names are cached: a bad one fails every time
+        with pytest.raises(NoiseError):
+            HandshakeState("Noise_ZZ_25519_ChaChaPoly_SHA256", initiator=True)
+        with pytest.raises(NoiseError):
+            HandshakeState("Noise_XX_448_ChaChaPoly_SHA256", initiator=True)
     with pytest.raises(NoiseError):
         HandshakeState("Noise_XXpsk3_25519_ChaChaPoly_SHA256", initiator=True)
 

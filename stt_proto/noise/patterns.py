@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -116,8 +117,10 @@ class ProtocolName:
     hash: str
 
 
+@functools.lru_cache(maxsize=32)
 def parse_protocol_name(full: str) -> ProtocolName:
-    """Parse and validate a Noise protocol name against what this package supports."""
+    """Parse and validate a Noise protocol name against what this package supports. Cached:
+    every handshake parses its name, a node uses one or two, and the result is immutable."""
     parts = full.split("_")
     if len(parts) != 5 or parts[0] != "Noise":
         raise NoiseError(f"not a Noise protocol name: {full!r}")
