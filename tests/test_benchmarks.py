@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 
-from stt_cli.bench import run_on
+from stt_cli.bench import median, run_on
 from stt_cli.bench_extra import _category
 
 
@@ -71,7 +72,10 @@ def test_quick_suite_runs(tmp_path: object) -> None:
 
     out = Path(str(tmp_path)) / "r.json"
     assert main(["--quick", "--json", str(out)]) == 0
-    assert out.exists()
+    results = json.loads(out.read_text())
+    for runtime, runs in results["handshakes_runs"].items():  # a median, samples kept
+        assert len(runs) == results["repeats"]
+        assert results["handshakes"][runtime] == median(runs)
 
 
 def test_offload_table_compares_with_its_own_run_and_aioquic() -> None:
