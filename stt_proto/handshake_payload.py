@@ -62,20 +62,18 @@ class TransportSettings:
     keep_alive_timeout_ms: int = 30_000
 
     def encode(self) -> bytes:
-        out = bytearray()
-        for setting, value in zip(Setting, attrs.astuple(self), strict=True):
-            out += encode_varint(setting) + encode_varint(value)
-        return bytes(out)
+        return b"".join(encode_varint(key) + encode_varint(getattr(self, name))
+                        for key, name in _SETTING_NAMES.items())
 
     @classmethod
     def decode(cls, raw: bytes) -> TransportSettings:
         values: dict[str, int] = {}
-        names = {s: f.name for s, f in zip(Setting, attrs.fields(cls), strict=True)}
+        names = _SETTING_NAMES
         pos = 0
         while pos < len(raw):
             key, pos = decode_varint(raw, pos)
             value, pos = decode_varint(raw, pos)
-            name = names.get(key)  # type: ignore[call-overload]
+            name = names.get(key)
             if name is None:
                 continue  # unknown settings are ignored, for forward compatibility
             if name in values:
@@ -88,6 +86,13 @@ class TransportSettings:
         if settings.max_concurrent_streams < 1 or settings.max_message_size < 1:
             raise HandshakeError("peer announced a zero stream or message limit")
         return settings
+
+
+# Each setting's key and attribute, in order; built once (iterating an enum is slow, and
+# every handshake encodes settings twice and decodes them twice).
+_SETTING_NAMES: dict[int, str] = {
+    int(setting): field.name
+    for setting, field in zip(Setting, attrs.fields(TransportSettings), strict=True)}
 
 
 def encode_payload(fields: dict[Field, bytes], pad_to: int = 0) -> bytes:

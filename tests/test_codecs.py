@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from stt_proto import frames as F
 from stt_proto.errors import CryptoError, DecodeError, FrameError, PacketError, ProtocolError
 from stt_proto.handshake_payload import (
+    Setting,
     TransportSettings,
     decode_payload,
     decode_preference,
@@ -307,9 +309,17 @@ def test_payload_decoders_raise_only_protocol_errors(raw: bytes) -> None:
             decoder(raw)  # type: ignore[operator]
 
 
-def test_settings_round_trip() -> None:
-    settings_ = TransportSettings(max_frame_size=4096, max_concurrent_streams=3)
-    assert TransportSettings.decode(settings_.encode()) == settings_
+@given(st.integers(1200, 65507), st.lists(st.integers(1, MAX_VARINT), min_size=6, max_size=6))
+def test_settings_round_trip(frame: int, values: list[int]) -> None:
+    """Every setting survives the trip, and the records are (Setting key, value) in the
+    enum's order, each a varint pair: the wire form the peer reads."""
+    settings_ = TransportSettings(frame, *values)
+    raw = settings_.encode()
+    assert TransportSettings.decode(raw) == settings_
+    names = [field.name for field in attrs.fields(TransportSettings)]
+    expected = b"".join(encode_varint(key) + encode_varint(getattr(settings_, name))
+                        for key, name in zip(Setting, names, strict=True))
+    assert raw == expected
 
 
 def test_cipher_negotiation_rule() -> None:
