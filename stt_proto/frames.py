@@ -318,8 +318,8 @@ def _bytes(buf: Buffer, pos: int, what: str) -> tuple[bytes, int]:
 def decode_stream_fields(buf: memoryview, pos: int) -> tuple[int, int, memoryview, int]:
     """A STREAM frame's body at ``pos`` (after the type byte) as ``(stream_id, offset, data,
     end)``, ``data`` a view into ``buf``: the receive hot path takes it without a frame
-    object, and reads the usual varint forms (a 1-byte id, a 1-, 2- or 4-byte offset, a 1- or
-    2-byte length) by indexing."""
+    object, and reads the usual varint forms (a 1-byte id, a 1-, 2- or 4-byte offset, a 1-, 2-
+    or 4-byte length) by indexing or one unpack."""
     try:
         first = buf[pos]
         if first < 0x40:
@@ -344,6 +344,9 @@ def decode_stream_fields(buf: memoryview, pos: int) -> tuple[int, int, memoryvie
         if 0x40 <= first < 0x80:
             length = ((first & 0x3F) << 8) | buf[pos + 1]
             pos += 2
+        elif 0x80 <= first < 0xC0:  # 16 KiB and longer: 64 KB frames
+            length = _U32(buf, pos)[0] & 0x3FFF_FFFF
+            pos += 4
         else:
             length, pos = decode_varint(buf, pos)
     except (IndexError, struct.error):

@@ -114,7 +114,7 @@ BOUNDARIES = [0, 0x3F, 0x40, 0x3FFF, 0x4000, 0x3FFF_FFFF, 0x4000_0000, (1 << 62)
 
 @pytest.mark.parametrize("stream_id", BOUNDARIES)
 @pytest.mark.parametrize("offset", BOUNDARIES)
-@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000])
+@pytest.mark.parametrize("length", [0, 0x3F, 0x40, 0x3FFF, 0x4000, 65_000])
 def test_stream_fields_at_every_varint_boundary(stream_id: int, offset: int, length: int) -> None:
     """The receive path reads the usual STREAM field forms by indexing: every form decodes,
     and every truncation is a DecodeError."""
