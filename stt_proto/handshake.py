@@ -148,8 +148,9 @@ class InitiatorHandshake:
         self.message1 = _live(self._state).write_message(payload)
         self.result: HandshakeResult | None = None
 
-    def read_message2(self, message: bytes, header_scid: bytes) -> bytes:
-        """Process message 2 and return message 3. Raises a :class:`HandshakeError` subclass."""
+    def read_message2(self, message: bytes, header_scid: bytes) -> tuple[bytes, HandshakeResult]:
+        """Process message 2; return message 3 and the result. Raises a :class:`HandshakeError`
+        subclass."""
         state = _live(self._state)
         fields = _read(state, message, "message 2")
         _check_version(fields)
@@ -171,9 +172,9 @@ class InitiatorHandshake:
         if self._purpose is not Purpose.APPLICATION:
             fields3[Field.PURPOSE] = encode_varint(self._purpose)
         message3 = state.write_message(encode_payload(fields3))
-        self.result = _finish(state, True, expected, settings, self._purpose)
+        result = self.result = _finish(state, True, expected, settings, self._purpose)
         self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
-        return message3
+        return message3, result
 
 
 class ResponderHandshake:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -174,7 +174,7 @@ class PacketCipher:
 
     __slots__ = ("_aead", "_little", "key", "name")
 
-    NAMES = ("AESGCM", "ChaChaPoly")
+    NAMES: ClassVar[tuple[str, ...]] = ("AESGCM", "ChaChaPoly")
 
     def __init__(self, name: str, key: bytes) -> None:
         if name not in self.NAMES:

@@ -371,10 +371,10 @@ class Session(SessionStreams):
             hs = self._initiator_hs
             if ptype is PacketType.HANDSHAKE and hs is not None and hs.result is None:
                 self.rtt_sample_from_handshake(now)
-                message3 = hs.read_message2(body, packet.scid)
+                message3, result = hs.read_message2(body, packet.scid)
                 self._peer_message = _digest(body)
                 self.remote_cid = packet.scid
-                self._install_keys(hs.result, now)  # type: ignore[arg-type]
+                self._install_keys(result, now)
                 self._send_handshake(build_long_packet(PacketType.FINISH, self.remote_cid,
                                                        self.local_cid, message3), now)
                 return None

@@ -42,10 +42,10 @@ def _run(bulk: bool, monkeypatch: pytest.MonkeyPatch, size: int, fin: bool,
             plane.streams.close_stream(sid)
         pn = 0
 
-        def seal(payload: bytearray) -> tuple[bytearray, int]:
+        def seal(payload: bytes | bytearray) -> tuple[bytes, int]:
             nonlocal pn
             pn += 1
-            return bytearray(payload) + bytes(30), pn - 1
+            return bytes(payload) + bytes(30), pn - 1
 
         seen: list[Any] = []
         for step in range(rounds):

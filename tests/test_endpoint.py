@@ -303,25 +303,29 @@ def test_a_short_batch_means_nothing_more_is_ready(limit: int, sizes: list[int],
     assert short_batches == 1
 
 
-def test_timer_heap_stays_bounded_while_deadlines_move(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timer_heap_stays_bounded_while_deadlines_move() -> None:
     """A moved deadline leaves a stale heap entry behind; the heap is rebuilt before stale
     entries outnumber live ones twice over, and the earliest deadline is still found."""
     from stt_proto.endpoint import HEAP_SLACK
-    from stt_proto.session import Session
+    from stt_proto.session import Session, State
 
     pair = make_pair()
     sessions = [pair.connect() for _ in range(5)]
     assert pair.net.run_until(lambda: all(s.confirmed for s in sessions), 5.0)
     endpoint = pair.client
-    moving = {"at": 1000.0}
-    monkeypatch.setattr(Session, "get_timer", lambda self: moving["at"] + len(self.local_cid))
+
+    def move(session: Session, at: float) -> None:
+        # a closing session's one deadline is its drain deadline: set it directly
+        session.state = State.CLOSING
+        session._drain_deadline = at + len(session.local_cid)
+        endpoint._reschedule(session)
+
     longest = 0
     for step in range(5_000):
-        moving["at"] = 1000.0 + (step * 7919) % 997  # deadlines jump back and forth
+        at = 1000.0 + (step * 7919) % 997  # deadlines jump back and forth
         for session in sessions:
-            endpoint._reschedule(session)
+            move(session, at)
         longest = max(longest, len(endpoint._heap))
     assert longest <= 2 * len(endpoint._scheduled) + HEAP_SLACK + 1
-    moving["at"] = 500.0  # earlier than anything before
-    endpoint._reschedule(sessions[2])
+    move(sessions[2], 500.0)  # earlier than anything before
     assert endpoint.get_timer() == 500.0 + len(sessions[2].local_cid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..recovery import RateSample, SentPacket
 from ..rtt import RttEstimator
 
@@ -12,7 +14,7 @@ MINIMUM_WINDOW_PACKETS = 2
 class CongestionController:
     """Decides how many bytes may be in flight (``cwnd``) and how fast to pace them."""
 
-    name = "base"
+    name: ClassVar[str] = "base"
 
     def __init__(self, max_datagram: int, seed: int = 0) -> None:
         self.max_datagram = max_datagram

@@ -15,6 +15,7 @@ sender keeps sending while the peer works through a batch instead of stalling on
 from __future__ import annotations
 
 from enum import Enum, auto
+from typing import ClassVar
 
 from ..recovery import RateSample, SentPacket
 from ..rtt import RttEstimator
@@ -45,7 +46,7 @@ STARTUP, DRAIN, PROBE_BW, PROBE_RTT = Mode.STARTUP, Mode.DRAIN, Mode.PROBE_BW, M
 
 
 class Bbr(CongestionController):
-    name = "bbr"
+    name: ClassVar[str] = "bbr"
 
     def __init__(self, max_datagram: int, seed: int = 0) -> None:
         super().__init__(max_datagram)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..recovery import RateSample, SentPacket
 from ..rtt import RttEstimator
 from .base import CongestionController
@@ -11,7 +13,7 @@ BETA = 0.7
 
 
 class Cubic(CongestionController):
-    name = "cubic"
+    name: ClassVar[str] = "cubic"
 
     def __init__(self, max_datagram: int, seed: int = 0) -> None:
         super().__init__(max_datagram, seed)
@@ -32,10 +34,10 @@ class Cubic(CongestionController):
                 continue
             if self.epoch_start is None:
                 self.epoch_start = now
-                self.w_est = self.cwnd
+                self.w_est = float(self.cwnd)
                 if self.w_max < self.cwnd:
                     self.k = 0.0
-                    self.w_max = self.cwnd
+                    self.w_max = float(self.cwnd)
                 else:
                     self.k = ((self.w_max - self.cwnd) / mss / C) ** (1 / 3)
             t = now - self.epoch_start + rtt.smoothed
@@ -57,9 +59,9 @@ class Cubic(CongestionController):
         if self.cwnd < self.w_max:
             self.w_max = self.cwnd * (1 + BETA) / 2
         else:
-            self.w_max = self.cwnd
+            self.w_max = float(self.cwnd)
         self.cwnd = max(int(self.cwnd * BETA), self.minimum_window)
-        self.ssthresh = self.cwnd
+        self.ssthresh = float(self.cwnd)
 
     def on_persistent_congestion(self, now: float) -> None:
         super().on_persistent_congestion(now)

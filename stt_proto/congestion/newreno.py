@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..recovery import RateSample, SentPacket
 from ..rtt import RttEstimator
 from .base import CongestionController
@@ -10,7 +12,7 @@ LOSS_REDUCTION = 0.5
 
 
 class NewReno(CongestionController):
-    name = "newreno"
+    name: ClassVar[str] = "newreno"
 
     def __init__(self, max_datagram: int, seed: int = 0) -> None:
         super().__init__(max_datagram, seed)
@@ -36,5 +38,5 @@ class NewReno(CongestionController):
             return  # one reduction per round trip of losses
         self.recovery_start = now
         self.cwnd = max(int(self.cwnd * LOSS_REDUCTION), self.minimum_window)
-        self.ssthresh = self.cwnd
+        self.ssthresh = float(self.cwnd)
         self._acked_in_ca = 0
