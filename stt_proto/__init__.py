@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from ._native import COMPILED
 from .affinity import ContentAffinityPool
 from .config import PRESETS, NodeConfig, preset
 from .endpoint import Endpoint, EndpointStats
@@ -49,6 +50,7 @@ def hash_data(data: bytes | bytearray | memoryview) -> bytes:
 
 
 __all__ = [
+    "COMPILED",
     "PRESETS",
     "AuthenticationError",
     "ConnectionRefused",
