@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+import stt_proto
 from stt_cli.alloc import tune_heap
 from stt_cli.bench import MiB, median, percentile, run_on
 from stt_cli.bench_aioquic import MAX_DATAGRAM as AIOQUIC_MAX_DATAGRAM
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else 3
     count = 200 if args.quick else 3000
     runtimes = available_runtimes()
-    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds, "repeats": repeats}
+    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds, "repeats": repeats,
+                               "compiled": stt_proto.COMPILED}
+    print("core: " + ("compiled with mypyc (setup.py)" if stt_proto.COMPILED
+                      else "pure Python (STT_PURE=1, or nothing compiled)"))
 
     results["goodput"] = rows = goodput(runtimes, seconds, repeats)
     table = Table(title=f"Goodput, one stream of 1 MiB messages, no UDP offload (median of "

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from rich.console import Console
 from rich.table import Table
 
+import stt_proto
 from stt_proto import PRESETS, DeterministicRandom, Endpoint, Identity, NodeConfig
 from stt_proto.packet import PacketCipher, parse_packet
 from stt_proto.sim import LinkProfile, Network
@@ -234,7 +235,8 @@ def bench(ctx: click.Context, kind: str, seconds: float, frame_sizes: tuple[int,
     else:
         sizes = (1200, 16384, 65000)
     heap = "heap tuned" if (ctx.obj or {}).get("heap_tuned") else "default heap"
-    where = f"{runtime}, {preset or 'default settings'}, {heap}"
+    core = "compiled core" if stt_proto.COMPILED else "pure-Python core (STT_PURE or no build)"
+    where = f"{runtime}, {preset or 'default settings'}, {heap}, {core}"
     if kind == "throughput":
         table = Table(title=f"Goodput on loopback ({where}), one stream of 1 MiB messages")
         for column in ("frame bytes", "raw UDP+AEAD MB/s", "STT MB/s", "ratio", "STT RTT ms"):

@@ -73,6 +73,9 @@ def test_quick_suite_runs(tmp_path: object) -> None:
     out = Path(str(tmp_path)) / "r.json"
     assert main(["--quick", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
+    import stt_proto
+
+    assert results["compiled"] is stt_proto.COMPILED  # which core was measured
     for runtime, runs in results["handshakes_runs"].items():  # a median, samples kept
         assert len(runs) == results["repeats"]
         assert results["handshakes"][runtime] == median(runs)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import stt_proto
 from stt_cli.main import main
 from stt_proto import Identity
 
@@ -38,6 +39,9 @@ def test_bench_runs_and_prints_ratios(kind: str, runtime: str) -> None:
     assert result.exit_code == 0, result.output
     if kind != "core":
         assert runtime in result.output
+    if kind in ("throughput", "latency"):  # and the title says which core ran
+        words = " ".join(result.output.split())  # the title may wrap
+        assert ("compiled core" if stt_proto.COMPILED else "pure-Python core") in words
     if kind in ("throughput", "latency", "core"):
         assert "ratio" in result.output
     else:
