@@ -247,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{scaling[1]['goodput'] / 1e6:,.0f} MB/s, "
                   f"{scaling[1]['goodput'] / scaling[0]['goodput']:.2f} x")
 
-    from stt_cli.bench_extra import profile_summary
+    from stt_cli.bench_extra import profile_summary_of_sources
 
-    shares = results["profile"] = profile_summary(65000, seconds)
-    console.print("CPU profile, 64 KB frames, both ends on one asyncio loop (cProfile): "
+    shares = results["profile"] = profile_summary_of_sources(65000, seconds)
+    console.print("CPU profile, 64 KB frames, both ends on one asyncio loop (cProfile, over the "
+                  "Python sources: it cannot see inside compiled modules): "
                   + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -7,9 +7,12 @@ import asyncio
 import cProfile
 import datetime
 import gc
+import json
 import os
 import pstats
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -256,3 +259,20 @@ def profile_summary(frame_size: int, seconds: float) -> dict[str, float]:
     total = sum(shares.values()) or 1.0
     return {name: value / total for name, value in sorted(shares.items(),
                                                           key=lambda kv: -kv[1])}
+
+
+def profile_summary_of_sources(frame_size: int, seconds: float) -> dict[str, float]:
+    """:func:`profile_summary` over the Python sources of the core: cProfile sees no function
+    inside mypyc-compiled modules, so with the compiled build it runs in a child process with
+    ``STT_PURE=1``. The shares are then those of the sources, not of the compiled build."""
+    import stt_proto
+
+    if not stt_proto.COMPILED:
+        return profile_summary(frame_size, seconds)
+    code = ("import json, sys; from stt_cli.bench_extra import profile_summary; "
+            "print(json.dumps(profile_summary(int(sys.argv[1]), float(sys.argv[2]))))")
+    result = subprocess.run([sys.executable, "-c", code, str(frame_size), str(seconds)],
+                            capture_output=True, text=True, check=True, timeout=300,
+                            env={**os.environ, "STT_PURE": "1"})
+    shares: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return shares

@@ -64,6 +64,15 @@ def test_profile_categories() -> None:
     assert _category("/x/somewhere.py", "f") == "other"
 
 
+def test_the_profile_sees_the_core_whichever_build_runs() -> None:
+    """cProfile sees nothing inside compiled modules: the summary is taken over the sources."""
+    from stt_cli.bench_extra import profile_summary_of_sources
+
+    shares = profile_summary_of_sources(16384, 0.3)
+    assert abs(sum(shares.values()) - 1) < 1e-6
+    assert shares.get("AEAD", 0) > 0.02 and shares.get("session + endpoint", 0) > 0.02
+
+
 @pytest.mark.slow
 def test_quick_suite_runs(tmp_path: object) -> None:
     from pathlib import Path
