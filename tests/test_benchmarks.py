@@ -64,6 +64,7 @@ def test_profile_categories() -> None:
     assert _category("/x/somewhere.py", "f") == "other"
 
 
+@pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 def test_the_profile_sees_the_core_whichever_build_runs() -> None:
     """cProfile sees nothing inside compiled modules: the summary is taken over the sources."""
     from stt_cli.bench_extra import profile_summary_of_sources
