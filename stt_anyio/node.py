@@ -1,5 +1,5 @@
 """``STTNode`` for anyio (trio or asyncio): a driver task owns a raw non-blocking UDP socket,
-waits with ``anyio.wait_readable`` (no per-datagram checkpoint, no 100-datagram queue), drains
+waits until it is readable (no per-datagram checkpoint, no 100-datagram queue), drains
 every datagram, runs due timers and sends. API calls wake it by cancelling its wait."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -32,19 +33,23 @@ from stt_asyncio.workers import Handler, WorkerPool, bind_shared, worker_specs
 from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
 from stt_proto import Session as ProtoSession
 
+from ._backend import ANYIO, Event, Primitives, Scope, bind
 from .websocket import WebSocketIO
 from .workers import anyio_worker, serve_sessions, supervise
 
 
 class AnyioSignal(Signal):
-    __slots__ = ("_event",)
+    """A signal over the backend's events (``_backend``: trio's own on trio)."""
 
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None  # made by the first waiter
+    __slots__ = ("_event", "_new_event")
+
+    def __init__(self, new_event: Callable[[], Event] = ANYIO.event) -> None:
+        self._event: Event | None = None  # made by the first waiter
+        self._new_event = new_event
 
     async def wait(self) -> None:
         if self._event is None:
-            self._event = anyio.Event()
+            self._event = self._new_event()
         await self._event.wait()
 
     def set(self) -> None:
@@ -103,7 +108,8 @@ class STTNode:
         self._accept_signal: Signal = AnyioSignal()
         self._out: deque[tuple[bytes | bytearray, tuple[str, int]]] = deque()
         self._granted = (0, 0)
-        self._wait_scope: anyio.CancelScope | None = None
+        self._wait_scope: Scope | None = None
+        self._primitives: Primitives = ANYIO  # bound to the running backend by start()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
         self._udp: UdpIO | None = None
@@ -141,6 +147,8 @@ class STTNode:
         """Bind and start the driver. Call ``close()`` from the same task (or use async with)."""
         if self._sock is not None or self._ws is not None:
             raise UsageError("the node is already started")
+        self._primitives = bind()
+        self._accept_signal = AnyioSignal(self._primitives.event)
         if self.config.transport == "websocket":
             if self.config.workers > 1:
                 raise UsageError("workers > 1 needs the UDP transport")
@@ -252,6 +260,9 @@ class STTNode:
         return session
 
     async def accept(self) -> Session:
+        if self._endpoint is None:
+            raise UsageError("the node is not started: use 'async with node' or 'await "
+                             "node.start()'")  # nothing could ever arrive to wake a wait
         while not self._accepted:
             if self._closed:
                 raise UsageError("the node is closed")
@@ -300,10 +311,10 @@ class STTNode:
     # -- the driver -------------------------------------------------------------------------------
 
     def _new_signal(self) -> Signal:
-        return AnyioSignal()
+        return AnyioSignal(self._primitives.event)
 
     def _now(self) -> float:
-        return anyio.current_time()
+        return self._primitives.now()
 
     def _wrap(self, proto: ProtoSession) -> Session:
         session = self._sessions.get(proto.session_id)
@@ -348,10 +359,11 @@ class STTNode:
 
     async def _drive_websocket(self, endpoint: Endpoint) -> None:
         timers = True
+        new_scope = self._primitives.scope
         while not self._closed:
             self._service(timers)
             deadline = endpoint.get_timer()
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            with new_scope(math.inf if deadline is None else deadline) as scope:
                 self._wait_scope = scope
                 await anyio.sleep_forever()
             self._wait_scope = None
@@ -365,6 +377,7 @@ class STTNode:
         if sock is None or endpoint is None:
             return
         timers = True
+        new_scope, wait_readable = self._primitives.scope, self._primitives.wait_readable
         while not self._closed:
             self._service(timers)
             timers = False
@@ -374,9 +387,9 @@ class STTNode:
                 timers = True  # a full socket can hold the driver here past a deadline
                 continue
             deadline = endpoint.get_timer()
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            with new_scope(math.inf if deadline is None else deadline) as scope:
                 self._wait_scope = scope
-                await anyio.wait_readable(sock)
+                await wait_readable(sock)
             self._wait_scope = None
             timers = self._now() >= scope.deadline  # (_send_now may have moved it earlier)
             self._drain()

@@ -217,6 +217,9 @@ class STTNode:
 
     async def accept(self) -> Session:
         """The next inbound session."""
+        if self._endpoint is None:
+            raise UsageError("the node is not started: use 'async with node' or 'await "
+                             "node.start()'")  # nothing could ever arrive to wake a wait
         while not self._accepted:
             if self._closed:
                 raise UsageError("the node is closed")

@@ -239,3 +239,65 @@ def test_anyio_echo_round_trip_polls_each_node_twice(backend: str,
             group.cancel_scope.cancel()
 
     anyio.run(main, backend=backend)
+
+
+def test_a_node_on_trio_binds_trios_own_primitives_and_clock() -> None:
+    """On trio the driver's clock, cancel scope, readiness wait and stream events are trio's
+    own (anyio's dispatch cost about a microsecond a call), so trio's clock is the node's: with
+    a MockClock that jumps whenever every task waits, a handshake that no peer answers times
+    out after its 10 virtual seconds at once, and the node's clock reads trio's."""
+    import socket
+    import time
+
+    import trio
+    import trio.testing
+
+    from stt_anyio import STTNode as Node
+    from stt_anyio._backend import ANYIO
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+
+    async def main() -> None:
+        async with Node(handshake_timeout=10.0) as node:
+            assert node._primitives.backend == "trio" and node._primitives is not ANYIO
+            assert node._now() == trio.current_time()
+            started = trio.current_time()
+            with pytest.raises(HandshakeTimeout):
+                await node.connect(silent.getsockname(), b"\x01" * 32)
+            assert trio.current_time() - started >= 10.0
+
+    wall = time.monotonic()
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        silent.close()
+    assert time.monotonic() - wall < 5.0
+
+
+def test_a_node_on_asyncio_keeps_anyios_primitives() -> None:
+    from stt_anyio import STTNode as Node
+    from stt_anyio._backend import ANYIO
+
+    async def main() -> None:
+        async with Node() as server, Node() as client:
+            assert client._primitives is ANYIO
+            session = await client.connect(server.address, server.node_id)
+            stream = session.open_stream(no_delay=True)
+            await stream.send(b"hello")
+            peer = await server.accept()
+            incoming = await peer.accept_stream()
+            assert await incoming.receive() == b"hello"
+
+    anyio.run(main, backend="asyncio")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_anyio_accept_before_start_raises_instead_of_waiting_forever(backend: str) -> None:
+    from stt_anyio import UsageError
+
+    async def main() -> None:
+        with anyio.fail_after(2), pytest.raises(UsageError, match="not started"):
+            await STTNode().accept()
+
+    anyio.run(main, backend=backend)

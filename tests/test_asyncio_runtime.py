@@ -18,6 +18,7 @@ from stt_asyncio import (
     SessionClosed,
     StreamClosed,
     STTNode,
+    UsageError,
 )
 from stt_cli.bench import echo_stream
 
@@ -112,6 +113,17 @@ def test_connect_to_nobody_times_out() -> None:
             assert 0.9 <= loop.time() - start <= 2.0
             with pytest.raises(HandshakeTimeout):
                 await client.connect(("127.0.0.1", 9), os.urandom(32), timeout=0.2)
+
+    run(main())
+
+
+def test_accept_and_connect_before_start_raise_instead_of_waiting_forever() -> None:
+    async def main() -> None:
+        node = STTNode()
+        with pytest.raises(UsageError, match="not started"):
+            await asyncio.wait_for(node.accept(), 2)
+        with pytest.raises(UsageError, match="not running"):
+            await node.connect(("127.0.0.1", 9), os.urandom(32))
 
     run(main())
 

@@ -1,0 +1,76 @@
+"""The four anyio calls on the driver's per-packet path, bound once to the running backend.
+
+Every anyio call finds its backend through sniffio and a registry lookup first, about a
+microsecond each, and a ping-pong round trip made about fifteen of them (clock reads, the
+driver's cancel scope and readiness wait, stream wake-ups). On trio, anyio's trio backend
+ends in trio's own functions, so a node started on trio binds those directly; on any other
+backend it keeps anyio's. Cancellation semantics are unchanged: anyio on trio *is* trio's
+cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Protocol
+
+import anyio
+import attrs
+import sniffio
+
+
+class Event(Protocol):
+    """What ``anyio.Event`` and ``trio.Event`` share."""
+
+    def set(self) -> object: ...
+    async def wait(self) -> None: ...
+
+
+class Scope(Protocol):
+    """What ``anyio.CancelScope`` and ``trio.CancelScope`` share, as the driver uses it."""
+
+    @property
+    def deadline(self) -> float: ...
+    @deadline.setter
+    def deadline(self, value: float) -> None: ...
+    def cancel(self) -> object: ...
+    def __enter__(self) -> Scope: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> bool | None: ...
+
+
+@attrs.frozen(slots=True)
+class Primitives:
+    """``now()``, a new event, a cancel scope with a deadline (``math.inf``: none), and a
+    wait until a socket is readable."""
+
+    backend: str
+    now: Callable[[], float]
+    event: Callable[[], Event]
+    scope: Callable[[float], Scope]
+    wait_readable: Callable[[socket.socket], Awaitable[None]]
+
+
+def _anyio_scope(deadline: float = math.inf) -> Scope:
+    return anyio.CancelScope(deadline=deadline)
+
+
+ANYIO = Primitives("anyio", anyio.current_time, anyio.Event, _anyio_scope, anyio.wait_readable)
+
+
+def bind() -> Primitives:
+    """The primitives for the backend running the calling task."""
+    if sniffio.current_async_library() != "trio":
+        return ANYIO
+    import trio
+
+    def trio_scope(deadline: float = math.inf) -> Scope:
+        return trio.CancelScope(deadline=deadline)
+
+    return Primitives("trio", trio.current_time, trio.Event, trio_scope,
+                      trio.lowlevel.wait_readable)
+
+
+__all__ = ["ANYIO", "Event", "Primitives", "Scope", "bind"]
