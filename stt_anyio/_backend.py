@@ -1,17 +1,22 @@
 """The four anyio calls on the driver's per-packet path, bound once to the running backend.
 
-Every anyio call finds its backend through sniffio and a registry lookup first, about a
-microsecond each, and a ping-pong round trip made about fifteen of them (clock reads, the
-driver's cancel scope and readiness wait, stream wake-ups). On trio, anyio's trio backend
-ends in trio's own functions, so a node started on trio binds those directly; on any other
-backend it keeps anyio's. Cancellation semantics are unchanged: anyio on trio *is* trio's
-cancellation.
+* Speed: every anyio call finds its backend through sniffio and a registry lookup first,
+  about a microsecond each, and a ping-pong round trip made about fifteen of them (clock
+  reads, the driver's cancel scope and readiness wait, stream wake-ups). On trio, anyio's
+  trio backend ends in trio's own functions, so a node started on trio binds those directly
+  (cancellation is unchanged: anyio on trio *is* trio's cancellation), and trio's clock,
+  a MockClock included, stays the node's.
+* The clock on asyncio: anyio's is ``loop.time()``, which uvloop caches per loop iteration in
+  whole milliseconds, so every RTT sample on a fast path read 0 or 1 ms (as in
+  ``stt_asyncio.node``). There the node reads ``time.monotonic()``, the clock asyncio's own
+  loop uses and uvloop's counts in the same epoch, so cancel-scope deadlines still compare.
 """
 
 from __future__ import annotations
 
 import math
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol
@@ -60,9 +65,15 @@ def _anyio_scope(deadline: float = math.inf) -> Scope:
 ANYIO = Primitives("anyio", anyio.current_time, anyio.Event, _anyio_scope, anyio.wait_readable)
 
 
+ASYNCIO = Primitives("asyncio", time.monotonic, anyio.Event, _anyio_scope, anyio.wait_readable)
+
+
 def bind() -> Primitives:
     """The primitives for the backend running the calling task."""
-    if sniffio.current_async_library() != "trio":
+    backend = sniffio.current_async_library()
+    if backend == "asyncio":
+        return ASYNCIO
+    if backend != "trio":
         return ANYIO
     import trio
 
@@ -73,4 +84,4 @@ def bind() -> Primitives:
                       trio.lowlevel.wait_readable)
 
 
-__all__ = ["ANYIO", "Event", "Primitives", "Scope", "bind"]
+__all__ = ["ANYIO", "ASYNCIO", "Event", "Primitives", "Scope", "bind"]

@@ -275,13 +275,13 @@ def test_a_node_on_trio_binds_trios_own_primitives_and_clock() -> None:
     assert time.monotonic() - wall < 5.0
 
 
-def test_a_node_on_asyncio_keeps_anyios_primitives() -> None:
+def test_a_node_on_asyncio_reads_a_fine_clock() -> None:
     from stt_anyio import STTNode as Node
-    from stt_anyio._backend import ANYIO
+    from stt_anyio._backend import ASYNCIO
 
     async def main() -> None:
         async with Node() as server, Node() as client:
-            assert client._primitives is ANYIO
+            assert client._primitives is ASYNCIO
             session = await client.connect(server.address, server.node_id)
             stream = session.open_stream(no_delay=True)
             await stream.send(b"hello")
@@ -301,3 +301,24 @@ def test_anyio_accept_before_start_raises_instead_of_waiting_forever(backend: st
             await STTNode().accept()
 
     anyio.run(main, backend=backend)
+
+
+def test_anyio_on_uvloop_resolves_sub_millisecond_round_trips() -> None:
+    """anyio's clock on asyncio is loop.time(), in whole milliseconds on uvloop: the node must
+    not use it, or every loopback RTT sample is 0 or 1 ms (it read 1.13 ms smoothed)."""
+    pytest.importorskip("uvloop")
+    from stt_anyio import STTNode as Node
+    from stt_cli.bench_trio import echo_stream
+
+    async def main() -> None:
+        async with Node(no_delay=True) as server, Node(no_delay=True) as client, \
+                anyio.create_task_group() as group:
+            session, stream = await echo_stream(server, client, group)
+            for i in range(100):
+                await stream.send(b"%d" % i)
+                await stream.receive()
+            rtt_min = session.get_stats().rtt_min_ms
+            assert 0 < rtt_min < 0.999, rtt_min
+            group.cancel_scope.cancel()
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
