@@ -4,18 +4,20 @@ signal type, the clock and the kick that services the endpoint; every protocol d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from stt_proto import Endpoint, UsageError
-from stt_proto.dht import Contact, Operation, RoutingTable
+from stt_proto.dht import Contact, DHTRecord, Operation, RoutingTable
 
 from ._signal import Signal
 
 
 class NodeDHT:
     """Kademlia over the node's socket: 256-bit ids, k = 20, alpha = 3, XOR metric; values are
-    re-published hourly and expire after a day at the nodes holding them."""
+    records signed by their publisher, re-published hourly and expiring after a day at the
+    nodes holding them."""
 
     def __init__(self, endpoint: Callable[[], Endpoint], now: Callable[[], float],
                  kick: Callable[[], None], new_signal: Callable[[], Signal]) -> None:
@@ -40,16 +42,27 @@ class NodeDHT:
         return result
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> int:
-        """Store ``value`` (at most 8 KiB) under the 32-byte ``key`` at the k nodes nearest it
-        and keep re-publishing it; returns how many nodes stored it."""
+        """Sign ``value`` (at most 8 KiB) and store it under the 32-byte ``key`` at the k nodes
+        nearest it, and keep re-publishing it; returns how many nodes stored it. The record
+        carries this node's wall clock (Unix ms), which readers rank publishers by."""
         endpoint = self._endpoint()
-        result: int = await self._run(endpoint.dht.put(key, value, self._now(), ttl))
+        result: int = await self._run(endpoint.dht.put(
+            key, value, self._now(), ttl, timestamp_ms=int(time.time() * 1000)))
         return result
 
-    async def get(self, key: bytes) -> bytes | None:
-        """The newest value stored under ``key``, or None when nobody holds one."""
+    async def get(self, key: bytes, *, publisher: bytes | None = None) -> bytes | None:
+        """The freshest verified value stored under ``key`` (only ``publisher``'s, when given),
+        or None when nobody holds one."""
         endpoint = self._endpoint()
-        result: bytes | None = await self._run(endpoint.dht.get(key, self._now()))
+        result: bytes | None = await self._run(endpoint.dht.get(key, self._now(),
+                                                                publisher=publisher))
+        return result
+
+    async def get_all(self, key: bytes) -> list[DHTRecord]:
+        """Every publisher's verified record under ``key`` (publisher, value, seq,
+        timestamp_ms), freshest first; empty when nobody holds one."""
+        endpoint = self._endpoint()
+        result: list[DHTRecord] = await self._run(endpoint.dht.get_all(key, self._now()))
         return result
 
     async def find_node(self, node_id: bytes) -> list[Contact]:

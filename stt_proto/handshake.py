@@ -3,7 +3,7 @@
 ``InitiatorHandshake`` and ``ResponderHandshake`` wrap a Noise ``HandshakeState`` with what STT puts
 in the payloads (see :mod:`stt_proto.handshake_payload`) and the checks made on them: version,
 connection ids, the AEAD choice (downgrade detection) and, for the initiator, the responder's
-node id.
+node id, recomputed from its proven static key and the signing key its payload carries.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .handshake_payload import (
     negotiate_cipher,
     require,
 )
-from .identity import Identity, node_id_for
+from .identity import KEY_LEN, Identity, is_weak_signing_key, node_id_for
 from .noise import HandshakeState, KeyPair
 from .packet import CID_LEN, MIN_INITIAL_SIZE, VERSION, PacketCipher
 from .randomness import RandomSource
@@ -57,10 +57,11 @@ class HandshakeResult:
     send: PacketCipher
     recv: PacketCipher
     peer_static: bytes
-    peer_id: bytes
+    peer_id: bytes  # node_id_for(peer_static, peer_signing_key)
     peer_settings: TransportSettings
     handshake_hash: bytes
     purpose: Purpose = Purpose.APPLICATION
+    peer_signing_key: bytes = b""
 
 
 def _new_state(config: NodeConfig, identity: Identity, rng: RandomSource,
@@ -97,16 +98,25 @@ def _read(state: HandshakeState, message: bytes, which: str) -> dict[int, bytes]
     return decode_payload(payload)
 
 
+def _signing_key(fields: dict[int, bytes]) -> bytes:
+    key = require(fields, Field.SIGNING_KEY)
+    if len(key) != KEY_LEN:
+        raise HandshakeError(f"signing key of {len(key)} bytes, expected {KEY_LEN}")
+    if is_weak_signing_key(key):
+        raise HandshakeError(f"weak signing key {key.hex()} (small order or non-canonical)")
+    return key
+
+
 def _finish(state: HandshakeState, initiator: bool, cipher: str,
-            settings: TransportSettings, purpose: Purpose) -> HandshakeResult:
+            settings: TransportSettings, purpose: Purpose, signing_key: bytes) -> HandshakeResult:
     c1, c2 = state.split()
     k1, k2 = c1.key, c2.key
     if k1 is None or k2 is None or state.rs is None:  # pragma: no cover - split() guarantees
         raise HandshakeError("handshake finished without keys")
     send, recv = (k1, k2) if initiator else (k2, k1)
     return HandshakeResult(cipher, PacketCipher(cipher, send), PacketCipher(cipher, recv),
-                           state.rs, node_id_for(state.rs), settings, state.handshake_hash,
-                           purpose)
+                           state.rs, node_id_for(state.rs, signing_key), settings,
+                           state.handshake_hash, purpose, signing_key)
 
 
 def _live(state: HandshakeState | None) -> HandshakeState:
@@ -136,6 +146,7 @@ class InitiatorHandshake:
                  purpose: Purpose = Purpose.APPLICATION) -> None:
         self._config = config
         self._purpose = purpose
+        self._signing_public = identity.signing_public
         self._state: HandshakeState | None = _new_state(config, identity, rng, True)
         self._local_cid = local_cid
         self._expected_peer_id = expected_peer_id
@@ -163,16 +174,19 @@ class InitiatorHandshake:
             raise HandshakeError(f"cipher downgrade: the responder chose {chosen.hex()} where "
                                  f"both preferences give {expected}")
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
+        signing_key = _signing_key(fields)
         rs = state.rs
-        if rs is None or node_id_for(rs) != self._expected_peer_id:
-            got = node_id_for(rs).hex() if rs else "nothing"
+        if rs is None or node_id_for(rs, signing_key) != self._expected_peer_id:
+            got = node_id_for(rs, signing_key).hex() if rs else "nothing"
             raise AuthenticationError(f"responder's node id is {got}, expected "
                                       f"{self._expected_peer_id.hex()}")
-        fields3 = {Field.SETTINGS: local_settings(self._config).encode()}
+        fields3 = {Field.SETTINGS: local_settings(self._config).encode(),
+                   Field.SIGNING_KEY: self._signing_public}
         if self._purpose is not Purpose.APPLICATION:
             fields3[Field.PURPOSE] = encode_varint(self._purpose)
         message3 = state.write_message(encode_payload(fields3))
-        result = self.result = _finish(state, True, expected, settings, self._purpose)
+        result = self.result = _finish(state, True, expected, settings, self._purpose,
+                                       signing_key)
         self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
         return message3, result
 
@@ -182,6 +196,7 @@ class ResponderHandshake:
 
     def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource) -> None:
         self._config = config
+        self._signing_public = identity.signing_public
         self._state: HandshakeState | None = _new_state(config, identity, rng, False)
         self._preference = tuple(config.cipher_preference)
         self._cipher = ""
@@ -205,12 +220,14 @@ class ResponderHandshake:
             Field.CIPHER_PREFERENCE: encode_preference(self._preference),
             Field.CHOSEN_CIPHER: encode_preference((self._cipher,)),
             Field.SETTINGS: local_settings(self._config).encode(),
+            Field.SIGNING_KEY: self._signing_public,
         }))
 
     def read_message3(self, message: bytes) -> HandshakeResult:
         state = _live(self._state)
         fields = _read(state, message, "message 3")
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
-        self.result = _finish(state, False, self._cipher, settings, _purpose(fields))
+        self.result = _finish(state, False, self._cipher, settings, _purpose(fields),
+                              _signing_key(fields))
         self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
         return self.result

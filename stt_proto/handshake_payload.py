@@ -2,10 +2,12 @@
 
 Payloads are a list of ``(key, length, value)`` records with varint keys and lengths. Message 1
 (cleartext but hashed into the handshake) carries the version, the initiator's connection id and
-cipher preference, and padding. Message 2 carries the responder's id, preference, chosen cipher and
-transport settings; message 3 the initiator's settings. Because every payload is covered by the
-handshake hash, rewriting a preference list makes the next message fail to decrypt: a downgrade
-cannot succeed.
+cipher preference, and padding. Message 2 carries the responder's id, preference, chosen cipher,
+transport settings and signing key; message 3 the initiator's settings and signing key. A node id
+hashes the static key together with the signing key, so each side recomputes the other's id from
+the static key Noise proved and the signing key the payload carried. Because every payload is
+covered by the handshake hash, rewriting a preference list makes the next message fail to
+decrypt: a downgrade cannot succeed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Field(IntEnum):
     CHOSEN_CIPHER = 4
     SETTINGS = 5
     PURPOSE = 6  # message 3: what the initiator opens the session for (see Purpose)
+    SIGNING_KEY = 7  # messages 2 and 3: the sender's Ed25519 public key, part of its node id
     PADDING = 0x3F
 
 

@@ -4,7 +4,8 @@ stt_anyio node on trio (argv[1] "trio"), over argv[2]'s transport ("udp" or "web
 It prints "READY <port> <node id hex>", then obeys lines on stdin until it closes:
 "BOOT <port> <id hex>" bootstraps through that loopback node and prints "BOOTED <contacts>";
 "PUT <key hex> <value hex>" prints "STORED <count>"; "GET <key hex>" prints "VALUE <hex>" or
-"VALUE NONE"."""
+"VALUE NONE"; "ALL <key hex>" prints "RECORDS" then "<publisher hex>:<value hex>" for each
+publisher's record, freshest first."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ async def obey(node: Any, read_line: Any) -> None:
         elif command == "GET":
             value = await node.dht.get(bytes.fromhex(args[0]))
             print("VALUE", "NONE" if value is None else value.hex(), flush=True)
+        elif command == "ALL":
+            records = await node.dht.get_all(bytes.fromhex(args[0]))
+            print("RECORDS", *(f"{r.publisher.hex()}:{r.value.hex()}" for r in records),
+                  flush=True)
 
 
 async def main_asyncio(transport: str) -> None:

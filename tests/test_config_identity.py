@@ -35,7 +35,7 @@ def test_preset_values_follow_the_seed() -> None:
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
-        ("max_frame_size", 1199), ("max_frame_size", 65508), ("max_frame_size", "big"),
+        ("max_frame_size", 1199), ("max_frame_size", 65537), ("max_frame_size", "big"),
         ("port", -1), ("port", 70000), ("max_concurrent_streams", 0), ("max_sessions", 0),
         ("keep_alive_interval", 0), ("handshake_timeout", -1.0), ("recv_buffer_size", 10),
         ("send_buffer_size", 1 << 31), ("congestion_control", "vegas"), ("transport", "tcp"),
@@ -67,8 +67,45 @@ def test_identity_round_trip_with_private_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     loaded = Identity.load(path)
     assert loaded.node_id == identity.node_id
-    assert identity.node_id == hashlib.blake2s(identity.public_key, digest_size=32).digest()
+    assert loaded.signing_public == identity.signing_public
+    assert path.read_bytes().startswith(b"STT-IDENTITY-2\n")
+    # the id covers both public keys: the X25519 one Noise proves and the Ed25519 signing one
+    assert identity.node_id == hashlib.blake2s(identity.public_key + identity.signing_public,
+                                               digest_size=32).digest()
     assert len(identity.node_id) == 32
+    assert Identity.from_private_bytes(identity.private_bytes()).node_id == identity.node_id
+
+
+def test_version_1_identity_file_still_loads_with_a_stable_id(tmp_path: Path) -> None:
+    """A file from before signing keys (the X25519 key alone) loads; its signing key is derived
+    from the X25519 key, so it gives the same id on every load and after a re-save."""
+    private = bytes(range(32))
+    old = tmp_path / "old.key"
+    old.write_bytes(b"STT-IDENTITY-1\n" + private.hex().encode() + b"\n")
+    first, second = Identity.load(old), Identity.load(old)
+    assert first.node_id == second.node_id
+    assert first.signing_public == second.signing_public
+    assert first.public_key == Identity.from_private_bytes(private).public_key
+    assert first.node_id == Identity.from_private_bytes(private).node_id
+    assert first.node_id == hashlib.blake2s(first.public_key + first.signing_public,
+                                            digest_size=32).digest()
+    # a fresh identity's signing key is independent of its X25519 key
+    assert Identity.generate().node_id != first.node_id
+    new = tmp_path / "new.key"
+    first.save(new)
+    assert Identity.load(new).node_id == first.node_id
+
+
+def test_signatures_verify_only_with_the_signing_key() -> None:
+    from stt_proto.identity import verify_signature
+
+    identity, other = Identity.generate(), Identity.generate()
+    signature = identity.sign(b"message")
+    assert verify_signature(identity.signing_public, signature, b"message")
+    assert not verify_signature(identity.signing_public, signature, b"massage")
+    assert not verify_signature(other.signing_public, signature, b"message")
+    assert not verify_signature(b"short", signature, b"message")  # hostile input never raises
+    assert not verify_signature(identity.signing_public, b"\x00" * 3, b"message")
 
 
 def test_corrupt_identity_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -77,6 +114,9 @@ def test_corrupt_identity_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="not an STT identity"):
         Identity.load(bad)
     bad.write_bytes(b"STT-IDENTITY-1\nzz\n")
+    with pytest.raises(SettingsError, match="corrupt"):
+        Identity.load(bad)
+    bad.write_bytes(b"STT-IDENTITY-2\n" + b"ab" * 32 + b"\n")  # the signing key is missing
     with pytest.raises(SettingsError, match="corrupt"):
         Identity.load(bad)
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stt_proto import DecodeError
-from stt_proto.dht import ValueStore
+from stt_proto import DecodeError, Identity
+from stt_proto.dht import SignedRecord, ValueStore
 from stt_proto.dht.ids import Contact, bucket_index, distance
 from stt_proto.dht.lookup import Lookup
 from stt_proto.dht.messages import MAX_VALUE_SIZE, Kind, Message, WireRecord, decode, encode
@@ -20,19 +20,22 @@ addresses = st.one_of(
     st.tuples(st.ip_addresses(v=4).map(str), st.integers(1, 65535)),
     st.tuples(st.ip_addresses(v=6).map(str), st.integers(1, 65535)))
 contacts = st.builds(Contact, ids, addresses)
-records = st.builds(WireRecord, ids, st.binary(max_size=200), st.integers(0, 10**6),
-                    st.integers(0, 7 * 86400))
+signed = st.builds(SignedRecord, ids, ids, st.integers(0, 2**62 - 1), st.integers(0, 2**62 - 1),
+                   st.binary(max_size=200), st.binary(min_size=64, max_size=64))
+records = st.builds(WireRecord, signed, st.integers(0, 7 * 86400))
 messages = st.one_of(
     st.builds(Message, st.sampled_from([Kind.PING, Kind.PONG]), st.integers(0, 2**64 - 1),
               st.integers(0, 65535)),
     st.builds(Message, st.sampled_from([Kind.FIND_NODE, Kind.FIND_VALUE]),
               st.integers(0, 2**64 - 1), st.integers(0, 65535), target=ids),
+    st.builds(Message, st.just(Kind.FIND_VALUE), st.integers(0, 2**64 - 1),
+              st.integers(0, 65535), target=ids, publisher=ids),
     st.builds(Message, st.just(Kind.NODES), st.integers(0, 2**64 - 1), st.integers(0, 65535),
               contacts=st.lists(contacts, max_size=20).map(tuple)),
     st.builds(Message, st.just(Kind.VALUE), st.integers(0, 2**64 - 1), st.integers(0, 65535),
               records=st.lists(records, min_size=1, max_size=8).map(tuple)),
     st.builds(Message, st.just(Kind.STORE), st.integers(0, 2**64 - 1), st.integers(0, 65535),
-              target=ids, value=st.binary(max_size=300), ttl=st.integers(1, 7 * 86400)),
+              target=ids, record=signed, ttl=st.integers(1, 7 * 86400)),
     st.builds(Message, st.just(Kind.STORED), st.integers(0, 2**64 - 1), st.integers(0, 65535),
               ok=st.booleans()),
 )
@@ -41,6 +44,11 @@ messages = st.one_of(
 @given(messages)
 def test_codec_round_trips(message: Message) -> None:
     assert decode(encode(message)) == message
+
+
+@given(signed, ids)
+def test_verifying_arbitrary_records_never_raises(record: SignedRecord, key: bytes) -> None:
+    assert not record.verify(key)  # random bytes are no valid key and signature
 
 
 @given(st.binary(max_size=400))
@@ -52,21 +60,26 @@ def test_decoder_never_crashes(data: bytes) -> None:
 @given(messages, st.data())
 def test_truncation_and_trailing_bytes_are_rejected(message: Message, data: st.DataObject) -> None:
     raw = encode(message)
-    fixed = len(raw) - len(message.value)  # a STORE's value runs to the end of the message
-    cut = data.draw(st.integers(0, fixed - 1))
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    if message.kind is Kind.FIND_VALUE and message.publisher:
+        cut = min(cut, len(raw) - 33)  # cut to 32 bytes short, it is a valid FIND_VALUE
     with pytest.raises(DecodeError):
         decode(raw[:cut])
-    if message.kind is not Kind.STORE:
-        with pytest.raises(DecodeError):
-            decode(raw + b"\x00")
+    with pytest.raises(DecodeError):
+        decode(raw + b"\x00")
+
+
+def _record(value: bytes = b"v", seq: int = 1) -> SignedRecord:
+    return SignedRecord(bytes(32), bytes(32), seq, 0, value, bytes(64))
 
 
 def test_oversized_and_bogus_fields_are_rejected() -> None:
-    store = Message(Kind.STORE, 1, 9, target=bytes(32), value=bytes(MAX_VALUE_SIZE + 1), ttl=5)
+    store = Message(Kind.STORE, 1, 9, target=bytes(32), record=_record(bytes(MAX_VALUE_SIZE + 1)),
+                    ttl=5)
     with pytest.raises(DecodeError, match="exceeds"):
         decode(encode(store))
     with pytest.raises(DecodeError, match="ttl"):
-        decode(encode(Message(Kind.STORE, 1, 9, target=bytes(32), ttl=0)))
+        decode(encode(Message(Kind.STORE, 1, 9, target=bytes(32), record=_record(), ttl=0)))
     with pytest.raises(DecodeError, match="kind"):
         decode(bytes([99]) + bytes(10))
     nodes = bytearray(encode(Message(Kind.NODES, 1, 9, contacts=(
@@ -125,26 +138,49 @@ def test_id_in_bucket(index: int, own: bytes, noise: bytes) -> None:
     assert bucket_index(own, table.id_in_bucket(index, noise)) == index
 
 
+_A, _B = Identity.generate(), Identity.generate()
+
+
+def _signed(who: Identity, key: bytes, value: bytes, seq: int = 1) -> SignedRecord:
+    return SignedRecord.sign(who, key, value, seq, seq)
+
+
 def test_value_store_caps_and_expiry() -> None:
     store = ValueStore(max_records=3, max_per_publisher=2)
-    a, b = _id(1), _id(2)
-    assert store.put(_id(10), a, b"1", 10, 0.0)
-    assert store.put(_id(11), a, b"2", 10, 0.0)
-    assert not store.put(_id(12), a, b"3", 10, 0.0)  # a's quota
-    assert store.put(_id(11), a, b"2b", 5, 1.0)  # replacing its own is fine
-    assert store.put(_id(12), b, b"4", 10, 0.0)
-    assert not store.put(_id(13), b, b"5", 10, 0.0)  # store full
+    a, b = _A, _B
+    assert store.put(_id(10), _signed(a, _id(10), b"1"), 10, 0.0)
+    assert store.put(_id(11), _signed(a, _id(11), b"2"), 10, 0.0)
+    assert not store.put(_id(12), _signed(a, _id(12), b"3"), 10, 0.0)  # a's quota
+    assert store.put(_id(11), _signed(a, _id(11), b"2b", 2), 5, 1.0)  # replacing its own is fine
+    assert store.put(_id(12), _signed(b, _id(12), b"4"), 10, 0.0)
+    assert not store.put(_id(13), _signed(b, _id(13), b"5"), 10, 0.0)  # store full
     assert store.refused == 2
     assert [r.value for r in store.get(_id(11), 2.0)] == [b"2b"]
+    assert store.get(_id(11), 2.0, a.node_id)[0].publisher == a.node_id
+    assert store.get(_id(11), 2.0, b.node_id) == []
     assert store.next_expiry() == 6.0
     assert store.expire(6.0) == 1 and len(store) == 2
     assert store.expire(10.0) == 2 and len(store) == 0 and store.next_expiry() is None
 
 
+def test_value_store_refuses_older_or_conflicting_sequences() -> None:
+    """A publisher's record is replaced only by a higher sequence; the same record again renews
+    it; a different record with the same sequence (equivocation) is refused."""
+    store, key = ValueStore(), _id(10)
+    newer = _signed(_A, key, b"new", 5)
+    assert store.put(key, newer, 10, 0.0)
+    assert not store.put(key, _signed(_A, key, b"old", 4), 10, 1.0)
+    assert not store.put(key, _signed(_A, key, b"other", 5), 10, 1.0)
+    assert store.stale == 2
+    assert store.put(key, newer, 10, 5.0)  # a re-publication renews the expiry
+    assert [(r.value, r.expires_at) for r in store.get(key, 6.0)] == [(b"new", 15.0)]
+
+
 def test_value_store_heap_stays_bounded_under_rewrites() -> None:
     store = ValueStore()
+    record = _signed(_A, _id(1), b"x")
     for i in range(10_000):
-        store.put(_id(1), _id(2), b"x", 1000, float(i))
+        store.put(_id(1), record, 1000, float(i))
     assert len(store) == 1
     assert len(store._expiry) <= 1026
 

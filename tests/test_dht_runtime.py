@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,23 @@ async def exercise(nodes: list[Any], gather: Any) -> None:
     ids = sorted((n.node_id for n in nodes if n is not nodes[1]), key=lambda i: distance(i, target))
     assert [c.node_id for c in found] == ids
     key = hash_data(b"runtime value")
+    before_put = int(time.time() * 1000)
     assert await nodes[2].dht.put(key, b"hello dht") == len(nodes)
     assert await nodes[-1].dht.get(key) == b"hello dht"
+    # get_all: each publisher's verified record, stamped with its publisher's wall clock
+    assert await nodes[3].dht.put(key, b"second publisher") == len(nodes)
+    records = await nodes[-1].dht.get_all(key)
+    assert [(r.publisher, r.value) for r in records] == [
+        (nodes[3].node_id, b"second publisher"), (nodes[2].node_id, b"hello dht")]
+    assert before_put <= records[1].timestamp_ms <= records[0].timestamp_ms
+    assert records[0].timestamp_ms <= time.time() * 1000
+    assert await nodes[1].dht.get(key) == b"second publisher"
+    assert await nodes[1].dht.get(key, publisher=nodes[2].node_id) == b"hello dht"
+    assert await nodes[1].dht.get_all(hash_data(b"absent")) == []
     assert await nodes[1].dht.get(hash_data(b"absent")) is None
     stats = first.get_stats()
-    assert stats["dht_contacts"] == len(nodes) - 1 and stats["dht_records"] == 1
+    assert stats["dht_contacts"] == len(nodes) - 1 and stats["dht_records"] == 2
+    assert stats["dht_bad_records"] == 0
     assert stats["dht_sessions"] >= 1
     with pytest.raises(UsageError, match="32 bytes"):
         await first.dht.get(b"not a hash")
@@ -174,6 +187,11 @@ def test_dht_across_processes_and_runtimes(client: str, peer_kind: str, transpor
             assert await anyio.to_thread.run_sync(
                 ask, f"PUT {other.hex()} {b'back'.hex()}") == ["STORED", "2"]
             assert await node.dht.get(other) == b"back"
+            # every publisher's record, across runtimes: the peer's and then ours, verified there
+            assert await node.dht.put(other, b"mine too") == 2
+            assert await anyio.to_thread.run_sync(ask, f"ALL {other.hex()}") == [
+                "RECORDS", f"{node.node_id.hex()}:{b'mine too'.hex()}",
+                f"{peer_id.hex()}:{b'back'.hex()}"]
             assert [c.node_id for c in await node.dht.find_node(peer_id)] == [peer_id]
 
         with warnings.catch_warnings():

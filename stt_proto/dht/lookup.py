@@ -2,7 +2,8 @@
 
 The shortlist holds every contact learnt, nearest the target first. At most ``alpha`` queries are
 in flight; the lookup ends when the ``k`` nearest contacts that have not failed have all answered
-(or, looking for a value, as soon as one answers with it).
+(or, looking for a value, as soon as ``quorum`` of them have answered with a valid record: one
+holder alone could hand back a stale record, or withhold a fresher one).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from enum import Enum, auto
 
 from .ids import Contact
-from .messages import WireRecord
 
 
 class _Status(Enum):
@@ -22,14 +22,14 @@ class _Status(Enum):
 
 class Lookup:
     def __init__(self, target: bytes, own_id: bytes, k: int, alpha: int,
-                 want_value: bool = False) -> None:
+                 want_value: bool = False, quorum: int = 1) -> None:
         self.target = target
         self.own_id = own_id
         self.k = k
         self.alpha = alpha
         self.want_value = want_value
-        self.records: list[WireRecord] = []
-        self.answered_without_value: list[Contact] = []
+        self.quorum = quorum
+        self.holders = 0  # answers that carried a valid record (the caller may count itself)
         self._key = int.from_bytes(target, "big")
         self._contacts: dict[bytes, Contact] = {}
         self._status: dict[bytes, _Status] = {}
@@ -80,15 +80,13 @@ class Lookup:
         return chosen
 
     def answered(self, node_id: bytes, contacts: tuple[Contact, ...] = (),
-                 records: tuple[WireRecord, ...] = ()) -> None:
+                 has_value: bool = False) -> None:
         if self._status.get(node_id) is not _Status.ASKED:
             return
         self._status[node_id] = _Status.ANSWERED
         self._in_flight -= 1
-        if records:
-            self.records.extend(records)
-        elif self.want_value:
-            self.answered_without_value.append(self._contacts[node_id])
+        if has_value:
+            self.holders += 1
         self.add(contacts)
 
     def failed(self, node_id: bytes) -> None:
@@ -99,7 +97,7 @@ class Lookup:
 
     @property
     def finished(self) -> bool:
-        if self.want_value and self.records:
+        if self.want_value and self.holders >= self.quorum:
             return True
         if self._in_flight:
             return False

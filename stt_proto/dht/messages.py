@@ -3,9 +3,11 @@ truncated, oversized or with trailing bytes raises :class:`DecodeError` and is d
 
 Layout: ``kind (1) | sender port (2) | rpc id (8) | body``. The port is the sender's STT socket
 port, for transports where the observed source port is not the one it listens on (WebSocket).
-Bodies: FIND_NODE / FIND_VALUE a 32-byte target; NODES a count and that many contacts (id, family,
-address, port); VALUE a count and that many records (publisher, age and ttl in seconds, value);
-STORE a key, ttl and the value; STORED one byte (1 stored, 0 refused); PING and PONG nothing.
+Bodies: FIND_NODE a 32-byte target; FIND_VALUE a 32-byte key, optionally followed by the one
+publisher id wanted; NODES a count and that many contacts (id, family, address, port); VALUE a
+count and that many signed records, each followed by its ttl left in seconds; STORE a key, ttl
+and one signed record (see :mod:`.records`); STORED one byte (1 stored, 0 refused); PING and PONG
+nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import attrs
 from ..errors import DecodeError
 from ..varint import decode_varint, encode_varint
 from .ids import ID_LEN, Contact, K
+from .records import MAX_VALUE_SIZE, SignedRecord
 
-MAX_VALUE_SIZE = 8192  # bytes in one stored value
+__all__ = ["MAX_RECORDS_PER_REPLY", "MAX_TTL", "MAX_VALUE_SIZE", "REQUESTS", "Kind", "Message",
+           "WireRecord", "decode", "encode"]
+
 MAX_RECORDS_PER_REPLY = 8  # publishers' records for one key in one VALUE reply
 MAX_TTL = 7 * 86400  # seconds a STORE may ask a value to live
 _HEADER = struct.Struct("!BHQ")
@@ -42,12 +47,10 @@ REQUESTS = frozenset({Kind.PING, Kind.FIND_NODE, Kind.FIND_VALUE, Kind.STORE})
 
 @attrs.frozen(slots=True)
 class WireRecord:
-    """One publisher's value for a key, as a VALUE reply carries it."""
+    """One publisher's signed value for a key, as a VALUE reply carries it."""
 
-    publisher: bytes
-    value: bytes
-    age: int  # seconds since the replying node stored it
-    ttl: int  # seconds it has left there
+    record: SignedRecord
+    ttl: int  # seconds it has left at the replying node
 
 
 @attrs.frozen(slots=True)
@@ -56,9 +59,10 @@ class Message:
     rpc_id: int
     port: int
     target: bytes = b""  # FIND_NODE, FIND_VALUE, STORE (the key)
+    publisher: bytes = b""  # FIND_VALUE: only this publisher's record is wanted (or b"": all)
     contacts: tuple[Contact, ...] = ()  # NODES
     records: tuple[WireRecord, ...] = ()  # VALUE
-    value: bytes = b""  # STORE
+    record: SignedRecord | None = None  # STORE
     ttl: int = 0  # STORE
     ok: bool = False  # STORED
 
@@ -72,17 +76,20 @@ def encode(message: Message) -> bytes:
     out = bytearray(_HEADER.pack(kind, message.port, message.rpc_id))
     if kind in (Kind.FIND_NODE, Kind.FIND_VALUE):
         out += message.target
+        if kind is Kind.FIND_VALUE:
+            out += message.publisher
     elif kind is Kind.NODES:
         out.append(len(message.contacts))
         for contact in message.contacts:
             out += contact.node_id + _encode_address(contact.address)
     elif kind is Kind.VALUE:
         out.append(len(message.records))
-        for record in message.records:
-            out += record.publisher + encode_varint(record.age) + encode_varint(record.ttl)
-            out += encode_varint(len(record.value)) + record.value
+        for wire in message.records:
+            out += wire.record.encode() + encode_varint(wire.ttl)
     elif kind is Kind.STORE:
-        out += message.target + encode_varint(message.ttl) + message.value
+        if message.record is None:
+            raise ValueError("a STORE message needs its record")
+        out += message.target + encode_varint(message.ttl) + message.record.encode()
     elif kind is Kind.STORED:
         out.append(1 if message.ok else 0)
     return bytes(out)
@@ -101,9 +108,14 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     if kind in (Kind.PING, Kind.PONG):
         _expect_end(body, 0, kind)
         return Message(kind, rpc_id, port)
-    if kind in (Kind.FIND_NODE, Kind.FIND_VALUE):
+    if kind is Kind.FIND_NODE:
         _expect_end(body, ID_LEN, kind)
         return Message(kind, rpc_id, port, target=body)
+    if kind is Kind.FIND_VALUE:
+        if len(body) not in (ID_LEN, 2 * ID_LEN):
+            raise DecodeError(f"FIND_VALUE body is {len(body)} bytes, expected {ID_LEN} or "
+                              f"{2 * ID_LEN}")
+        return Message(kind, rpc_id, port, target=body[:ID_LEN], publisher=body[ID_LEN:])
     if kind is Kind.NODES:
         return Message(kind, rpc_id, port, contacts=_decode_contacts(body))
     if kind is Kind.VALUE:
@@ -114,10 +126,10 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         ttl, pos = decode_varint(body, ID_LEN)
         if not 1 <= ttl <= MAX_TTL:
             raise DecodeError(f"STORE ttl {ttl} s not in 1..{MAX_TTL}")
-        value = body[pos:]
-        if len(value) > MAX_VALUE_SIZE:
-            raise DecodeError(f"STORE value of {len(value)} bytes exceeds {MAX_VALUE_SIZE}")
-        return Message(kind, rpc_id, port, target=body[:ID_LEN], value=value, ttl=ttl)
+        record, pos = SignedRecord.decode(body, pos)
+        if pos != len(body):
+            raise DecodeError("trailing bytes after the STORE record")
+        return Message(kind, rpc_id, port, target=body[:ID_LEN], record=record, ttl=ttl)
     # STORED
     _expect_end(body, 1, kind)
     if body[0] > 1:
@@ -174,18 +186,11 @@ def _decode_records(body: bytes) -> tuple[WireRecord, ...]:
     pos = 1
     records = []
     for _ in range(count):
-        if pos + ID_LEN > len(body):
-            raise DecodeError("VALUE record truncated")
-        publisher = body[pos:pos + ID_LEN]
-        age, pos = decode_varint(body, pos + ID_LEN)
+        record, pos = SignedRecord.decode(body, pos)
         ttl, pos = decode_varint(body, pos)
-        size, pos = decode_varint(body, pos)
-        if size > MAX_VALUE_SIZE or pos + size > len(body):
-            raise DecodeError(f"VALUE record of {size} bytes is oversized or truncated")
         if ttl > MAX_TTL:
             raise DecodeError(f"VALUE record ttl {ttl} s exceeds {MAX_TTL}")
-        records.append(WireRecord(publisher, body[pos:pos + size], age, ttl))
-        pos += size
+        records.append(WireRecord(record, ttl))
     if pos != len(body):
         raise DecodeError("trailing bytes after VALUE records")
     return tuple(records)

@@ -3,7 +3,10 @@
 Messages come in from contacts whose ids their sessions' handshakes proved
 (:meth:`DHT.receive`) and go out as ``(contact, bytes)`` pairs (:meth:`DHT.messages_to_send`); the
 caller carries them. Time only moves through ``now``. Operations started by the user
-(:meth:`find_node`, :meth:`get`, :meth:`put`, :meth:`bootstrap`) finish into :meth:`next_done`.
+(:meth:`find_node`, :meth:`get`, :meth:`get_all`, :meth:`put`, :meth:`bootstrap`) finish into
+:meth:`next_done`. Values travel as records signed by their publisher (:mod:`.records`): storers
+take a record only from its publisher and only with a valid signature, and readers check every
+record they are handed, so a forged one is dropped and counted (``dht_bad_records``).
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
-from enum import Enum
 
 import attrs
 
-from ..errors import DecodeError, DHTError, STTError, UsageError
+from ..errors import DecodeError, DHTError, UsageError
+from ..identity import Identity
 from ..randomness import RandomSource
-from .ids import ALPHA, Contact, K, check_id
+from .ids import Contact, check_id
 from .lookup import Lookup
 from .messages import (
     MAX_RECORDS_PER_REPLY,
@@ -29,64 +32,15 @@ from .messages import (
     decode,
     encode,
 )
+from .operations import DHTConfig, Operation, OpKind
+from .records import MAX_SEQ, DHTRecord, SignedRecord
 from .routing import RoutingTable
 from .storage import ValueStore
 
+__all__ = ["DHT", "DHTConfig", "OpKind", "Operation"]
+
 REPLY_KINDS = {Kind.PING: (Kind.PONG,), Kind.FIND_NODE: (Kind.NODES,),
                Kind.FIND_VALUE: (Kind.NODES, Kind.VALUE), Kind.STORE: (Kind.STORED,)}
-
-
-@attrs.frozen(slots=True)
-class DHTConfig:
-    """Kademlia's constants. The defaults are the paper's; tests shorten the intervals."""
-
-    k: int = K
-    alpha: int = ALPHA
-    rpc_timeout: float = 2.0  # seconds an RPC may take, handshake to a new contact included
-    record_ttl: float = 86400.0  # how long holders keep a value put() with no ttl
-    republish_interval: float = 3600.0  # how often this node stores its values again
-    refresh_interval: float = 3600.0  # buckets unheard-from this long are looked up afresh
-
-    def __attrs_post_init__(self) -> None:
-        if self.k < 1 or self.alpha < 1:
-            raise UsageError("DHT k and alpha must be at least 1")
-        if min(self.rpc_timeout, self.record_ttl, self.republish_interval,
-               self.refresh_interval) <= 0:
-            raise UsageError("DHT timeouts and intervals must be positive")
-        if self.republish_interval >= self.record_ttl:
-            raise UsageError("republish_interval must be shorter than record_ttl, or values "
-                             "would lapse between re-publications")
-
-
-class OpKind(Enum):
-    BOOTSTRAP = "bootstrap"
-    FIND_NODE = "find_node"
-    GET = "get"
-    PUT = "put"
-
-
-class Operation:
-    """A user's DHT call in progress. When ``done``, ``error`` is None and ``result`` holds the
-    answer: bootstrap the routing table's size; find_node the k nearest contacts that answered;
-    get the newest value (or None; every record found is in ``records``); put how many nodes
-    stored the value."""
-
-    __slots__ = ("done", "error", "id", "internal", "kind", "lookup", "records", "result",
-                 "store_pending", "target", "ttl", "value")
-
-    def __init__(self, op_id: int, kind: OpKind, target: bytes, *, internal: bool) -> None:
-        self.id = op_id
-        self.kind = kind
-        self.target = target
-        self.internal = internal  # re-publication or refresh: nobody waits for it
-        self.done = False
-        self.error: STTError | None = None
-        self.result: object = None
-        self.records: list[WireRecord] = []
-        self.lookup: Lookup | None = None
-        self.store_pending = 0
-        self.value = b""
-        self.ttl = 0
 
 
 @attrs.define(slots=True)
@@ -99,16 +53,22 @@ class _Rpc:
 
 @attrs.define(slots=True)
 class _Publication:
-    value: bytes
+    record: SignedRecord
     ttl: int
     until: float | None  # stop re-publishing then (a put with an explicit ttl)
     due: float
 
 
 class DHT:
+    """The DHT of the node ``own_id``. It signs what it puts with ``identity``; without one it
+    serves and reads but cannot publish."""
+
     def __init__(self, own_id: bytes, rng: RandomSource, config: DHTConfig | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, *, identity: Identity | None = None) -> None:
+        if identity is not None and identity.node_id != own_id:
+            raise UsageError("the DHT's identity must be the node's own")
         self.own_id = own_id
+        self.identity = identity
         self.config = config or DHTConfig()
         self.routing_table = RoutingTable(own_id, self.config.k, now)
         self.store = ValueStore()
@@ -128,6 +88,7 @@ class DHT:
         self.unsolicited = 0
         self.requests_served = 0
         self.rpc_timeouts = 0
+        self.bad_records = 0  # records whose signature or publisher did not check out
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -145,37 +106,60 @@ class DHT:
         self._lookup(op, now)
         return op
 
-    def get(self, key: bytes, now: float) -> Operation:
-        op = self._start(OpKind.GET, check_id(key, "DHT key"), internal=False)
-        op.records = [WireRecord(r.publisher, r.value, int(now - r.stored_at),
-                                 int(r.expires_at - now)) for r in self.store.get(key, now)]
-        if op.records:
-            self._finish(op, now)
-            return op
-        self._lookup(op, now, want_value=True)
+    def get(self, key: bytes, now: float, *, publisher: bytes | None = None) -> Operation:
+        """Look ``key`` up; the result is the freshest verified value (only ``publisher``'s,
+        when given: see :func:`~stt_proto.dht.records.record_key`)."""
+        return self._get(OpKind.GET, key, now, publisher)
+
+    def get_all(self, key: bytes, now: float) -> Operation:
+        """Look ``key`` up; the result is every publisher's verified record, freshest first."""
+        return self._get(OpKind.GET_ALL, key, now, None)
+
+    def _get(self, kind: OpKind, key: bytes, now: float, publisher: bytes | None) -> Operation:
+        op = self._start(kind, check_id(key, "DHT key"), internal=False)
+        if publisher is not None:
+            op.publisher = check_id(publisher, "publisher node id")
+        local = self.store.get(op.target, now, op.publisher)
+        for stored in local:  # verified when stored
+            op.found[stored.publisher] = stored.signed
+        self._lookup(op, now, want_value=True, holders=1 if local else 0)
         return op
 
     def put(self, key: bytes, value: bytes | bytearray | memoryview, now: float,
-            ttl: float | None = None) -> Operation:
-        """Store ``value`` under ``key`` at the k nodes nearest it, and keep re-publishing it
-        (until ``ttl`` seconds have passed, when one is given)."""
+            ttl: float | None = None, *, timestamp_ms: int | None = None) -> Operation:
+        """Sign ``value`` and store it under ``key`` at the k nodes nearest it, and keep
+        re-publishing it (until ``ttl`` seconds have passed, when one is given).
+        ``timestamp_ms`` is the publisher's clock that readers rank publishers by (the runtimes
+        pass Unix time; by default ``now`` in ms, which suits one shared simulated clock)."""
         key = check_id(key, "DHT key")
         value = bytes(value)
+        if self.identity is None:
+            raise UsageError("this DHT has no identity to sign records with")
         if len(value) > MAX_VALUE_SIZE:
             raise UsageError(f"a DHT value is at most {MAX_VALUE_SIZE} bytes, got {len(value)}")
         if ttl is not None and not 1 <= ttl <= MAX_TTL:
             raise UsageError(f"ttl must be in 1..{MAX_TTL} seconds, got {ttl!r}")
+        stamp = int(now * 1000) if timestamp_ms is None else int(timestamp_ms)
+        if not 0 <= stamp <= MAX_SEQ:
+            raise UsageError(f"timestamp_ms must be in 0..{MAX_SEQ}, got {timestamp_ms!r}")
+        previous = self._published.get(key)
+        # Seeded from the clock so a restarted node (which forgot its last sequence) still
+        # outranks the records it put before.
+        seq = max(previous.record.seq + 1 if previous else 1, stamp)
+        if seq > MAX_SEQ:
+            raise UsageError(f"the sequence number of {key.hex()} has run out")
+        record = SignedRecord.sign(self.identity, key, value, seq, stamp)
         seconds = int(self.config.record_ttl if ttl is None else ttl)
         due = now + self.config.republish_interval
-        self._published[key] = _Publication(value, seconds, None if ttl is None else now + ttl,
+        self._published[key] = _Publication(record, seconds, None if ttl is None else now + ttl,
                                             due)
         heapq.heappush(self._republish_heap, (due, key))
-        return self._put(key, value, seconds, now, internal=False)
+        return self._put(key, record, seconds, now, internal=False)
 
-    def _put(self, key: bytes, value: bytes, ttl: int, now: float, *,
+    def _put(self, key: bytes, record: SignedRecord, ttl: int, now: float, *,
              internal: bool) -> Operation:
         op = self._start(OpKind.PUT, key, internal=internal)
-        op.value, op.ttl = value, ttl
+        op.record, op.ttl = record, ttl
         self._lookup(op, now)
         return op
 
@@ -226,14 +210,22 @@ class DHT:
         if kind is Kind.PING:
             reply = Message(Kind.PONG, rpc_id, port)
         elif kind is Kind.STORE:
-            ok = self.store.put(request.target, sender.node_id, request.value, request.ttl, now)
+            record = request.record
+            # Only a record's publisher stores it (so nobody replays a superseded record to a
+            # node that never saw the newer one), and only with a signature that holds.
+            if (record is None or record.publisher != sender.node_id
+                    or not record.verify(request.target)):
+                self.bad_records += 1
+                ok = False
+            else:
+                ok = self.store.put(request.target, record, request.ttl, now)
             reply = Message(Kind.STORED, rpc_id, port, ok=ok)
         else:
-            records = self.store.get(request.target, now) if kind is Kind.FIND_VALUE else []
+            records = self.store.get(request.target, now, request.publisher or None) \
+                if kind is Kind.FIND_VALUE else []
             if records:
                 reply = Message(Kind.VALUE, rpc_id, port, records=tuple(
-                    WireRecord(r.publisher, r.value, int(now - r.stored_at),
-                               max(1, int(r.expires_at - now)))
+                    WireRecord(r.signed, max(1, int(r.expires_at - now)))
                     for r in records[:MAX_RECORDS_PER_REPLY]))
             else:
                 nearest = self.routing_table.closest(request.target, exclude=sender.node_id)
@@ -248,9 +240,11 @@ class DHT:
         return Operation(self._next_op, kind, target, internal=internal)
 
     def _lookup(self, op: Operation, now: float, *, extra: list[Contact] | None = None,
-                want_value: bool = False) -> None:
+                want_value: bool = False, holders: int = 0) -> None:
         cfg = self.config
-        lookup = op.lookup = Lookup(op.target, self.own_id, cfg.k, cfg.alpha, want_value)
+        lookup = op.lookup = Lookup(op.target, self.own_id, cfg.k, cfg.alpha, want_value,
+                                    cfg.get_quorum)
+        lookup.holders = holders
         lookup.add(self.routing_table.closest(op.target))
         if extra:
             lookup.add(extra)
@@ -265,13 +259,17 @@ class DHT:
 
             def on_reply(reply: Message | None, at: float,
                          node_id: bytes = contact.node_id) -> None:
+                if op.done:
+                    return  # a late reply (the quorum was met, or the caller gave up)
                 if reply is None:
                     lookup.failed(node_id)
                 else:
-                    lookup.answered(node_id, reply.contacts, reply.records)
+                    lookup.answered(node_id, reply.contacts,
+                                    self._take_records(op, reply.records))
                 self._advance(op, at)
 
-            self._request(contact, kind, now, on_reply, target=op.target)
+            self._request(contact, kind, now, on_reply, target=op.target,
+                          publisher=op.publisher or b"")
         if lookup.finished:
             op.lookup = None
             self._lookup_finished(op, lookup, now)
@@ -281,20 +279,41 @@ class DHT:
         if op.kind is OpKind.PUT:
             self._store_at(op, nearest, now)
             return
-        if op.kind is OpKind.GET:
-            op.records.extend(lookup.records)
-        elif op.kind is OpKind.BOOTSTRAP and not len(self.routing_table):
+        if op.kind is OpKind.BOOTSTRAP and not len(self.routing_table):
             op.error = DHTError("bootstrap failed: none of the seeds answered")
-        else:
+        elif op.kind not in (OpKind.GET, OpKind.GET_ALL):  # a get took records as they came
             op.result = nearest
         self._finish(op, now)
+
+    def _take_records(self, op: Operation, records: tuple[WireRecord, ...]) -> bool:
+        """Keep a reply's records that verify (the freshest per publisher); count the rest.
+        Whether the reply held any valid record."""
+        valid = False
+        key, wanted, verified = op.target, op.publisher, op.verified
+        for wire in records:
+            record = wire.record
+            publisher = record.publisher
+            if wanted is not None and publisher != wanted:
+                continue  # not the publisher asked for: not worth verifying
+            if record not in verified:
+                if not record.verify(key):
+                    self.bad_records += 1
+                    continue
+                verified.add(record)
+            valid = True
+            best = op.found.get(publisher)
+            if best is None or record.freshness > best.freshness:
+                op.found[publisher] = record
+        return valid
 
     def _store_at(self, op: Operation, holders: list[Contact], now: float) -> None:
         stored_here = 0
         farthest = holders[-1].node_id if holders else None
+        record = op.record
+        assert record is not None  # a put's operation always carries its record
         if len(holders) < self.config.k or (farthest is not None and _nearer(
                 self.own_id, farthest, op.target)):
-            stored_here = int(self.store.put(op.target, self.own_id, op.value, op.ttl, now))
+            stored_here = int(self.store.put(op.target, record, op.ttl, now))
         op.result = stored_here
         op.store_pending = len(holders)
         if not holders:
@@ -311,14 +330,18 @@ class DHT:
                     self._finish(op, at)
 
             self._request(contact, Kind.STORE, now, on_stored, target=op.target,
-                          value=op.value, ttl=op.ttl)
+                          record=record, ttl=op.ttl)
 
     def _finish(self, op: Operation, now: float) -> None:
         if op.done:
             return
-        if op.kind is OpKind.GET:
-            newest = min(op.records, key=lambda r: (r.age, r.publisher), default=None)
-            op.result = newest.value if newest else None
+        if op.kind in (OpKind.GET, OpKind.GET_ALL):
+            op.records = sorted(op.found.values(), key=lambda r: r.freshness, reverse=True)
+            op.verified = set()
+            if op.kind is OpKind.GET:
+                op.result = op.records[0].value if op.records else None
+            else:
+                op.result = [DHTRecord.of(r) for r in op.records]
         elif op.kind is OpKind.BOOTSTRAP and op.error is None:
             op.result = len(self.routing_table)
         op.done = True
@@ -329,7 +352,8 @@ class DHT:
 
     def _request(self, contact: Contact, kind: Kind, now: float,
                  on_reply: Callable[[Message | None, float], None], *, target: bytes = b"",
-                 value: bytes = b"", ttl: int = 0) -> None:
+                 publisher: bytes = b"", record: SignedRecord | None = None,
+                 ttl: int = 0) -> None:
         while True:
             rpc_id = int.from_bytes(self._rng.token_bytes(8), "big")
             if rpc_id not in self._pending:
@@ -337,8 +361,9 @@ class DHT:
         deadline = now + self.config.rpc_timeout
         self._pending[rpc_id] = _Rpc(contact, kind, deadline, on_reply)
         heapq.heappush(self._rpc_heap, (deadline, rpc_id))
-        self._out.append((contact, encode(Message(kind, rpc_id, self.port, target=target,
-                                                  value=value, ttl=ttl))))
+        self._out.append((contact, encode(Message(
+            kind, rpc_id, self.port, target=target, record=record, ttl=ttl,
+            publisher=publisher if kind is Kind.FIND_VALUE else b""))))
         self._deadline_stale = True
 
     def _rpc_failed(self, rpc: _Rpc, now: float) -> None:
@@ -403,7 +428,7 @@ class DHT:
             heapq.heappush(heap, (publication.due, key))
             ttl = publication.ttl if publication.until is None else max(
                 1, int(publication.until - now))
-            self._put(key, publication.value, ttl, now, internal=True)
+            self._put(key, publication.record, ttl, now, internal=True)
 
     def _refresh(self, now: float) -> None:
         """Look up an id in every bucket unheard-from for a refresh interval."""
@@ -418,7 +443,8 @@ class DHT:
         return {"dht_contacts": len(self.routing_table), "dht_records": len(self.store),
                 "dht_published": len(self._published), "dht_rpcs_pending": len(self._pending),
                 "dht_requests_served": self.requests_served, "dht_malformed": self.malformed,
-                "dht_unsolicited": self.unsolicited, "dht_rpc_timeouts": self.rpc_timeouts}
+                "dht_unsolicited": self.unsolicited, "dht_rpc_timeouts": self.rpc_timeouts,
+                "dht_bad_records": self.bad_records, "dht_stale_records": self.store.stale}
 
 
 def _nearer(a: bytes, b: bytes, target: bytes) -> bool:
