@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import attrs
 
 from stt_proto import (
     Endpoint,
@@ -19,9 +21,9 @@ from stt_proto import (
     SessionClosed,
     SessionTerminated,
     StreamClosed,
+    StreamClosedLocally,
     StreamReset,
     STTError,
-    UsageError,
 )
 from stt_proto import Session as ProtoSession
 from stt_proto.events import (
@@ -31,6 +33,7 @@ from stt_proto.events import (
     StreamOpened,
     StreamReadable,
     StreamResetByPeer,
+    StreamStopped,
     StreamWritable,
 )
 from stt_proto.stats import SessionStats, StreamStats
@@ -50,11 +53,21 @@ MAX_QUEUED_DATAGRAMS = 1024
 
 
 class Stream:
-    """A reliable, ordered, message-preserving stream."""
+    """A reliable, ordered, message-preserving stream.
+
+    The wrapper records how each half ended (a reset code per half, our own closes), because
+    the core forgets a stream once both halves are done: its last error must still be raised
+    to an application that holds the stream, and a reset must never read as a clean end.
+    """
 
     # Slotted: a node may hold one per idle stream, thousands of them.
-    __slots__ = ("__weakref__", "_flushed", "_readable", "_send_closed", "_session", "_writable",
-                 "stream_id")
+    __slots__ = ("__weakref__", "_flushed", "_queued", "_readable", "_recv_closed", "_reset",
+                 "_send_closed", "_session", "_stopped", "_writable", "stream_id")
+
+    # What this runtime raises (stt_anyio raises subclasses that are anyio's exceptions too).
+    _end_error: ClassVar[type[StreamClosed]] = StreamClosed
+    _reset_error: ClassVar[type[StreamReset]] = StreamReset
+    _closed_error: ClassVar[type[StreamClosedLocally]] = StreamClosedLocally
 
     def __init__(self, session: Session, stream_id: int) -> None:
         self._session = session
@@ -62,14 +75,21 @@ class Stream:
         self._readable = session._node._new_signal()
         self._writable = session._node._new_signal()
         self._flushed = session._node._new_signal()
-        self._send_closed = False
+        self._send_closed = False  # our close(): no more sends
+        self._recv_closed = False  # our aclose() (stt_anyio): no more receives
+        self._reset: int | None = None  # the receiving half was aborted, by us or the peer
+        self._stopped: int | None = None  # the sending half was aborted, by us or the peer
+        self._queued = False  # waiting in the session's accept queue
 
     @property
     def is_closed(self) -> bool:
+        """Both halves are done (closed, finished or reset), or the session is gone."""
         if self._session.is_closed:
             return True
-        finished, _, reset = self._session._proto.stream_state(self.stream_id)
-        return reset is not None or (finished and self._send_closed)
+        if not (self._send_closed or self._stopped is not None):
+            return False
+        return (self._recv_closed or self._reset is not None
+                or self._session._proto.stream_state(self.stream_id)[0])
 
     def _wake_all(self) -> None:
         self._readable.set()
@@ -81,12 +101,11 @@ class Stream:
         proto = self._session._proto
         payload = bytes(data)  # the caller may reuse its buffer once we return
         while True:
-            self._session._raise_if_closed()
             if self._send_closed:
-                raise UsageError(f"stream {self.stream_id} was closed for sending")
-            _, _, reset = proto.stream_state(self.stream_id)
-            if reset is not None:
-                raise StreamReset(reset)
+                raise self._closed_error(f"stream {self.stream_id} was closed for sending")
+            if self._stopped is not None:
+                raise self._reset_error(self._stopped)
+            self._session._raise_if_closed()
             if proto.send_message(self.stream_id, payload):
                 if proto.stream_no_delay(self.stream_id):
                     self._session._node._send_now()  # no wait for the next loop pass
@@ -96,19 +115,24 @@ class Stream:
             await self._writable.wait()
 
     async def receive(self) -> bytes:
-        """The next whole message; StreamClosed after the peer's close, StreamReset if aborted."""
+        """The next whole message; StreamClosed once the peer's close has been read through,
+        StreamReset (with the code) if either side aborted the stream, whenever it happened."""
         proto = self._session._proto
         while True:
+            if self._recv_closed:
+                raise self._closed_error(f"stream {self.stream_id} was closed for receiving")
+            if self._reset is not None:
+                raise self._reset_error(self._reset)
             message = proto.receive_message(self.stream_id)
             if message is not None:
                 if proto.read_needs_poll():
                     self._session._node._kick()  # a window update is owed
+                if self._send_closed or self._stopped is not None:
+                    self._session._drop_if_done(self)  # this read may have finished it
                 return message
-            finished, _, reset = proto.stream_state(self.stream_id)
-            if reset is not None:
-                raise StreamReset(reset)
-            if finished:
-                raise StreamClosed(f"stream {self.stream_id} was closed by the peer")
+            if proto.stream_state(self.stream_id)[0]:  # finished and read (or forgotten)
+                self._session._drop_if_done(self)
+                raise self._end_error(f"stream {self.stream_id} was closed by the peer")
             self._session._raise_if_closed()
             await self._readable.wait()
 
@@ -116,27 +140,49 @@ class Stream:
         """Return once every byte sent so far has been acknowledged by the peer."""
         proto = self._session._proto
         while True:
-            _, flushed, reset = proto.stream_state(self.stream_id)
-            if reset is not None:
-                raise StreamReset(reset)
-            if flushed:
+            if self._stopped is not None:
+                raise self._reset_error(self._stopped)
+            if proto.stream_state(self.stream_id)[1]:
                 return
             self._session._raise_if_closed()
             await self._flushed.wait()
 
     async def close(self) -> None:
         """Half-close: queued data is sent, then FIN. This side can still receive."""
-        if self._send_closed or self._session.is_closed:
+        if self._send_closed:
             return
         self._send_closed = True
-        self._session._proto.close_stream(self.stream_id)
-        self._session._node._kick()
+        session = self._session
+        if (not session.is_closed and self._stopped is None
+                and session._proto.is_stream_open(self.stream_id)):
+            session._proto.close_stream(self.stream_id)
+            session._node._kick()
+        self._writable.set()  # a send() blocked on back-pressure now fails at once
 
     async def reset(self, code: int = 0) -> None:
-        """Abort both directions."""
+        """Abort both directions: the peer's receive() and send() raise StreamReset(code), and
+        so do ours."""
+        if self._reset is None:
+            self._reset = code
+        if self._stopped is None:
+            self._stopped = code
         self._session._proto.reset_stream(self.stream_id, code)
         self._session._node._kick()
         self._wake_all()
+        self._session._drop_if_done(self)
+
+    async def _close_both(self, code: int = 0) -> None:
+        """Close both directions: FIN after what is queued (if not sent yet), and STOP_SENDING
+        so the peer's further sends fail with StreamReset(code). Our own later sends and
+        receives raise ``_closed_error``."""
+        await self.close()
+        self._recv_closed = True
+        session = self._session
+        if self._reset is None:
+            session._proto.stop_receiving(self.stream_id, code)
+            session._node._kick()
+        self._wake_all()
+        session._drop_if_done(self)
 
     def get_stats(self) -> StreamStats:
         return self._session._proto.stream_stats(self.stream_id)
@@ -145,6 +191,7 @@ class Stream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        """Messages until the peer's graceful close; a reset raises StreamReset."""
         while True:
             try:
                 yield await self.receive()
@@ -158,8 +205,9 @@ class Session:
     stream_class: type[Stream] = Stream
     # Slotted, with lists for the two queues (an empty deque costs 760 B): a node may hold
     # 10,000 idle sessions.
-    __slots__ = ("__weakref__", "_datagram_signal", "_datagrams", "_incoming",
-                 "_incoming_signal", "_node", "_proto", "_state_signal", "_streams")
+    __slots__ = ("__weakref__", "_datagram_bytes_dropped", "_datagram_signal", "_datagrams",
+                 "_datagrams_dropped", "_incoming", "_incoming_signal", "_node", "_proto",
+                 "_state_signal", "_streams")
 
     def __init__(self, node: Node, proto: ProtoSession) -> None:
         self._node = node
@@ -169,6 +217,8 @@ class Session:
         self._incoming_signal = node._new_signal()
         self._datagrams: list[bytes] = []
         self._datagram_signal = node._new_signal()
+        self._datagrams_dropped = 0  # arrived while the receive queue was full
+        self._datagram_bytes_dropped = 0
         self._state_signal = node._new_signal()  # handshake confirmed, or session ended
 
     # -- identity ---------------------------------------------------------------------------------
@@ -190,12 +240,25 @@ class Session:
         return self._proto.is_closed
 
     def get_stats(self) -> SessionStats:
-        return self._proto.get_stats()
+        """The core's counters, less the datagrams this runtime dropped because the application
+        left MAX_QUEUED_DATAGRAMS unread: those count as dropped ("receive_queue_full"), not as
+        bytes received."""
+        stats = self._proto.get_stats()
+        reasons = dict(stats.datagrams_dropped_by_reason)
+        reasons["receive_queue_full"] = self._datagrams_dropped
+        return attrs.evolve(
+            stats, bytes_received=stats.bytes_received - self._datagram_bytes_dropped,
+            datagrams_dropped=stats.datagrams_dropped + self._datagrams_dropped,
+            datagrams_dropped_by_reason=reasons)
+
+    def _session_error(self) -> STTError:
+        """What callers get once the session is gone (stt_anyio adds anyio's class)."""
+        error = self._proto.error
+        return error if error is not None else SessionClosed(0, "closed")
 
     def _raise_if_closed(self) -> None:
         if self._proto.is_closed:
-            error = self._proto.error
-            raise error if error is not None else SessionClosed(0, "closed")
+            raise self._session_error()
 
     # -- streams ----------------------------------------------------------------------------------
 
@@ -204,6 +267,19 @@ class Session:
         if stream is None:
             stream = self._streams[stream_id] = self.stream_class(self, stream_id)
         return stream
+
+    def _drop_if_done(self, stream: Stream) -> None:
+        """Forget the wrapper once the core has forgotten its stream (no event can name it
+        again): a peer resetting 100k streams must not leave 100k wrappers. An application
+        that holds the wrapper keeps it, with its final state; an unaccepted one leaves the
+        accept queue (the peer aborted it before anyone saw it)."""
+        if self._proto.is_stream_open(stream.stream_id):
+            return
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        if stream._queued:
+            stream._queued = False
+            self._incoming.remove(stream)
 
     def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
                     priority: int = 0) -> Stream:
@@ -217,7 +293,9 @@ class Session:
         while not self._incoming:
             self._raise_if_closed()
             await self._incoming_signal.wait()
-        return self._incoming.pop(0)
+        stream = self._incoming.pop(0)  # at most max_concurrent_streams: a short move
+        stream._queued = False
+        return stream
 
     async def streams(self) -> AsyncIterator[Stream]:
         while True:
@@ -261,7 +339,7 @@ class Session:
         while not self._proto.confirmed:
             self._raise_if_closed()
             if self._proto.is_terminated:
-                raise self._proto.error or SessionClosed(0, "closed")
+                raise self._session_error()
             await self._state_signal.wait()
 
     async def __aenter__(self) -> Session:
@@ -296,26 +374,60 @@ def dispatch_events(endpoint: Endpoint, sessions: dict[bytes, SessionT],
 
 
 def _deliver(session: Session, proto: ProtoSession) -> None:
+    streams = session._streams
+    ended: list[Stream] | None = None  # streams the core may have forgotten in this pass
     while (event := proto.next_event()) is not None:
         # Event classes are final (frozen attrs classes), so ``type(...) is`` is isinstance
-        # at a fraction of the cost; the stream events of a dialogue come first.
+        # at a fraction of the cost; the stream events of a dialogue come first. A stream event
+        # naming no wrapper is for a stream already forgotten: nothing waits on it.
         kind = type(event)
         if kind is StreamReadable or kind is StreamEnded:
-            session._stream(event.stream_id)._readable.set()  # type: ignore[union-attr]
+            stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+            if stream is not None:
+                stream._readable.set()
         elif kind is StreamFlushed:
-            session._stream(event.stream_id)._flushed.set()  # type: ignore[union-attr]
+            stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+            if stream is not None:
+                stream._flushed.set()
+                if stream._send_closed:  # the FIN's acknowledgement may finish it
+                    ended = _note(ended, stream)
         elif isinstance(event, StreamWritable):
-            session._stream(event.stream_id)._writable.set()
-        elif isinstance(event, StreamResetByPeer):
-            session._stream(event.stream_id)._wake_all()
+            stream = streams.get(event.stream_id)
+            if stream is not None:
+                stream._writable.set()
+        elif isinstance(event, StreamResetByPeer | StreamStopped):
+            stream = streams.get(event.stream_id)
+            if stream is not None:
+                if isinstance(event, StreamResetByPeer):
+                    if stream._reset is None:
+                        stream._reset = event.error_code
+                elif stream._stopped is None:
+                    stream._stopped = event.error_code
+                stream._wake_all()
+                ended = _note(ended, stream)
         elif isinstance(event, StreamOpened):
-            session._incoming.append(session._stream(event.stream_id))
+            stream = session._stream(event.stream_id)
+            stream._queued = True
+            session._incoming.append(stream)
             session._incoming_signal.set()
         elif isinstance(event, DatagramReceived):
             if len(session._datagrams) < MAX_QUEUED_DATAGRAMS:
                 session._datagrams.append(event.data)
+            else:  # counted as dropped, and not as received
+                session._datagrams_dropped += 1
+                session._datagram_bytes_dropped += len(event.data)
             session._datagram_signal.set()
         elif isinstance(event, HandshakeCompleted):
             session._state_signal.set()
         elif isinstance(event, SessionTerminated):
             session._wake_all()
+    if ended is not None:  # only now: a later event of this pass may still name the stream
+        for stream in ended:
+            session._drop_if_done(stream)
+
+
+def _note(ended: list[Stream] | None, stream: Stream) -> list[Stream]:
+    if ended is None:
+        return [stream]
+    ended.append(stream)
+    return ended

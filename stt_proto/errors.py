@@ -104,6 +104,11 @@ class StreamClosed(STTError):
     """The stream's peer closed gracefully and everything it sent has been read."""
 
 
+class StreamClosedLocally(UsageError):
+    """This side closed the stream for that operation: a send after ``close()`` (``send_eof``,
+    ``aclose``), or a receive after ``aclose()``."""
+
+
 class StreamReset(STTError):
     """The stream was aborted; ``error_code`` is the code given to ``reset``."""
 

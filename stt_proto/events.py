@@ -67,6 +67,18 @@ class StreamEnded:
 
 @attrs.frozen(slots=True)
 class StreamResetByPeer:
+    """The peer aborted its sending half of ``stream_id`` (RESET_STREAM): what it sent and we
+    have not read is discarded, and reads fail with ``error_code``."""
+
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen(slots=True)
+class StreamStopped:
+    """The peer will read no more of ``stream_id`` (STOP_SENDING): our sending half is aborted
+    and further sends fail with ``error_code``; our receiving half is untouched."""
+
     stream_id: int
     error_code: int
 
@@ -94,6 +106,6 @@ class DatagramReceived:
     data: bytes
 
 
-StreamEvent = (StreamOpened | StreamReadable | StreamEnded | StreamResetByPeer | StreamWritable
-               | StreamFlushed)
+StreamEvent = (StreamOpened | StreamReadable | StreamEnded | StreamResetByPeer | StreamStopped
+               | StreamWritable | StreamFlushed)
 SessionEvent = HandshakeCompleted | SessionTerminated | KeyUpdated | StreamEvent | DatagramReceived

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from .config import frame_size
 from .stats import SessionStats, StreamStats
 
 if TYPE_CHECKING:
     from .config import NodeConfig
     from .dataplane import DataPlane
     from .handshake import HandshakeResult
+    from .path import PathValidator
     from .rtt import RttEstimator
     from .stats import SessionCounters
 
@@ -29,6 +30,7 @@ class SessionStreams:
     counters: SessionCounters
     rtt: RttEstimator
     handshake_result: HandshakeResult | None
+    path: PathValidator | None
     _now: float
 
     @property
@@ -45,10 +47,10 @@ class SessionStreams:
     def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
                     priority: int = 0) -> int:
         """Open a stream and return its id. Raises StreamLimitError past the peer's limit."""
+        size = None if max_frame_size is None else frame_size(max_frame_size)  # SettingsError
         data = self._data_plane()
-        size = data.max_datagram if max_frame_size is None else max_frame_size
-        if not 64 <= size <= 65507:
-            raise UsageError(f"max_frame_size must be in 64..65507, got {size}")
+        if size is None:
+            size = data.max_datagram
         return data.streams.open(min(size, data.max_datagram), no_delay, priority).stream_id
 
     def send_message(self, stream_id: int, message: bytes | bytearray | memoryview) -> bool:
@@ -111,6 +113,18 @@ class SessionStreams:
             self.data.streams.reset_stream(stream_id, error_code)
             self._wake()
 
+    def stop_receiving(self, stream_id: int, error_code: int = 0) -> None:
+        """Abort only the receiving half (STOP_SENDING): the peer's further sends fail with
+        ``error_code``; our sending half, and a FIN already queued, go on."""
+        if self.data is not None and not self.is_closed:
+            self.data.streams.stop_receiving(stream_id, error_code)
+            self._wake()
+
+    def is_stream_open(self, stream_id: int) -> bool:
+        """Whether the core still keeps state for the stream (False once it is finished in both
+        directions and forgotten): a runtime drops its wrapper then."""
+        return self.data is not None and stream_id in self.data.streams.streams
+
     def send_datagram(self, message: bytes | bytearray | memoryview) -> bool:
         """Queue an unreliable datagram (never retransmitted); False if the queue is full."""
         accepted = self._data_plane().send_datagram(message)
@@ -139,6 +153,9 @@ class SessionStreams:
             key_updates_sent=c.key_updates_sent, key_updates_received=c.key_updates_received,
             pings_sent=c.pings_sent,
             datagrams_dropped=data.datagrams_dropped if data else 0,
+            datagrams_dropped_by_reason={"send_queue_full": data.datagrams_dropped if data else 0},
             congestion_control=self.config.congestion_control,
             cipher=self.handshake_result.cipher if self.handshake_result else "",
+            paths_validated=self.path.validated if self.path else 0,
+            path_validations_failed=self.path.failed if self.path else 0,
         )

@@ -19,6 +19,7 @@ from .events import (
     StreamOpened,
     StreamReadable,
     StreamResetByPeer,
+    StreamStopped,
     StreamWritable,
 )
 from .frames import (
@@ -215,10 +216,21 @@ class StreamManager:
         if send.reset_sent is None and not (send.fin_offset is not None and send.fin_acked):
             send.reset_sent = error_code
             self._control.append(ResetStreamFrame(stream_id, error_code, send.sent_end))
-        if stream.recv.reset_code is None and not stream.recv.finished:
-            stream.recv.reset_code = error_code
+        self.stop_receiving(stream_id, error_code)
+
+    def stop_receiving(self, stream_id: int, error_code: int) -> None:
+        """Abort only the receiving half: unread data is dropped and the peer is asked to stop
+        sending (STOP_SENDING); our sending half, and a FIN already queued, go on."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        recv = stream.recv
+        if recv.reset_code is None and not recv.finished:
+            recv.reset_code = error_code
             self._control.append(StopSendingFrame(stream_id, error_code))
-            stream.recv.messages.clear()
+        if recv.messages:  # unread and never to be read: it would keep the stream alive
+            recv.messages.clear()
+            recv.unread_bytes = 0  # discarded counts as taken (credit)
         self._maybe_forget(stream)
 
     # -- flow control -----------------------------------------------------------------------------
@@ -304,7 +316,7 @@ class StreamManager:
                 stream.send.reset_sent = frame.error_code
                 self._control.append(ResetStreamFrame(frame.stream_id, frame.error_code,
                                                       stream.send.sent_end))
-                self._emit(StreamResetByPeer(frame.stream_id, frame.error_code))
+                self._emit(StreamStopped(frame.stream_id, frame.error_code))
                 self._maybe_forget(stream)
         elif isinstance(frame, DataBlockedFrame | StreamDataBlockedFrame):
             pass  # informational: our window updates follow the application's reads
