@@ -46,6 +46,7 @@ COMPILED_MODULES = (
     "streams",
     "session_streams",
     "dataplane",
+    "path",
     "session",
     "endpoint",
 )

@@ -159,6 +159,17 @@ class DataPlane:
                 for item in packet.items:
                     self.streams.on_item_lost(item)
 
+    def on_path_validated(self) -> None:
+        """The session moved to a newly validated peer address: what is in flight may have
+        gone to the old one, so probe now, as a PTO does, not after a backoff that grew while
+        the old path was silent."""
+        self.recovery.pto_count = 0
+        if self.recovery.eliciting_in_flight:
+            self.probes = 2
+            for packet in list(self.recovery.sent.values())[:2]:
+                for item in packet.items:
+                    self.streams.on_item_lost(item)
+
     def compact(self) -> None:
         """The session went idle: containers that grew during a transfer and are empty again
         give back their tables (a dict keeps its table when emptied)."""

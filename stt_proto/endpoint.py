@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import hmac
+import logging
 from collections import deque
 from hashlib import blake2s
 
@@ -38,6 +39,8 @@ from .packet import (
 from .randomness import RandomSource, SystemRandom
 from .session import ESTABLISHED, HANDSHAKING, TERMINATED, Session
 from .stats import DropReason
+
+log = logging.getLogger("stt.endpoint")
 
 HEAP_SLACK = 64  # stale timer entries tolerated beyond two per scheduled session
 _APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session.py)
@@ -101,7 +104,7 @@ class Endpoint:
         self.retries_sent = self.refusals_sent = 0
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
         # The node's Kademlia DHT, whose messages travel on sessions of their own.
-        self.dht = DHT(self.identity.node_id, self.rng, dht_config)
+        self.dht = DHT(self.identity.node_id, self.rng, dht_config, identity=self.identity)
         self._links = DHTLinks(self.dht, self._connect_dht,
                                advertised_ports=config.transport == "websocket")
 
@@ -396,6 +399,10 @@ class Endpoint:
                 sent_bytes += len(datagram)
             if budget is not None:
                 budget -= len(datagrams)
+            if session.path is not None and session.path.outbox:  # challenges to a new address
+                for datagram, probe_address in session.take_path_datagrams():
+                    out.append((datagram, probe_address))
+                    sent_bytes += len(datagram)
             if session.more_to_send:  # cut off by the budget: its turn comes round again
                 queued.add(cid)
                 queue.append(session)
@@ -426,6 +433,8 @@ class Endpoint:
 
     def _drop(self, reason: DropReason) -> None:
         self.dropped[reason.value] += 1
+        if log.isEnabledFor(logging.DEBUG):  # hostile floods come here: no formatting unless on
+            log.debug("dropped a datagram: %s", reason.value)
 
     def get_stats(self) -> EndpointStats:
         return EndpointStats(

@@ -44,6 +44,8 @@ class FrameType(IntEnum):
     MAX_STREAMS = 0x12
     DATA_BLOCKED = 0x14
     STREAM_DATA_BLOCKED = 0x15
+    PATH_CHALLENGE = 0x1A
+    PATH_RESPONSE = 0x1B
     CLOSE = 0x1C
     APPLICATION_CLOSE = 0x1D
     KEY_UPDATE = 0x1E
@@ -154,6 +156,24 @@ class HandshakeDoneFrame:
     """Sent by the responder once the handshake is complete: confirms it to the initiator."""
 
 
+PATH_DATA_LEN = 8  # the bytes a PATH_CHALLENGE carries and its PATH_RESPONSE echoes
+
+
+@attrs.frozen(slots=True)
+class PathChallengeFrame:
+    """Asks the peer to echo ``data`` (8 unpredictable bytes): only a holder of the session keys
+    can, so the echo proves it receives at the address the challenge was sent to."""
+
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class PathResponseFrame:
+    """Echoes a PATH_CHALLENGE's ``data``; received, it validates the challenged path."""
+
+    data: bytes
+
+
 Frame = (
     PaddingFrame
     | PingFrame
@@ -170,6 +190,8 @@ Frame = (
     | CloseFrame
     | KeyUpdateFrame
     | HandshakeDoneFrame
+    | PathChallengeFrame
+    | PathResponseFrame
 )
 
 # Frames that do not oblige the peer to acknowledge the packet carrying them.
@@ -291,6 +313,12 @@ def encode_frame(frame: Frame, out: bytearray) -> None:
         out += v(FrameType.KEY_UPDATE) + v(frame.generation)
     elif isinstance(frame, HandshakeDoneFrame):
         out += v(FrameType.HANDSHAKE_DONE)
+    elif isinstance(frame, (PathChallengeFrame, PathResponseFrame)):
+        if len(frame.data) != PATH_DATA_LEN:
+            raise ValueError(f"path data must be {PATH_DATA_LEN} bytes, got {len(frame.data)}")
+        out += v(FrameType.PATH_CHALLENGE if isinstance(frame, PathChallengeFrame)
+                 else FrameType.PATH_RESPONSE)
+        out += frame.data
     else:  # pragma: no cover - the Union is exhaustive
         raise TypeError(f"not a frame: {frame!r}")
 
@@ -423,6 +451,16 @@ def _datagram(buf: Buffer, pos: int) -> tuple[Frame, int]:
     return DatagramFrame(data), pos
 
 
+def _path(cls: Callable[[bytes], Frame]) -> _Decoder:
+    def decode(buf: Buffer, pos: int) -> tuple[Frame, int]:
+        end = pos + PATH_DATA_LEN
+        if end > len(buf):
+            raise DecodeError(f"path frame needs {PATH_DATA_LEN} bytes, {len(buf) - pos} remain")
+        return cls(bytes(buf[pos:end])), end
+
+    return decode
+
+
 _DECODERS: dict[int, _Decoder] = {
     FrameType.PING: lambda buf, pos: (PingFrame(), pos),
     FrameType.ACK: _ack,
@@ -439,6 +477,8 @@ _DECODERS: dict[int, _Decoder] = {
     FrameType.APPLICATION_CLOSE: lambda buf, pos: _close(buf, pos, True),
     FrameType.KEY_UPDATE: _one(KeyUpdateFrame, 1),
     FrameType.HANDSHAKE_DONE: lambda buf, pos: (HandshakeDoneFrame(), pos),
+    FrameType.PATH_CHALLENGE: _path(PathChallengeFrame),
+    FrameType.PATH_RESPONSE: _path(PathResponseFrame),
     FrameType.DATAGRAM: _datagram,
 }
 

@@ -17,7 +17,7 @@ from hashlib import blake2s
 
 from .ack import AckTracker
 from .config import NodeConfig
-from .dataplane import DataPlane
+from .dataplane import PACKET_OVERHEAD, DataPlane
 from .errors import (
     AuthenticationError,
     ConnectionRefused,
@@ -35,12 +35,15 @@ from .errors import (
 from .events import Address, HandshakeCompleted, KeyUpdated, SessionEvent, SessionTerminated
 from .frames import (
     NON_ACK_ELICITING,
+    PATH_DATA_LEN,
     AckFrame,
     CloseFrame,
     Frame,
     HandshakeDoneFrame,
     KeyUpdateFrame,
     PaddingFrame,
+    PathChallengeFrame,
+    PathResponseFrame,
     PingFrame,
     decode_ack_fields,
     decode_frame,
@@ -57,8 +60,9 @@ from .handshake_payload import Purpose
 from .identity import Identity
 from .keys import RecvKeys, SendKeys
 from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet, parse_packet
+from .path import PathValidator
 from .randomness import RandomSource
-from .replay import ReplayWindow
+from .replay import MAX_PN_JUMP, ReplayWindow
 from .rtt import RttEstimator
 from .session_streams import SessionStreams
 from .stats import DropReason, SessionCounters
@@ -138,6 +142,7 @@ class Session(SessionStreams):
         "local_cid",
         "more_to_send",
         "original_dcid",
+        "path",
         "peer_id",
         "purpose",
         "remote_address",
@@ -208,6 +213,9 @@ class Session(SessionStreams):
         self._amp_received = 0
         self._amp_sent = 0
         self.wakeup: Callable[[Session], None] | None = None
+        # A new address of the peer, validated before the session moves there (path.py);
+        # made on first use.
+        self.path: PathValidator | None = None
         # The initiator's says why the session exists; a responder learns it from message 3.
         self.purpose = Purpose.APPLICATION
         self._now = now
@@ -461,13 +469,19 @@ class Session(SessionStreams):
         except CryptoError:
             self.counters.decrypt_failures += 1
             return DropReason.DECRYPT_FAILED
+        if pn - replay.largest > MAX_PN_JUMP:  # authentic, so the peer itself jumped ahead
+            raise ProtocolViolation(f"packet number {pn} jumps more than {MAX_PN_JUMP} past "
+                                    f"the largest received, {replay.largest}")
         replay.accept(pn)
         self._ciphers_live = True
         self.counters.packets_received += 1
         self._last_received = now
         self._now = now
-        if pn == self._replay.largest and addr != self.remote_address:
-            self.remote_address = addr  # the peer's address changed (NAT rebinding)
+        if addr != self.remote_address and self.state is ESTABLISHED:
+            # Another address (a NAT rebinding, or a copy an attacker sent first from a
+            # victim's): the session moves only once a challenge sent there is echoed.
+            self._path().on_packet(addr, len(header) + len(body), pn == self._replay.largest,
+                                   now, self.rtt.pto())
         if rotated:
             self.counters.key_updates_received += 1
             self._events.append(KeyUpdated("receive", keys.generation))
@@ -522,6 +536,15 @@ class Session(SessionStreams):
         elif isinstance(frame, HandshakeDoneFrame):
             if not self.is_initiator:
                 raise ProtocolViolation("HANDSHAKE_DONE sent by the initiator")
+        elif isinstance(frame, PathChallengeFrame):
+            self._path().on_challenge(frame.data)
+        elif isinstance(frame, PathResponseFrame):
+            if self.path is not None:
+                address = self.path.on_response(frame.data)
+                if address is not None:
+                    self.remote_address = address  # validated: the peer receives there
+                    if self.data is not None:
+                        self.data.on_path_validated()
         elif isinstance(frame, KeyUpdateFrame):
             keys = self._recv_keys
             if keys is None or frame.generation != keys.generation:
@@ -570,6 +593,9 @@ class Session(SessionStreams):
                     deadlines.append(data_deadline)
             if self._ciphers_live:
                 deadlines.append(self._cipher_release_at())
+            path = self.path.timer() if self.path is not None else None
+            if path is not None:
+                deadlines.append(path)
         return min(deadlines)
 
     def _established_timer(self) -> float:
@@ -597,6 +623,10 @@ class Session(SessionStreams):
             release = max(self._last_sent, heard) + CIPHER_IDLE_RELEASE
             if release < deadline:
                 deadline = release
+        if self.path is not None:
+            path = self.path.timer()
+            if path is not None and path < deadline:
+                deadline = path
         return deadline
 
     def _cipher_release_at(self) -> float:
@@ -648,6 +678,8 @@ class Session(SessionStreams):
                 self._last_ping = now
             if self._ciphers_live and now >= self._cipher_release_at():
                 self._release_ciphers()
+            if self.path is not None:
+                self.path.on_timer(now)
         self._wake()
 
     # -- output -----------------------------------------------------------------------------------
@@ -672,6 +704,8 @@ class Session(SessionStreams):
         if self._send_keys is not None and self.state in (ESTABLISHED, CLOSING):
             out.extend(self._build_packets(now, limit))
             self.more_to_send = self.data is not None and self.data.more
+            if self.path is not None and self.state is ESTABLISHED:
+                self._send_challenge(self.path, now)
         if out:
             self._last_sent = now
             self.counters.packets_sent += handshake_packets
@@ -703,6 +737,10 @@ class Session(SessionStreams):
         if self._handshake_done_pending:
             head.append(HandshakeDoneFrame())
             self._handshake_done_pending = False
+        path = self.path
+        if path is not None and path.responses:
+            head.extend(PathResponseFrame(data) for data in path.responses)
+            path.responses.clear()
         if self._ping_pending:
             head.append(PingFrame())
             self._ping_pending = False
@@ -737,6 +775,30 @@ class Session(SessionStreams):
             self.counters.key_updates_sent += 1
             self._key_update_pending = keys.generation
             self._events.append(KeyUpdated("send", keys.generation))
+
+    def _path(self) -> PathValidator:
+        path = self.path
+        if path is None:
+            path = self.path = PathValidator()
+        return path
+
+    def _send_challenge(self, path: PathValidator, now: float) -> None:
+        """Seal a due PATH_CHALLENGE for the candidate address into the path's outbox (the
+        endpoint sends it there). Not tracked by loss recovery: a challenge to a victim is
+        never acknowledged, and must not count as congestion on the real path."""
+        data = path.challenge(now, self._rng, PACKET_OVERHEAD + 1 + PATH_DATA_LEN)
+        if data is None:
+            return
+        payload = bytearray()
+        encode_frame(PathChallengeFrame(data), payload)
+        datagram = self._seal(payload)[0]
+        path.on_sent(datagram)
+        self.counters.bytes_sent_wire += len(datagram)
+
+    def take_path_datagrams(self) -> list[tuple[bytes, Address]]:
+        """Challenges to send, each to its own address (not :attr:`remote_address`); the
+        endpoint collects them after :meth:`datagrams_to_send`."""
+        return self.path.take_outbox() if self.path is not None else []
 
     def _may_send(self, size: int) -> bool:
         if self.address_validated:

@@ -59,6 +59,13 @@ class SessionStats:
     datagrams_dropped: int
     congestion_control: str
     cipher: str
+    # ``datagrams_dropped`` split by reason: "send_queue_full" (the core's outgoing queue) and
+    # "receive_queue_full" (a runtime's queue of unread incoming datagrams).
+    datagrams_dropped_by_reason: dict[str, int] = attrs.field(factory=dict, hash=False)
+    # Path validation (path.py): moves to a new peer address after its challenge was echoed,
+    # and candidate addresses dropped unanswered (an attacker's copy, or a path that died).
+    paths_validated: int = 0
+    path_validations_failed: int = 0
 
 
 @attrs.frozen(slots=True)
