@@ -50,6 +50,9 @@ if TYPE_CHECKING:
         def _new_signal(self) -> Signal: ...
 
 MAX_QUEUED_DATAGRAMS = 1024
+# Streams the peer opened and ended before the application accepted them that still wait in
+# the accept queue (see Session._drop_if_done).
+MAX_ENDED_UNACCEPTED = 64
 
 
 class Stream:
@@ -271,15 +274,20 @@ class Session:
     def _drop_if_done(self, stream: Stream) -> None:
         """Forget the wrapper once the core has forgotten its stream (no event can name it
         again): a peer resetting 100k streams must not leave 100k wrappers. An application
-        that holds the wrapper keeps it, with its final state; an unaccepted one leaves the
-        accept queue (the peer aborted it before anyone saw it)."""
+        that holds the wrapper keeps it, with its final state. An unaccepted one stays in the
+        accept queue, so the application still learns that the peer aborted it (its receive()
+        raises StreamReset), but at most MAX_ENDED_UNACCEPTED such streams wait there: past
+        that the oldest leaves the queue unseen."""
         if self._proto.is_stream_open(stream.stream_id):
             return
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
         if stream._queued:
-            stream._queued = False
-            self._incoming.remove(stream)
+            ended = [s for s in self._incoming if not self._proto.is_stream_open(s.stream_id)]
+            if len(ended) > MAX_ENDED_UNACCEPTED:
+                oldest = ended[0]
+                oldest._queued = False
+                self._incoming.remove(oldest)
 
     def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
                     priority: int = 0) -> Stream:
