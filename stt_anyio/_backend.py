@@ -10,16 +10,22 @@
   whole milliseconds, so every RTT sample on a fast path read 0 or 1 ms (as in
   ``stt_asyncio.node``). There the node reads ``time.monotonic()``, the clock asyncio's own
   loop uses and uvloop's counts in the same epoch, so cancel-scope deadlines still compare.
+* The node's own task: ``spawn`` starts it outside the caller's task tree (trio's system
+  nursery; a plain task of the asyncio loop), so ``start()`` enters no task group or cancel
+  scope that ``close()`` would have to exit from the same task: nodes may be closed in any
+  order, from any task.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -48,24 +54,36 @@ class Scope(Protocol):
 
 @attrs.frozen(slots=True)
 class Primitives:
-    """``now()``, a new event, a cancel scope with a deadline (``math.inf``: none), and a
-    wait until a socket is readable."""
+    """``now()``, a new event, a cancel scope with a deadline (``math.inf``: none), a wait
+    until a socket is readable, and ``spawn`` of a task outside the caller's task tree."""
 
     backend: str
     now: Callable[[], float]
     event: Callable[[], Event]
     scope: Callable[[float], Scope]
     wait_readable: Callable[[socket.socket], Awaitable[None]]
+    spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
 def _anyio_scope(deadline: float = math.inf) -> Scope:
     return anyio.CancelScope(deadline=deadline)
 
 
-ANYIO = Primitives("anyio", anyio.current_time, anyio.Event, _anyio_scope, anyio.wait_readable)
+_TASKS: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
 
 
-ASYNCIO = Primitives("asyncio", time.monotonic, anyio.Event, _anyio_scope, anyio.wait_readable)
+def _asyncio_spawn(function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    task = asyncio.get_running_loop().create_task(function())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+ANYIO = Primitives("anyio", anyio.current_time, anyio.Event, _anyio_scope, anyio.wait_readable,
+                   _asyncio_spawn)
+
+
+ASYNCIO = Primitives("asyncio", time.monotonic, anyio.Event, _anyio_scope, anyio.wait_readable,
+                     _asyncio_spawn)
 
 
 def bind() -> Primitives:
@@ -80,8 +98,11 @@ def bind() -> Primitives:
     def trio_scope(deadline: float = math.inf) -> Scope:
         return trio.CancelScope(deadline=deadline)
 
+    def trio_spawn(function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        trio.lowlevel.spawn_system_task(function, context=contextvars.copy_context())
+
     return Primitives("trio", trio.current_time, trio.Event, trio_scope,
-                      trio.lowlevel.wait_readable)
+                      trio.lowlevel.wait_readable, trio_spawn)
 
 
 __all__ = ["ANYIO", "ASYNCIO", "Event", "Primitives", "Scope", "bind"]

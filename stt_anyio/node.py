@@ -1,41 +1,48 @@
 """``STTNode`` for anyio (trio or asyncio): a driver task owns a raw non-blocking UDP socket,
 waits until it is readable (no per-datagram checkpoint, no 100-datagram queue), drains
-every datagram, runs due timers and sends. API calls wake it by cancelling its wait."""
+every datagram, runs due timers and sends. API calls wake it by cancelling its wait.
+
+The driver runs in the node's own task, outside the task tree of whoever called ``start()``
+(trio's system nursery, or a plain asyncio task): ``start()`` enters no task group or cancel
+scope of the caller, so ``close()`` works from any task and in any order across nodes."""
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import anyio.abc
 import sniffio
 
+from stt_asyncio._address import check_dial, dial_host
 from stt_asyncio._signal import Signal
 from stt_asyncio._ws import tune_stream_socket
 from stt_asyncio.dht import NodeDHT
 from stt_asyncio.node import (
     CLOSE_LINGER,
     SEND_BATCH,
-    _apply_buffers,
     _endpoint_stats,
     _preset_kwargs,
+    bind_udp,
     udp_stats,
 )
-from stt_asyncio.session import Session as _Session
-from stt_asyncio.session import Stream as _Stream
 from stt_asyncio.session import dispatch_events
 from stt_asyncio.udp_io import UdpIO
-from stt_asyncio.workers import Handler, WorkerPool, bind_shared, worker_specs
-from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, StreamClosed, UsageError
+from stt_asyncio.workers import Handler, WorkerPool, worker_specs
+from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, UsageError
 from stt_proto import Session as ProtoSession
 
 from ._backend import ANYIO, Event, Primitives, Scope, bind
+from .session import Session
 from .websocket import WebSocketIO
 from .workers import anyio_worker, serve_sessions, supervise
+
+log = logging.getLogger("stt.node")
 
 
 class AnyioSignal(Signal):
@@ -58,44 +65,9 @@ class AnyioSignal(Signal):
             event.set()
 
 
-class StreamEnd(StreamClosed, anyio.EndOfStream):
-    """The peer closed the stream: both STT's StreamClosed and anyio's EndOfStream."""
-
-
-class Stream(_Stream, anyio.abc.ObjectStream[bytes]):
-    """A reliable, ordered, message-preserving stream that is an anyio ObjectStream."""
-
-    async def receive(self) -> bytes:
-        try:
-            return await super().receive()
-        except StreamClosed as exc:
-            if isinstance(exc, StreamEnd):
-                raise
-            raise StreamEnd(str(exc)) from None
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def send_eof(self) -> None:
-        await self.close()
-
-    async def aclose(self) -> None:
-        await self.close()
-
-
-class Session(_Session):
-    __slots__ = ()
-    stream_class = Stream
-
-
 class STTNode:
-    """A node on anyio. Use ``async with node:`` (it owns the driver task)."""
+    """A node on anyio (trio or asyncio): ``async with node:``, or ``start()`` and ``close()``
+    from any task, in any order."""
 
     def __init__(self, identity: Identity | None = None, **settings: Any) -> None:
         self.config = NodeConfig.build(**settings)
@@ -110,7 +82,9 @@ class STTNode:
         self._granted = (0, 0)
         self._wait_scope: Scope | None = None
         self._primitives: Primitives = ANYIO  # bound to the running backend by start()
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._scope: Scope | None = None  # the node's own task's; close() cancels it
+        self._done: Event | None = None  # set when the node's own task has ended
+        self._closing = False
         self._closed = False
         self._udp: UdpIO | None = None
         self._pool: WorkerPool | None = None
@@ -144,46 +118,88 @@ class STTNode:
     # -- lifetime ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind and start the driver. Call ``close()`` from the same task (or use async with)."""
-        if self._sock is not None or self._ws is not None:
+        """Bind and start the node's own task. That task lives outside the caller's task tree
+        (``_backend.Primitives.spawn``), so ``close()`` may come from any task, and nodes may
+        be closed in any order."""
+        if self._done is not None:
             raise UsageError("the node is already started")
-        self._primitives = bind()
-        self._accept_signal = AnyioSignal(self._primitives.event)
-        if self.config.transport == "websocket":
-            if self.config.workers > 1:
-                raise UsageError("workers > 1 needs the UDP transport")
-            group = self._task_group = anyio.create_task_group()
-            await group.__aenter__()
-            try:
-                ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket)
-                await ws.listen(self.config.host, self.config.port)
-            except BaseException:
-                group.cancel_scope.cancel()
-                await group.__aexit__(None, None, None)
-                raise
-            self._ws = ws
-            self._endpoint = self._new_endpoint(ws.address[1])
-            group.start_soon(self._drive)
-            return
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if self.config.transport == "websocket" and self.config.workers > 1:
+            raise UsageError("workers > 1 needs the UDP transport")
+        primitives = self._primitives = bind()
+        self._accept_signal = AnyioSignal(primitives.event)
+        if self.config.transport != "websocket":
+            sock, self._granted = bind_udp(self.config)
+            self._sock = sock
+            self._udp = UdpIO(sock, self.config.udp_offload)
+            self._endpoint = self._new_endpoint(sock.getsockname()[1])
+        self._scope = primitives.scope(math.inf)
+        self._done = primitives.event()
+        started = primitives.event()
+        failure: list[BaseException] = []
+
+        async def run() -> None:
+            await self._run(started, failure)
+
+        primitives.spawn(run)
         try:
-            sock.setblocking(False)
-            self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
-                                           self.config.send_buffer_size)
-            if self.config.workers > 1:
-                bind_shared(sock, (self.config.host, self.config.port))
-            else:
-                sock.bind((self.config.host, self.config.port))
+            await started.wait()
         except BaseException:
-            sock.close()
+            await self._abandon()  # cancelled while starting: stop the node's task too
             raise
-        self._sock = sock
-        self._udp = UdpIO(sock, self.config.udp_offload)
-        self._endpoint = self._new_endpoint(sock.getsockname()[1])
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._drive)
+        if failure:
+            await self._abandon()
+            raise failure[0]
+
+    async def _abandon(self) -> None:
+        """Stop a node whose start failed or was cancelled."""
+        self._closed = self._closing = True
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._done is not None:
+            with anyio.CancelScope(shield=True):
+                await self._done.wait()
+        if self._sock is not None:
+            self._sock.close()
+
+    async def _run(self, started: Event, failure: list[BaseException]) -> None:
+        """The node's own task: its task group runs the driver and the websocket transport's
+        connection tasks until ``close()`` cancels ``_scope``. It never raises (on trio a
+        system task's exception would crash the run): a failure is logged and closes the
+        node."""
+        try:
+            scope = self._scope
+            if scope is None:
+                return
+            with scope:
+                async with anyio.create_task_group() as group:
+                    if self.config.transport == "websocket":
+                        ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket)
+                        try:
+                            await ws.listen(self.config.host, self.config.port)
+                        except Exception as exc:
+                            failure.append(exc)
+                            group.cancel_scope.cancel()
+                            return
+                        self._ws = ws
+                        self._endpoint = self._new_endpoint(ws.address[1])
+                    started.set()
+                    await self._drive()
+                    await anyio.sleep_forever()  # closing: until close() cancels the scope
+        except Exception:
+            log.exception("the node's driver failed; the node is closed")
+            self._fail()
+        finally:
+            started.set()
+            if self._done is not None:
+                self._done.set()
+
+    def _fail(self) -> None:
+        """The driver failed: end every wait, as close() would."""
+        self._closed = True
+        for session in self._sessions.values():
+            session._wake_all()
+        self._accept_signal.set()
+        self.dht.close()
 
     def _new_endpoint(self, port: int) -> Endpoint:
         endpoint = Endpoint(self.config, self.identity)
@@ -191,11 +207,13 @@ class STTNode:
         return endpoint
 
     async def close(self) -> None:
-        """Close every session gracefully (peers see CLOSE), then the socket."""
-        if (self._sock is None and self._ws is None) or self._closed:
+        """Close every session gracefully (peers see CLOSE), then the socket. Any task may
+        call it, in any order relative to other nodes."""
+        if self._done is None or self._closing:
             return
+        self._closing = True
         endpoint = self._endpoint
-        if endpoint is not None:
+        if endpoint is not None and not self._closed:
             # Let data already handed to send() be acknowledged first (bounded), then CLOSE.
             with anyio.move_on_after(CLOSE_LINGER):
                 while not all(s.is_idle for s in endpoint.sessions.values()):
@@ -204,9 +222,11 @@ class STTNode:
         if endpoint is not None:
             endpoint.close(self._now())
         self._service()
-        with anyio.move_on_after(0.1):
+        with anyio.move_on_after(0.1):  # let the CLOSE packets leave a full socket buffer
             while self._out and self._sock is not None:
-                await anyio.wait_writable(self._sock)
+                # polled, not wait_writable: the driver may be waiting for writability on
+                # this socket, and trio allows one such waiter (BusyResourceError)
+                await anyio.sleep(0.002)
                 self._send()
         if self._ws is not None:
             await self._ws.close()
@@ -214,9 +234,10 @@ class STTNode:
             session._wake_all()
         self._accept_signal.set()
         self.dht.close()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
+        if self._scope is not None:
+            self._scope.cancel()
+        with anyio.CancelScope(shield=True):  # the node's task ends at once once cancelled
+            await self._done.wait()
         if self._sock is not None:
             self._sock.close()
 
@@ -237,10 +258,13 @@ class STTNode:
     async def connect(self, peer_addr: tuple[str, int], peer_id: bytes,
                       timeout: float | None = None) -> Session:
         endpoint = self._require_endpoint()
+        peer_addr = (dial_host(peer_addr[0]), peer_addr[1])
         if self._ws is not None:
-            await self._ws.ensure((peer_addr[0], peer_addr[1]),
+            await self._ws.ensure(peer_addr,
                                   self.config.handshake_timeout if timeout is None else timeout)
-        proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
+        else:
+            check_dial(self.config.host, peer_addr[0])
+        proto = endpoint.connect(peer_addr, bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()
         try:
@@ -291,6 +315,14 @@ class STTNode:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.stop)
             self._pool = None
+
+    async def sessions(self) -> AsyncIterator[Session]:
+        """Every inbound session, until the node closes."""
+        while True:
+            try:
+                yield await self.accept()
+            except UsageError:
+                return
 
     def workers_alive(self) -> int:
         """Spawned worker processes running now (0 outside ``serve``)."""

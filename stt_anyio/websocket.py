@@ -15,6 +15,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from stt_asyncio._address import plain_host
 from stt_asyncio._ws import DIAL_TIMEOUT, WsError, WsFramer
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
@@ -136,7 +137,8 @@ class WebSocketIO:
         self.protocol_errors = 0
         self.dropped_sends = 0
 
-    async def listen(self, host: str, port: int) -> None:
+    async def listen(self, host: str | None, port: int) -> None:
+        """Listen on ``host`` (None: every interface; anyio makes that one dual-stack socket)."""
         multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
         listener = self._listener = cast(anyio.abc.SocketListener, multi.listeners[0])
         for extra in multi.listeners[1:]:  # one address family is enough for one host
@@ -152,7 +154,8 @@ class WebSocketIO:
                     await anyio.sleep(0.01)  # e.g. out of file descriptors: try again shortly
                     continue
                 peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-                connection = _Connection(self, stream, False, (str(peer[0]), int(peer[1])))
+                connection = _Connection(self, stream, False,
+                                         (plain_host(str(peer[0])), int(peer[1])))
                 self._all.add(connection)
                 self.group.start_soon(connection.run)
 

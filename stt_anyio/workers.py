@@ -4,7 +4,6 @@ the sessions served in a task group and each worker on the parent's anyio backen
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from typing import Any
@@ -17,11 +16,10 @@ from stt_asyncio.workers import (
     Handler,
     WorkerPool,
     WorkerSpec,
+    run_handler,
     start_worker_node,
 )
-from stt_proto import SessionClosed, UsageError
-
-log = logging.getLogger("stt.workers")
+from stt_proto import UsageError
 
 
 async def supervise(pool: WorkerPool) -> None:
@@ -33,15 +31,7 @@ async def supervise(pool: WorkerPool) -> None:
 
 async def serve_sessions(node: Any, handler: Handler) -> None:
     """Run ``handler`` for each session ``node`` accepts, until it closes; cancelling this
-    cancels the handlers."""
-
-    async def run(session: Any) -> None:
-        try:
-            await handler(session)
-        except SessionClosed:
-            pass  # the peer closed: a normal end
-        except Exception:
-            log.exception("session handler failed")
+    cancels the handlers. One that raises closes its session (``run_handler``)."""
 
     async with anyio.create_task_group() as group:
         while True:
@@ -49,7 +39,7 @@ async def serve_sessions(node: Any, handler: Handler) -> None:
                 session = await node.accept()
             except UsageError:
                 return  # the node closed
-            group.start_soon(run, session)
+            group.start_soon(run_handler, handler, session)
 
 
 def anyio_worker(spec: WorkerSpec, ready: Any) -> None:

@@ -28,6 +28,7 @@ from stt_proto import (
 )
 from stt_proto import Session as ProtoSession
 
+from ._address import check_dial, dial_host, open_udp_socket
 from ._signal import AsyncioSignal, Signal
 from ._ws import tune_stream_socket
 from .dht import NodeDHT
@@ -113,19 +114,7 @@ class STTNode:
             self._ws = ws
             self._endpoint = self._new_endpoint(ws.address[1])
             return
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            self._granted = _apply_buffers(sock, self.config.recv_buffer_size,
-                                           self.config.send_buffer_size)
-            if self.config.workers > 1:
-                bind_shared(sock, (self.config.host, self.config.port))
-            else:
-                sock.bind((self.config.host, self.config.port))
-        except BaseException:
-            sock.close()
-            raise
+        sock, self._granted = bind_udp(self.config)
         self._sock = sock
         self._udp = UdpIO(sock, self.config.udp_offload)
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
@@ -191,10 +180,13 @@ class STTNode:
         """Handshake with ``peer_addr``, which must prove it is ``peer_id``. Each call makes a
         new session. Raises HandshakeTimeout, AuthenticationError or ConnectionRefused."""
         endpoint = self._require_endpoint()
+        peer_addr = (dial_host(peer_addr[0]), peer_addr[1])
         if self._ws is not None:
-            await self._ws.ensure((peer_addr[0], peer_addr[1]),
+            await self._ws.ensure(peer_addr,
                                   self.config.handshake_timeout if timeout is None else timeout)
-        proto = endpoint.connect((peer_addr[0], peer_addr[1]), bytes(peer_id), self._now())
+        else:
+            check_dial(self.config.host, peer_addr[0])
+        proto = endpoint.connect(peer_addr, bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()
         try:
@@ -433,6 +425,22 @@ def _preset_kwargs(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return {"identity": identity, **fields}
 
 
+def bind_udp(config: NodeConfig) -> tuple[socket.socket, tuple[int, int]]:
+    """The node's bound UDP socket (dual-stack for ``host=None``) and the buffer sizes the
+    kernel granted; shared by both runtimes."""
+    sock, host = open_udp_socket(config.host)
+    try:
+        granted = _apply_buffers(sock, config.recv_buffer_size, config.send_buffer_size)
+        if config.workers > 1:
+            bind_shared(sock, (host, config.port))
+        else:
+            sock.bind((host, config.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, granted
+
+
 def _apply_buffers(sock: socket.socket, recv: int, send: int) -> tuple[int, int]:
     """Ask for the buffer sizes; report what the kernel granted (Linux reports double)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv)
@@ -442,9 +450,9 @@ def _apply_buffers(sock: socket.socket, recv: int, send: int) -> tuple[int, int]
     if got_recv < recv:
         warnings.warn(f"the kernel granted a {got_recv}-byte receive buffer instead of {recv}; "
                       f"raise net.core.rmem_max (sysctl -w net.core.rmem_max={recv})",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     if got_send < send:
         warnings.warn(f"the kernel granted a {got_send}-byte send buffer instead of {send}; "
                       f"raise net.core.wmem_max (sysctl -w net.core.wmem_max={send})",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     return got_recv, got_send

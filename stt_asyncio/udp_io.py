@@ -10,11 +10,16 @@ queue of them, with Linux segmentation offload where the kernel has it.
 Both are probed when the socket is set up and fall back, without losing a datagram, to one
 ``sendto`` / ``recvfrom_into`` per datagram where the kernel, the platform or the path refuses
 them. Nothing here decides anything about the protocol: it moves bytes.
+
+On a dual-stack socket (``host=None``) IPv4 peers arrive as ``::ffff:a.b.c.d``; they are handed
+on as plain ``a.b.c.d`` and mapped back when sent to (``_address``), so the endpoint and the
+user see one form of an IPv4 peer whichever socket carries it.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import struct
 import sys
@@ -22,6 +27,9 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 
+from ._address import is_dual_stack, plain_host, wire_address
+
+log = logging.getLogger("stt.udp")
 Address = tuple[str, int]
 Receive = Callable[[memoryview, Address, float], object]
 
@@ -73,13 +81,16 @@ class UdpIO:
         self.gso_sends = 0  # sendmsg calls that carried more than one datagram
         self.gro_reads = 0  # reads that returned more than one datagram
         self._segment_options: dict[int, list[tuple[int, int, bytes]]] = {}
+        self.dual_stack = is_dual_stack(sock)
+        self._wire: dict[Address, Address] = {}  # peer -> the address the socket sends to
+        self._logged_errors: set[int | None] = set()  # errnos already logged at WARNING
 
     # -- input ------------------------------------------------------------------------------------
 
     def drain(self, receive: Receive, now: float, limit: int = MAX_DRAIN) -> None:
         """Hand every waiting datagram (at most ``limit`` reads) to ``receive``; the view it
         gets is valid only during the call."""
-        sock, buffer = self.sock, self.buffer
+        sock, buffer, mapped = self.sock, self.buffer, self.dual_stack
         view = memoryview(buffer)
         if not self.gro:
             for _ in range(limit):
@@ -89,7 +100,7 @@ class UdpIO:
                     return
                 except OSError:
                     continue  # e.g. an ICMP error queued on the socket: not a datagram
-                receive(view[:size], (addr[0], addr[1]), now)
+                receive(view[:size], (plain_host(addr[0]) if mapped else addr[0], addr[1]), now)
             return
         buffers = [buffer]
         for _ in range(limit):
@@ -99,7 +110,7 @@ class UdpIO:
                 return
             except OSError:
                 continue
-            address = addr if len(addr) == 2 else (addr[0], addr[1])
+            address = (plain_host(addr[0]) if mapped else addr[0], addr[1])
             segment = size
             for level, kind, data in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
@@ -127,7 +138,8 @@ class UdpIO:
                     # the datagrams as the message's buffers: the kernel gathers them,
                     # so they are not joined (copied) here first
                     sock.sendmsg([entry[0] for entry in islice(out, count)],
-                                 self._segment_option(size), 0, addr)
+                                 self._segment_option(size), 0,
+                                 self._wire_address(addr) if self.dual_stack else addr)
                 except (BlockingIOError, InterruptedError):
                     return False
                 except OSError as error:
@@ -137,20 +149,41 @@ class UdpIO:
                     if error.errno in _SIZE_REFUSED:
                         self.gso_max_segment = size - 1
                         continue
-                    self.send_errors += 1
+                    self._send_failed(error, addr, count)
                 else:
                     self.gso_sends += 1
                 for _ in range(count):
                     out.popleft()
                 continue
             try:
-                sock.sendto(data, addr)
+                sock.sendto(data, self._wire_address(addr) if self.dual_stack else addr)
             except (BlockingIOError, InterruptedError):
                 return False
-            except OSError:
-                self.send_errors += 1  # unreachable or too big: recovery will notice
+            except OSError as error:
+                self._send_failed(error, addr)  # unreachable or too big: recovery will notice
             out.popleft()
         return True
+
+    def _send_failed(self, error: OSError, addr: Address, count: int = 1) -> None:
+        """Count a refused send and log it: each kind of error (errno) once at WARNING, as it
+        is the only trace of a path that drops everything, and every repeat at DEBUG."""
+        self.send_errors += count
+        first = error.errno not in self._logged_errors
+        if first:
+            self._logged_errors.add(error.errno)
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "sending %d datagram(s) to %s:%s failed: %s%s", count, addr[0], addr[1], error,
+                " (repeats of this error are logged at DEBUG)" if first else "")
+
+    def _wire_address(self, addr: Address) -> Address:
+        """``addr`` as this dual-stack socket sends to it (kept per peer: a transfer sends
+        thousands of datagrams to one)."""
+        wire = self._wire.get(addr)
+        if wire is None:
+            if len(self._wire) >= 4096:
+                self._wire.clear()
+            wire = self._wire[addr] = wire_address(addr)
+        return wire
 
     def _segment_option(self, size: int) -> list[tuple[int, int, bytes]]:
         """The UDP_SEGMENT control message for segments of ``size`` bytes (kept per size: a

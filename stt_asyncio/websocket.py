@@ -17,6 +17,7 @@ from typing import Any
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
+from ._address import plain_host
 from ._ws import DIAL_TIMEOUT, WsError, WsFramer
 
 Address = tuple[str, int]
@@ -38,7 +39,7 @@ class _Connection(asyncio.Protocol):
             self.io.tune(sock)
         if self.key is None:
             peer = transport.get_extra_info("peername")
-            self.key = (peer[0], peer[1])
+            self.key = (plain_host(peer[0]), peer[1])  # an IPv4 peer on a dual-stack socket
         self._flush()
 
     def data_received(self, data: bytes) -> None:
@@ -113,9 +114,18 @@ class WebSocketIO:
         self.protocol_errors = 0
         self.dropped_sends = 0
 
-    async def listen(self, host: str, port: int) -> None:
+    async def listen(self, host: str | None, port: int) -> None:
+        """Listen on ``host`` (None: every interface, IPv4 and IPv6 on one dual-stack socket,
+        so one port whatever ``port=0`` picks)."""
+        if host is None and socket.has_dualstack_ipv6():
+            sock = socket.create_server(("::", port), family=socket.AF_INET6,
+                                        dualstack_ipv6=True)
+            self._server = await self.loop.create_server(
+                lambda: self._track(_Connection(self, client=False)), sock=sock)
+            return
         self._server = await self.loop.create_server(
-            lambda: self._track(_Connection(self, client=False)), host, port)
+            lambda: self._track(_Connection(self, client=False)),
+            "0.0.0.0" if host is None else host, port)
 
     @property
     def address(self) -> Address:

@@ -45,6 +45,7 @@ STOP_TIMEOUT = 5.0
 PARENT_POLL = 1.0  # seconds between a worker's checks that its parent is alive
 SUPERVISE_INTERVAL = 1.0  # seconds between worker 0's checks for workers that exited
 RESTART_BACKOFF = 5.0  # a worker is restarted no sooner than this after its last start
+HANDLER_FAILED = 1  # the application error code of a session whose serve() handler raised
 
 
 def bind_shared(sock: socket.socket, address: tuple[str, int]) -> None:
@@ -181,22 +182,32 @@ async def supervise(pool: WorkerPool) -> None:
         await loop.run_in_executor(None, pool.replace_dead)
 
 
+async def run_handler(handler: Handler, session: Any) -> None:
+    """Run one ``serve()`` handler (either runtime). One that raises closes its session with
+    ``HANDLER_FAILED`` and a reason naming the exception, so the peer sees SessionClosed at
+    once instead of waiting for a reply that never comes; the failure is logged."""
+    try:
+        await handler(session)
+    except SessionClosed:
+        pass  # the peer closed, or the session was lost: a normal end
+    except Exception as exc:
+        peer = getattr(session, "remote_address", None)
+        log.warning("session handler %s failed for peer %s; closing its session",
+                    getattr(handler, "__qualname__", handler), peer, exc_info=True)
+        with contextlib.suppress(Exception):
+            await session.close(HANDLER_FAILED,
+                                f"the server's handler failed: {type(exc).__name__}: {exc}")
+
+
 async def serve_sessions(node: Any, handler: Handler) -> None:
     """Run ``handler`` for each session ``node`` accepts, until it closes; cancelling this
     cancels the handlers."""
     tasks: set[asyncio.Task[None]] = set()
-
-    def finished(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, SessionClosed):  # closed: normal end
-            log.error("session handler failed", exc_info=error)
-
     try:
         async for session in node.sessions():
-            task = asyncio.ensure_future(handler(session))
+            task = asyncio.ensure_future(run_handler(handler, session))
             tasks.add(task)
-            task.add_done_callback(finished)
+            task.add_done_callback(tasks.discard)
     finally:
         for task in list(tasks):
             task.cancel()
@@ -246,5 +257,5 @@ def asyncio_worker(spec: WorkerSpec, ready: Any) -> None:
         asyncio.run(main())
 
 
-__all__ = ["WorkerPool", "WorkerSpec", "bind_shared", "serve_sessions", "supervise",
-           "worker_specs"]
+__all__ = ["HANDLER_FAILED", "WorkerPool", "WorkerSpec", "bind_shared", "run_handler",
+           "serve_sessions", "supervise", "worker_specs"]

@@ -89,14 +89,14 @@ def send(file: Path, to: str, peer_id: str, identity: Path | None, psk: str | No
     from .transfer import send_file
 
     async def go() -> None:
-        async with STTNode(identity=_load_identity(identity), host="0.0.0.0",
+        async with STTNode(identity=_load_identity(identity), host=None,  # IPv4 and IPv6
                            psk=bytes.fromhex(psk) if psk else None) as node:
             await send_file(node, file, _host_port(to), bytes.fromhex(peer_id), console)
 
     _run(runtime, go())
 
 
-def _serve(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+def _serve(host: str | None, port: int, identity: Path | None, psk: str | None, output: Path,
            runtime: str, once: bool, workers: int = 1) -> None:
     from stt_asyncio import STTError, STTNode
 
@@ -106,7 +106,8 @@ def _serve(host: str, port: int, identity: Path | None, psk: str | None, output:
         async with STTNode(identity=_load_identity(identity), host=host, port=port,
                            psk=bytes.fromhex(psk) if psk else None, workers=workers) as node:
             bound_host, bound_port = node.address
-            print(f"listening on {bound_host}:{bound_port} node id {node.node_id.hex()}"
+            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+            print(f"listening on {shown}:{bound_port} node id {node.node_id.hex()}"
                   + (f" ({workers} worker processes)" if workers > 1 else ""), flush=True)
             if not once:
                 await node.serve(functools.partial(receive_files, output))
@@ -123,7 +124,7 @@ def _serve(host: str, port: int, identity: Path | None, psk: str | None, output:
 
 
 serve_options = [
-    click.option("--host", default="127.0.0.1", show_default=True),
+    click.option("--host", default=None, show_default="every interface, IPv4 and IPv6"),
     click.option("--port", default=0, show_default=True, type=int),
     click.option("--identity", type=click.Path(dir_okay=False, path_type=Path)),
     click.option("--psk", help="Network pre-shared key (64 hex digits)."),
@@ -141,7 +142,7 @@ def _with_serve_options(func: Any) -> Any:
 
 @main.command()
 @_with_serve_options
-def receive(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+def receive(host: str | None, port: int, identity: Path | None, psk: str | None, output: Path,
             runtime: str) -> None:
     """Receive one file, print a summary, exit."""
     _serve(host, port, identity, psk, output, runtime, once=True)
@@ -151,7 +152,7 @@ def receive(host: str, port: int, identity: Path | None, psk: str | None, output
 @_with_serve_options
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Processes sharing the port (SO_REUSEPORT), each owning its peers' sessions.")
-def listen(host: str, port: int, identity: Path | None, psk: str | None, output: Path,
+def listen(host: str | None, port: int, identity: Path | None, psk: str | None, output: Path,
            runtime: str, workers: int) -> None:
     """Receive files until interrupted, each session concurrently."""
     _serve(host, port, identity, psk, output, runtime, once=False, workers=workers)

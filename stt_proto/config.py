@@ -16,6 +16,28 @@ from .errors import SettingsError
 CONGESTION_CONTROLLERS = ("bbr", "cubic", "newreno")
 TRANSPORTS = ("udp", "websocket")
 CIPHER_NAMES = ("AESGCM", "ChaChaPoly")
+MIN_FRAME_SIZE = 1200  # the smallest datagram every IPv6 path carries
+MAX_FRAME_SIZE = 65536  # the seed's "64 KB": accepted as typed, meaning the largest UDP allows
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4 (65,535 - 20 - 8), what 65,536 becomes
+
+
+def frame_size(value: object, name: str = "max_frame_size") -> int:
+    """Check a ``max_frame_size`` (node or stream level, one meaning: the largest datagram on
+    the wire) and return the effective size. 1,200..65,536 is accepted; 65,508..65,536 mean
+    "the largest datagram UDP allows" and become 65,507, the largest IPv4 UDP payload. A bad
+    value raises :class:`SettingsError` (a ``ValueError``) naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(
+            f"{name} must be an integer in {MIN_FRAME_SIZE}..{MAX_FRAME_SIZE}, got {value!r}")
+    if not MIN_FRAME_SIZE <= value <= MAX_FRAME_SIZE:
+        raise SettingsError(f"{name} must be in {MIN_FRAME_SIZE}..{MAX_FRAME_SIZE}, got {value!r}")
+    return min(value, MAX_DATAGRAM)
+
+
+def _host(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise SettingsError(f"host must be None (every interface, IPv4 and IPv6) or an address "
+                            f"string, got {value!r}")
 
 
 def _range(name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
@@ -65,11 +87,14 @@ class NodeConfig:
     """Every setting of a node. Field names match the ``STTNode`` keyword arguments."""
 
     transport: str = attrs.field(default="udp", validator=_choice("transport", TRANSPORTS))
-    host: str = "127.0.0.1"
+    # None: the dual-stack unspecified address ("::" with IPV6_V6ONLY off; "0.0.0.0" without
+    # IPv6), so the node dials and accepts IPv4 and IPv6 peers.
+    host: str | None = attrs.field(default=None, validator=_host)
     port: int = attrs.field(default=0, validator=_range("port", 0, 65535, integer=True))
     psk: bytes | None = attrs.field(default=None, validator=_psk)
-    max_frame_size: int = attrs.field(
-        default=16384, validator=_range("max_frame_size", 1200, 65507, integer=True))
+    # The largest datagram (or WebSocket message) on the wire, 1,200..65,536; 65,536 (the
+    # seed's "64 KB") is kept as 65,507, the largest UDP payload (see ``frame_size``).
+    max_frame_size: int = attrs.field(default=16384, converter=frame_size)
     no_delay: bool = attrs.field(default=False, validator=_bool("no_delay"))
     recv_buffer_size: int = attrs.field(
         default=2 * 1024**2, validator=_range("recv_buffer_size", 65536, 1 << 30, integer=True))
