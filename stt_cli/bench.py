@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stt_asyncio import Session, Stream, STTNode
 
+from ._loopback import on_loopback
+
 MiB = 1024 * 1024
 RUNTIMES = ("asyncio", "uvloop", "trio")
 
@@ -124,6 +126,7 @@ async def raw_aead_blast(frame_size: int, seconds: float) -> float:
 
 
 async def stt_throughput(settings: dict[str, Any], seconds: float) -> tuple[float, dict[str, Any]]:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         received = 0
 
@@ -210,6 +213,7 @@ async def echo_stream(server: STTNode,
 
 
 async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         task, _, stream = await echo_stream(server, client)
         times = []
@@ -223,6 +227,7 @@ async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
 
 
 async def handshakes(settings: dict[str, Any], count: int) -> float:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         start = time.perf_counter()
         sessions = await asyncio.gather(*(client.connect(server.address, server.node_id)

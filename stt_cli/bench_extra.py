@@ -22,6 +22,7 @@ from stt_asyncio import STTNode
 from stt_proto import Endpoint, Identity, NodeConfig
 from stt_proto.session import CIPHER_IDLE_RELEASE
 
+from ._loopback import on_loopback
 from .alloc import trim_heap
 from .bench import MiB, run_on
 
@@ -174,6 +175,7 @@ async def idle_sessions(count: int) -> dict[str, float]:
         "keep_alive_interval": 60.0, "keep_alive_timeout": 600.0,
         "recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB}
     idle = CIPHER_IDLE_RELEASE + 0.5
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         before = _settled_rss()
         start = time.perf_counter()

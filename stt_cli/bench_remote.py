@@ -20,6 +20,7 @@ from typing import Any
 
 from stt_asyncio import STTNode
 
+from ._loopback import on_loopback
 from .bench import MiB, blast, make_sealer, udp_pair
 
 START_TIMEOUT = 60.0
@@ -54,7 +55,7 @@ def _echo_server(runtime: str, kind: str, settings: dict[str, Any], ready: Any) 
         await asyncio.Event().wait()
 
     async def stt() -> None:
-        async with STTNode(**settings) as node:
+        async with STTNode(**on_loopback(settings)) as node:
             ready.put((node.address, node.node_id))
             session = await node.accept()
             stream = await session.accept_stream()
@@ -116,7 +117,7 @@ async def _raw_client(address: Any, count: int) -> list[float]:
 
 async def _stt_client(address: Any, node_id: bytes, settings: dict[str, Any],
                       count: int) -> list[float]:
-    async with STTNode(**settings) as client:
+    async with STTNode(**on_loopback(settings)) as client:
         session = await client.connect(address, node_id, timeout=20)
         stream = session.open_stream(no_delay=True)
         times: list[float] = []
@@ -183,7 +184,7 @@ def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: 
             loop.add_reader(sock.fileno(), readable)
             ready.put((sock.getsockname(), b""))
             await asyncio.Event().wait()
-        async with STTNode(**settings) as node:
+        async with STTNode(**on_loopback(settings)) as node:
             ready.put((node.address, node.node_id))
             session = await node.accept()
             stream = await session.accept_stream()
@@ -240,7 +241,7 @@ async def _raw_source(address: Any, frame_size: int, key: bytes, seconds: float)
 async def _stt_source(address: Any, node_id: bytes, settings: dict[str, Any],
                       seconds: float) -> None:
     loop = asyncio.get_running_loop()
-    async with STTNode(**settings) as client:
+    async with STTNode(**on_loopback(settings)) as client:
         session = await client.connect(address, node_id, timeout=20)
         stream = session.open_stream()
         message = os.urandom(MiB)

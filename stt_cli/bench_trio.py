@@ -21,6 +21,7 @@ import trio
 from stt_anyio import Session, STTNode
 from stt_asyncio.session import Stream
 
+from ._loopback import on_loopback
 from .bench import MiB, make_sealer, udp_pair
 from .bench_extra import tls_contexts
 
@@ -67,6 +68,7 @@ async def raw_aead_blast(frame_size: int, seconds: float) -> float:
 
 
 async def stt_throughput(settings: dict[str, Any], seconds: float) -> tuple[float, dict[str, Any]]:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         received = 0
         finished = trio.Event()
@@ -150,6 +152,7 @@ async def echo_stream(server: STTNode, client: STTNode,
 
 
 async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         async with anyio.create_task_group() as group:
             _, stream = await echo_stream(server, client, group)
@@ -196,6 +199,7 @@ async def tcp_tls_throughput(seconds: float) -> float:
 
 
 async def handshakes(settings: dict[str, Any], count: int) -> float:
+    settings = on_loopback(settings)
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:

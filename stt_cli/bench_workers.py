@@ -18,6 +18,7 @@ from typing import Any
 
 from stt_asyncio import STTNode
 
+from ._loopback import on_loopback
 from .bench import MiB
 
 CLIENT_TIMEOUT = 120.0
@@ -33,7 +34,7 @@ async def discard(session: Any) -> None:
 def _client(address: tuple[str, int], node_id: bytes, settings: dict[str, Any],
             seconds: float, start: Any, results: Any) -> None:
     async def main() -> int:
-        async with STTNode(**settings) as node:
+        async with STTNode(**on_loopback(settings)) as node:
             session = await node.connect(address, node_id, timeout=30)
             stream = session.open_stream()
             message = os.urandom(MiB)
@@ -66,7 +67,7 @@ async def workers_goodput(workers: int, clients: int, seconds: float,
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     loop = asyncio.get_running_loop()
-    async with STTNode(workers=workers, **settings) as server:
+    async with STTNode(workers=workers, **on_loopback(settings)) as server:
         serving = asyncio.ensure_future(server.serve(discard))
         while server.workers_alive() < workers - 1:
             await asyncio.sleep(0.05)
