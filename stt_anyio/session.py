@@ -10,6 +10,7 @@ catch a reset.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import ClassVar, TypeVar, cast
 
 import anyio
@@ -96,6 +97,21 @@ class Session(_Session):
 
     __slots__ = ()
     stream_class = Stream
+
+    # The same calls as stt_asyncio's, typed with this runtime's Stream (an ObjectStream).
+    def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
+                    priority: int = 0) -> Stream:
+        """Open a stream (synchronous). Raises StreamLimitError past max_concurrent_streams."""
+        return cast(Stream, super().open_stream(max_frame_size, no_delay, priority))
+
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened."""
+        return cast(Stream, await super().accept_stream())
+
+    async def streams(self) -> AsyncIterator[Stream]:
+        """Every stream the peer opens, as it opens them."""
+        async for stream in super().streams():
+            yield cast(Stream, stream)
 
     def _session_error(self) -> _errors.STTError:
         return broken(super()._session_error())
