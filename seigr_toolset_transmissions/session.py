@@ -1,4 +1,5 @@
-"""``from seigr_toolset_transmissions.session import ContentAffinityPool``, as the manual writes it."""
+"""``from seigr_toolset_transmissions.session import ContentAffinityPool``, as the manual
+writes it."""
 
 from __future__ import annotations
 
