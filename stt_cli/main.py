@@ -98,9 +98,9 @@ def send(file: Path, to: str, peer_id: str, identity: Path | None, psk: str | No
 
 def _serve(host: str | None, port: int, identity: Path | None, psk: str | None, output: Path,
            runtime: str, once: bool, workers: int = 1) -> None:
-    from stt_asyncio import STTError, STTNode
+    from stt_asyncio import STTNode
 
-    from .transfer import receive_file, receive_files
+    from .transfer import FAILURES, receive_file, receive_files, report_failure
 
     async def go() -> None:
         async with STTNode(identity=_load_identity(identity), host=host, port=port,
@@ -115,8 +115,8 @@ def _serve(host: str | None, port: int, identity: Path | None, psk: str | None, 
             session = await node.accept()
             try:
                 await receive_file(session, output, console)
-            except (STTError, RuntimeError, ValueError, KeyError, TimeoutError) as exc:
-                console.print(f"[red]transfer failed:[/red] {exc}")
+            except FAILURES as exc:
+                report_failure(console, exc)  # plain text: the reason may be the peer's
                 raise SystemExit(1) from None
             await asyncio.sleep(0.05)  # let the final acknowledgements leave
 

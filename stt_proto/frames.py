@@ -29,6 +29,12 @@ Buffer = bytes | bytearray | memoryview
 
 MAX_ACK_RANGES = 256
 MAX_REASON_BYTES = 1024
+# A packet carrying more frames than this is a protocol violation (FrameError): the most a
+# packet of tiny frames can cost a receiver. Senders stay far below it: session control (an
+# ACK and a few frames), the queued datagrams (dataplane.MAX_QUEUED_DATAGRAMS, 256) and at
+# most MAX_FILL_FRAMES stream and flow-control frames.
+MAX_FRAMES_PER_PACKET = 1024
+MAX_FILL_FRAMES = 512
 
 
 class FrameType(IntEnum):
@@ -484,7 +490,8 @@ _DECODERS: dict[int, _Decoder] = {
 
 
 def parse_frames(payload: Buffer) -> list[Frame]:
-    """Decode every frame of a packet payload. An empty payload is an error (nothing to do)."""
+    """Decode every frame of a packet payload. An empty payload is an error (nothing to do),
+    and so is one of more than :data:`MAX_FRAMES_PER_PACKET` frames (decoding stops there)."""
     frames: list[Frame] = []
     if not isinstance(payload, bytes):
         payload = bytes(payload)  # STREAM frames keep views into it: it must be immutable
@@ -494,6 +501,8 @@ def parse_frames(payload: Buffer) -> list[Frame]:
         raise FrameError("packet payload holds no frames")
     pos = 0
     while pos < end:
+        if len(frames) == MAX_FRAMES_PER_PACKET:
+            raise FrameError(f"packet carries more than {MAX_FRAMES_PER_PACKET} frames")
         frame, pos = decode_frame(view, pos)
         frames.append(frame)
     return frames

@@ -23,6 +23,7 @@ from .events import (
     StreamWritable,
 )
 from .frames import (
+    MAX_FILL_FRAMES,
     DataBlockedFrame,
     Frame,
     MaxDataFrame,
@@ -466,13 +467,16 @@ class StreamManager:
 
     def fill(self, payload: bytearray, space: int, items: list[Any], now: float,
              in_flight: int) -> None:
-        """Append control and STREAM frames to ``payload`` within ``space`` bytes."""
+        """Append control and STREAM frames to ``payload`` within ``space`` bytes, at most
+        MAX_FILL_FRAMES of them (receivers refuse packets of very many frames)."""
         control = self._control
         if self._max_streams_pending:
             control.append(MaxStreamsFrame(self._peer_allowed))
             self._max_streams_pending = False
         taken = 0
         for frame in control:
+            if len(items) >= MAX_FILL_FRAMES:
+                break
             scratch = bytearray()
             encode_frame(frame, scratch)
             if len(scratch) > space - len(payload):
@@ -491,7 +495,7 @@ class StreamManager:
             while queue and rounds > 0:
                 rounds -= 1
                 room = space - len(payload) - STREAM_FRAME_OVERHEAD
-                if room <= 0:
+                if room <= 0 or len(items) >= MAX_FILL_FRAMES:
                     return
                 sid = queue.popleft()
                 stream = self.streams.get(sid)
