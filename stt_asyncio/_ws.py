@@ -23,6 +23,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from stt_proto.peer_text import sanitize
+
 MAX_MESSAGE = 65536  # above max_frame_size (65,507): anything longer is not an STT datagram
 DIAL_TIMEOUT = 10.0  # seconds a background dial (for output with no connection) may take
 MAX_HANDSHAKE = 16384  # bytes of HTTP upgrade we accept before giving up on a peer
@@ -126,7 +128,8 @@ class WsFramer:
             self.open = False
             self.closed = True  # the caller sees it after the datagrams that came before
             if event.code not in NORMAL_CLOSE_CODES:  # wsproto reports broken framing so
-                raise WsError(f"WebSocket closed with code {event.code}: {event.reason}")
+                raise WsError(f"WebSocket closed with code {event.code}: "
+                              f"{sanitize(event.reason or '')}")
 
 
 def tune_stream_socket(sock: socket.socket, recv: int, send: int) -> tuple[int, int] | None:

@@ -222,3 +222,16 @@ def test_framer_never_raises_anything_but_wserror(chunks: list[bytes], client: b
                 assert len(datagram) <= MAX_MESSAGE
         except WsError:
             return
+
+
+def test_a_peers_close_reason_reaches_the_error_sanitised() -> None:
+    client, server = WsFramer(True, "h", 1), WsFramer(False)
+    server.feed(client.take_output())  # the HTTP upgrade
+    client.feed(server.take_output())
+    payload = (4000).to_bytes(2, "big") + "\x1b[2J\x1b]0;pwned\x07 [/bold]".encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    with pytest.raises(WsError) as error:
+        server.feed(bytes([0x88, 0x80 | len(payload)]) + mask + masked)
+    assert "\x1b" not in str(error.value) and "\x07" not in str(error.value)
+    assert "4000" in str(error.value) and "[/bold]" in str(error.value)
