@@ -34,6 +34,7 @@ from .errors import (
 )
 from .events import Address, HandshakeCompleted, KeyUpdated, SessionEvent, SessionTerminated
 from .frames import (
+    MAX_FRAMES_PER_PACKET,
     NON_ACK_ELICITING,
     PATH_DATA_LEN,
     AckFrame,
@@ -61,6 +62,7 @@ from .identity import Identity
 from .keys import RecvKeys, SendKeys
 from .packet import Datagram, Packet, PacketType, RefuseCode, build_long_packet, parse_packet
 from .path import PathValidator
+from .peer_text import sanitize
 from .randomness import RandomSource
 from .replay import MAX_PN_JUMP, ReplayWindow
 from .rtt import RttEstimator
@@ -244,14 +246,17 @@ class Session(SessionStreams):
     @classmethod
     def respond(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
                 remote_address: Address, original_dcid: bytes, now: float,
-                address_validated: bool = False, local_cid: bytes | None = None) -> Session:
-        """A session for an inbound INITIAL; feed that INITIAL to it next."""
+                address_validated: bool = False, local_cid: bytes | None = None,
+                handshake: ResponderHandshake | None = None) -> Session:
+        """A session for an inbound INITIAL; feed that INITIAL to it next. ``handshake``: one
+        that already read the INITIAL's message 1 (the endpoint reads it before it allocates
+        a session, so junk costs none)."""
         session = cls(config=config, identity=identity, rng=rng, is_initiator=False,
                       local_cid=local_cid or rng.token_bytes(8), remote_cid=b"",
                       remote_address=remote_address, now=now)
         session.original_dcid = original_dcid
         session.address_validated = address_validated
-        session._responder_hs = ResponderHandshake(config, identity, rng)
+        session._responder_hs = handshake or ResponderHandshake(config, identity, rng)
         return session
 
     # -- public surface ---------------------------------------------------------------------------
@@ -410,7 +415,8 @@ class Session(SessionStreams):
         if ptype is PacketType.INITIAL:
             if self._peer_message is None:
                 try:
-                    rhs.read_message1(body, packet.scid)
+                    if not rhs.peer_cid:  # else the endpoint has read message 1 already
+                        rhs.read_message1(body, packet.scid)
                 except HandshakeError:
                     self._refuse(packet.scid, RefuseCode.HANDSHAKE_FAILED)
                     raise
@@ -498,7 +504,8 @@ class Session(SessionStreams):
         """Decode and handle the frames of a decrypted payload in one pass; returns whether
         any of them elicits an ACK. STREAM frames, nearly every frame of a transfer, go
         straight to the streams without a frame object. A malformed frame raises (the session
-        then fails) after the frames before it were handled: they were authentic."""
+        then fails) after the frames before it were handled: they were authentic. So does a
+        frame past MAX_FRAMES_PER_PACKET: what a packet of tiny frames costs stays bounded."""
         view = memoryview(payload)
         end = len(view)
         if end == 0:
@@ -506,7 +513,11 @@ class Session(SessionStreams):
         data = self.data
         pos = 0
         eliciting = False
+        budget = MAX_FRAMES_PER_PACKET
         while pos < end:
+            if not budget:
+                raise FrameError(f"packet carries more than {MAX_FRAMES_PER_PACKET} frames")
+            budget -= 1
             kind = view[pos]
             if (kind == 0x08 or kind == 0x09) and data is not None:  # STREAM, STREAM with FIN
                 stream_id, offset, chunk, pos = decode_stream_fields(view, pos + 1)
@@ -530,9 +541,10 @@ class Session(SessionStreams):
         elif isinstance(frame, (PingFrame, PaddingFrame)):
             pass
         elif isinstance(frame, CloseFrame):
-            error = SessionClosed(frame.error_code, frame.reason, by_peer=True)
+            reason = sanitize(frame.reason)  # peer text leaves the library here: peer_text
+            error = SessionClosed(frame.error_code, reason, by_peer=True)
             self._enter_drain(DRAINING, now)
-            self._report_end(error, frame.error_code, frame.reason, by_peer=True)
+            self._report_end(error, frame.error_code, reason, by_peer=True)
         elif isinstance(frame, HandshakeDoneFrame):
             if not self.is_initiator:
                 raise ProtocolViolation("HANDSHAKE_DONE sent by the initiator")

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from stt_proto.replay import WINDOW, ReplayWindow
 
 # Arrivals as jumps from the largest so far: mostly in order, with gaps, late and repeated ones,
-# and jumps past the whole window.
+# jumps past the whole window, and huge jumps (a peer jumping ahead: O(WINDOW) all the same).
 _jumps = st.lists(st.one_of(st.just(1), st.integers(-WINDOW - 5, 8), st.integers(-20, 20),
-                            st.integers(WINDOW - 3, WINDOW + 3)), max_size=300)
+                            st.integers(WINDOW - 3, WINDOW + 3),
+                            st.sampled_from([2**32, 2**40, 2**62]),
+                            st.integers(WINDOW, 2**62)), max_size=300)
 
 
 @settings(max_examples=300, deadline=None)
