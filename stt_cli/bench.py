@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stt_asyncio import Session, Stream, STTNode
 
-from ._loopback import on_loopback
+from ._loopback import on_loopback, one_peer_sessions
 
 MiB = 1024 * 1024
 RUNTIMES = ("asyncio", "uvloop", "trio")
@@ -227,7 +227,7 @@ async def stt_ping_pong(settings: dict[str, Any], count: int) -> list[float]:
 
 
 async def handshakes(settings: dict[str, Any], count: int) -> float:
-    settings = on_loopback(settings)
+    settings = on_loopback({**one_peer_sessions(count), **settings})
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         start = time.perf_counter()
         sessions = await asyncio.gather(*(client.connect(server.address, server.node_id)

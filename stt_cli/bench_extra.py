@@ -22,7 +22,7 @@ from stt_asyncio import STTNode
 from stt_proto import Endpoint, Identity, NodeConfig
 from stt_proto.session import CIPHER_IDLE_RELEASE
 
-from ._loopback import on_loopback
+from ._loopback import on_loopback, one_peer_sessions
 from .alloc import trim_heap
 from .bench import MiB, run_on
 
@@ -171,7 +171,7 @@ async def idle_sessions(count: int) -> dict[str, float]:
     ``malloc_trim(0)``: memory freed by the handshakes stays in the heap for reuse, and the
     second figure leaves it out."""
     settings: dict[str, Any] = {
-        "max_sessions": count + 16, "retry_threshold": count + 16,
+        "max_sessions": count + 16, "retry_threshold": count + 16, **one_peer_sessions(count),
         "keep_alive_interval": 60.0, "keep_alive_timeout": 600.0,
         "recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB}
     idle = CIPHER_IDLE_RELEASE + 0.5

@@ -21,7 +21,7 @@ import trio
 from stt_anyio import Session, STTNode
 from stt_asyncio.session import Stream
 
-from ._loopback import on_loopback
+from ._loopback import on_loopback, one_peer_sessions
 from .bench import MiB, make_sealer, udp_pair
 from .bench_extra import tls_contexts
 
@@ -199,7 +199,7 @@ async def tcp_tls_throughput(seconds: float) -> float:
 
 
 async def handshakes(settings: dict[str, Any], count: int) -> float:
-    settings = on_loopback(settings)
+    settings = on_loopback({**one_peer_sessions(count), **settings})
     async with STTNode(**settings) as server, STTNode(**settings) as client:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:

@@ -124,6 +124,21 @@ class NodeConfig:
     # Above this many half-open handshakes, new INITIALs must first prove their address (RETRY).
     retry_threshold: int = attrs.field(
         default=64, validator=_range("retry_threshold", 0, 1 << 24, integer=True))
+    # Inbound admission (stt_proto/admission.py, docs/wire-format.md "Admission"). Half-open
+    # handshakes have their own budget apart from max_sessions: beyond it the oldest is evicted.
+    max_half_open: int = attrs.field(
+        default=4096, validator=_range("max_half_open", 1, 1 << 24, integer=True))
+    # Half-open handshakes from one address (IPv4 host, IPv6 /64); more INITIALs are dropped.
+    max_half_open_per_address: int = attrs.field(
+        default=1024, validator=_range("max_half_open_per_address", 1, 1 << 24, integer=True))
+    # Under load (retry_threshold or more half-open), a handshake unfinished this long is dropped.
+    half_open_timeout: float = attrs.field(
+        default=3.0, validator=_range("half_open_timeout", 0.05, 600.0))
+    # Established inbound sessions per peer identity and per address; 0: no limit.
+    max_sessions_per_identity: int = attrs.field(
+        default=1000, validator=_range("max_sessions_per_identity", 0, 1 << 24, integer=True))
+    max_sessions_per_address: int = attrs.field(
+        default=0, validator=_range("max_sessions_per_address", 0, 1 << 24, integer=True))
     workers: int = attrs.field(default=1, validator=_range("workers", 1, 256, integer=True))
     # Linux UDP segmentation offload (GSO to send, GRO to receive) where the kernel has it.
     udp_offload: bool = attrs.field(default=True, validator=_bool("udp_offload"))

@@ -9,13 +9,12 @@ Nothing a remote host sends can make it raise: junk is dropped and counted by re
 from __future__ import annotations
 
 import heapq
-import hmac
 import logging
 from collections import deque
-from hashlib import blake2s
 
 import attrs
 
+from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .config import NodeConfig
 from .dht import DHT, DHTConfig
 from .dht.links import DHTLinks
@@ -48,9 +47,6 @@ _INITIAL = PacketType.INITIAL
 _DATA_KEY_PHASE = DATA_KEY_PHASE
 _DCID_END = 2 + CID_LEN  # every header: version, flags, then the destination id
 
-TOKEN_LIFETIME = 10.0  # seconds a RETRY token stays valid
-STATELESS_REPLIES_PER_SECOND = 2000.0  # budget for RETRY / REFUSE answers
-
 
 @attrs.frozen(slots=True)
 class EndpointStats:
@@ -66,6 +62,8 @@ class EndpointStats:
     retries_sent: int
     refusals_sent: int
     dht: dict[str, int]
+    half_open: int = 0  # inbound handshakes in progress
+    evicted: int = 0  # half-open handshakes dropped for the budget or the load timeout
 
 
 class Endpoint:
@@ -92,10 +90,9 @@ class Endpoint:
         self._touched: dict[bytes, Session] = {}  # sessions that may have new events
         self._stateless_out: list[tuple[Datagram, Address]] = []
         self._events: deque[SessionAccepted] = deque()
-        self._token_key = self.rng.token_bytes(32)
-        self._reply_budget = STATELESS_REPLIES_PER_SECOND
-        self._reply_budget_at = 0.0
-        self._half_open: set[bytes] = set()  # responder sessions still in the handshake
+        self._tokens = RetryTokens(self.rng.token_bytes(32))
+        # Budgets and limits for inbound handshakes, and the RETRY / REFUSE rate limiters.
+        self._admission = Admission(config)
         self._accepted: set[bytes] = set()
         self.sessions_total = 0
         self.handshakes_ok = 0
@@ -216,33 +213,66 @@ class Endpoint:
         return session
 
     def _admit(self, packet: Packet, size: int, addr: Address, now: float) -> Session | None:
-        """Decide what to do with a new INITIAL: refuse, ask for a RETRY, or create a session."""
+        """Decide what to do with a new INITIAL: refuse, ask for a RETRY, drop, or create a
+        session. Every check that needs no state comes first, and no session is made for an
+        INITIAL whose message 1 does not read (see admission.py)."""
         if size < MIN_INITIAL_SIZE:
             self._drop(DropReason.TOO_SMALL)
             return None
-        if len(self.sessions) >= self.config.max_sessions:
-            self._stateless_reply(build_long_packet(
-                PacketType.REFUSE, packet.scid, packet.dcid,
-                refuse_code=RefuseCode.SERVER_BUSY), addr, now, refusal=True)
+        admission = self._admission
+        key = address_key(addr)
+        # Established sessions are what max_sessions counts; half-open ones have their own budget.
+        if len(self.sessions) - admission.half_open >= self.config.max_sessions \
+                or admission.address_established_full(key):
+            self._refuse(packet.scid, packet.dcid, RefuseCode.SERVER_BUSY, addr, key, now)
             return None
         validated = False
         if packet.token:
-            validated = self._token_valid(packet.token, addr, packet.dcid, now)
+            validated = self._tokens.valid(packet.token, addr, packet.dcid, now)
             if not validated:
                 self._drop(DropReason.UNEXPECTED)
                 return None
-        elif len(self._half_open) >= self.config.retry_threshold:
-            token = self._make_token(addr, packet.dcid, now)
-            self._stateless_reply(build_long_packet(PacketType.RETRY, packet.scid, packet.dcid,
-                                                    token=token), addr, now, refusal=False)
+        elif admission.under_load:
+            if admission.retries.allow(key, now):
+                token = self._tokens.make(addr, packet.dcid, now)
+                self._stateless_reply(build_long_packet(
+                    PacketType.RETRY, packet.scid, packet.dcid, token=token), addr, refusal=False)
+            else:
+                self._drop(DropReason.RATE_LIMITED)
             return None
+        if admission.address_half_open_full(key):
+            self._drop(DropReason.RATE_LIMITED)  # the initiator resends its INITIAL later
+            return None
+        handshake = read_message1(self.config, self.identity, self.rng, bytes(packet.body),
+                                  packet.scid)
+        if handshake is None:
+            self.handshakes_failed += 1
+            self._refuse(packet.scid, packet.dcid, RefuseCode.HANDSHAKE_FAILED, addr, key, now)
+            return None
+        for cid in admission.to_evict(now):
+            self._evict(cid, now)
         session = Session.respond(config=self.config, identity=self.identity, rng=self.rng,
                                   remote_address=addr, original_dcid=packet.dcid, now=now,
-                                  address_validated=validated, local_cid=self._new_cid())
+                                  address_validated=validated, local_cid=self._new_cid(),
+                                  handshake=handshake)
         self._initial_routes[(addr, packet.dcid)] = session.local_cid
-        self._half_open.add(session.local_cid)
+        admission.add_half_open(session.local_cid, key, now)
         self._add(session, now)
         return session
+
+    def _evict(self, cid: bytes, now: float) -> None:
+        """Drop a half-open handshake to make room, telling its initiator (REFUSE, busy)."""
+        self._admission.forget(cid)
+        self._admission.evicted += 1
+        session = self.sessions.get(cid)
+        if session is None:  # pragma: no cover - admission and the table agree
+            return
+        if session.remote_cid:
+            addr = session.remote_address
+            self._refuse(session.remote_cid, cid, RefuseCode.SERVER_BUSY, addr,
+                         address_key(addr), now)
+        session.close(0, "half-open handshake evicted", now)
+        self._forget(session)
 
     def _after_session_input(self, session: Session, was_handshaking: bool,
                              now: float) -> None:
@@ -251,8 +281,15 @@ class Endpoint:
                 self._accepted.add(session.local_cid)
                 self.handshakes_ok += 1
         elif was_handshaking and session.state is not HANDSHAKING:
-            self._half_open.discard(session.local_cid)
-            if session.confirmed:
+            cid = session.local_cid
+            if session.confirmed and session.peer_id is not None:
+                over = self._admission.accept(cid, session.peer_id)
+                if over is not None:  # over a per-identity or per-address limit
+                    self.handshakes_failed += 1
+                    session.close(SESSION_LIMIT_CODE, over, now, application=False)
+            else:
+                self._admission.forget(cid)
+            if session.confirmed and not session.is_closed:
                 self.handshakes_ok += 1
                 self._accepted.add(session.local_cid)
                 if session.purpose is _APPLICATION:
@@ -266,39 +303,22 @@ class Endpoint:
 
     # -- stateless replies and tokens -------------------------------------------------------------
 
-    def _stateless_reply(self, datagram: bytes, addr: Address, now: float, *,
-                         refusal: bool) -> None:
-        elapsed = max(0.0, now - self._reply_budget_at)
-        self._reply_budget = min(STATELESS_REPLIES_PER_SECOND,
-                                 self._reply_budget + elapsed * STATELESS_REPLIES_PER_SECOND)
-        self._reply_budget_at = now
-        if self._reply_budget < 1:
+    def _refuse(self, dcid: bytes, scid: bytes, code: RefuseCode, addr: Address, key: str,
+                now: float) -> None:
+        """A REFUSE, within its rate limits (global and per address)."""
+        if self._admission.refusals.allow(key, now):
+            self._stateless_reply(build_long_packet(PacketType.REFUSE, dcid, scid,
+                                                    refuse_code=code), addr, refusal=True)
+        else:
             self._drop(DropReason.RATE_LIMITED)
-            return
-        self._reply_budget -= 1
+
+    def _stateless_reply(self, datagram: bytes, addr: Address, *, refusal: bool) -> None:
         self._drop(DropReason.REFUSED)
         if refusal:
             self.refusals_sent += 1
         else:
             self.retries_sent += 1
         self._stateless_out.append((datagram, addr))
-
-    def _token_mac(self, stamp: bytes, addr: Address, dcid: bytes) -> bytes:
-        material = stamp + f"{addr[0]}|{addr[1]}".encode() + dcid
-        return blake2s(material, key=self._token_key, digest_size=16).digest()
-
-    def _make_token(self, addr: Address, dcid: bytes, now: float) -> bytes:
-        stamp = int(now * 1000).to_bytes(8, "big")
-        return stamp + self._token_mac(stamp, addr, dcid)
-
-    def _token_valid(self, token: bytes, addr: Address, dcid: bytes, now: float) -> bool:
-        if len(token) != 24:
-            return False
-        stamp = token[:8]
-        issued = int.from_bytes(stamp, "big") / 1000
-        if not 0 <= now - issued <= TOKEN_LIFETIME:
-            return False
-        return hmac.compare_digest(token[8:], self._token_mac(stamp, addr, dcid))
 
     # -- timers -----------------------------------------------------------------------------------
 
@@ -420,8 +440,8 @@ class Endpoint:
         self._scheduled.pop(cid, None)
         if session.state is not TERMINATED:  # pragma: no cover
             raise UsageError("forgetting a live session")
-        self._half_open.discard(cid)
         if not session.is_initiator:
+            self._admission.forget(cid)
             # The INITIAL route outlives the handshake so that replayed INITIALs reach the
             # session (and are dropped as replays) instead of opening half-open sessions.
             self._initial_routes.pop((session.initial_address, session.original_dcid), None)
@@ -443,6 +463,7 @@ class Endpoint:
             datagrams_in=self.datagrams_in, datagrams_out=self.datagrams_out,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, dropped=dict(self.dropped),
             retries_sent=self.retries_sent, refusals_sent=self.refusals_sent,
+            half_open=self._admission.half_open, evicted=self._admission.evicted,
             dht={**self.dht.stats(), "dht_sessions": len(self._links),
                  "dht_dropped": self._links.dropped},
         )
