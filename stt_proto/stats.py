@@ -60,8 +60,9 @@ class SessionStats:
     congestion_control: str
     cipher: str
     # ``datagrams_dropped`` split by reason: "send_queue_full" (the core's outgoing queue) and
-    # "receive_queue_full" (a runtime's queue of unread incoming datagrams).
-    datagrams_dropped_by_reason: dict[str, int] = attrs.field(factory=dict, hash=False)
+    # "receive_queue_full" (a runtime's queue of unread incoming datagrams). No default: this
+    # module is compiled, and mypyc takes a class-level attrs.field() for the field's value.
+    datagrams_dropped_by_reason: dict[str, int]
     # Path validation (path.py): moves to a new peer address after its challenge was echoed,
     # and candidate addresses dropped unanswered (an attacker's copy, or a path that died).
     paths_validated: int = 0
