@@ -146,21 +146,23 @@ def _signed(who: Identity, key: bytes, value: bytes, seq: int = 1) -> SignedReco
 
 
 def test_value_store_caps_and_expiry() -> None:
-    store = ValueStore(max_records=3, max_per_publisher=2)
+    store = ValueStore(max_records=4, base_quota=2)
     a, b = _A, _B
     assert store.put(_id(10), _signed(a, _id(10), b"1"), 10, 0.0)
     assert store.put(_id(11), _signed(a, _id(11), b"2"), 10, 0.0)
     assert not store.put(_id(12), _signed(a, _id(12), b"3"), 10, 0.0)  # a's quota
+    assert store.put(_id(12), _signed(a, _id(12), b"3"), 10, 0.0, quota=3)  # a larger one
     assert store.put(_id(11), _signed(a, _id(11), b"2b", 2), 5, 1.0)  # replacing its own is fine
     assert store.put(_id(12), _signed(b, _id(12), b"4"), 10, 0.0)
-    assert not store.put(_id(13), _signed(b, _id(13), b"5"), 10, 0.0)  # store full
-    assert store.refused == 2
+    # the store is full: a holds 3 (its larger quota), b 1 (eviction: test_dht_hardening)
+    assert store.count(a.node_id) == 3 and len(store) == 4
+    assert store.refused == 1
     assert [r.value for r in store.get(_id(11), 2.0)] == [b"2b"]
     assert store.get(_id(11), 2.0, a.node_id)[0].publisher == a.node_id
     assert store.get(_id(11), 2.0, b.node_id) == []
     assert store.next_expiry() == 6.0
-    assert store.expire(6.0) == 1 and len(store) == 2
-    assert store.expire(10.0) == 2 and len(store) == 0 and store.next_expiry() is None
+    assert store.expire(6.0) == 1 and len(store) == 3
+    assert store.expire(10.0) == 3 and len(store) == 0 and store.next_expiry() is None
 
 
 def test_value_store_refuses_older_or_conflicting_sequences() -> None:
@@ -186,15 +188,15 @@ def test_value_store_heap_stays_bounded_under_rewrites() -> None:
 
 
 def test_lookup_caps_its_queries() -> None:
-    lookup = Lookup(_id(0), _id(1 << 200), k=2, alpha=2)
-    lookup.add([Contact(_id(1 << 100), ("a", 1))])
+    lookup = Lookup(_id(0), _id(1 << 200), k=2, alpha=2, max_dials=100)
+    lookup.add([Contact(_id(1 << 100), ("a", 1))], proven=True)
     fake = 1 << 99
     while not lookup.finished:
         asked = lookup.next_queries()
         assert asked
         for contact in asked:
             fake >>= 1  # each answer names an ever nearer contact that never answers
-            lookup.answered(contact.node_id, (Contact(_id(fake or 1), ("a", 1)),))
+            lookup.answered(contact.node_id, (Contact(_id(fake or 1), (f"h{fake}", 1)),))
     assert lookup._asked == lookup.max_queries == 16
 
 

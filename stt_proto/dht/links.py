@@ -13,12 +13,15 @@ from collections.abc import Callable
 
 import attrs
 
+from ..errors import STTError
 from ..events import (
     Address,
     HandshakeCompleted,
     SessionTerminated,
+    StreamEnded,
     StreamOpened,
     StreamReadable,
+    StreamResetByPeer,
 )
 from ..session import Session
 from .ids import Contact
@@ -37,7 +40,7 @@ class _Link:
     last_used: float
     queue: list[bytes] = attrs.field(factory=list)
     out_stream: int | None = None
-    read_streams: set[int] = attrs.field(factory=set)
+    read_streams: set[int] = attrs.field(factory=set)  # open streams the peer may write on
 
 
 class DHTLinks:
@@ -105,8 +108,9 @@ class DHTLinks:
                 queued, link.queue = link.queue, []
                 for data in queued:
                     self._write(link, data)
-            elif isinstance(event, StreamOpened | StreamReadable):
-                link.read_streams.add(event.stream_id)
+            elif isinstance(event, StreamOpened | StreamReadable | StreamEnded
+                            | StreamResetByPeer):
+                link.read_streams.add(event.stream_id)  # an ended one: read its last messages
             elif isinstance(event, SessionTerminated):
                 self._drop(link, now)
                 return
@@ -114,12 +118,23 @@ class DHTLinks:
         if peer_id is None or not session.is_established:
             return
         host, port = session.remote_address
+        done = []
         for stream_id in link.read_streams:
             while (message := session.receive_message(stream_id)) is not None:
                 link.last_used = now
                 if self._advertised_ports and len(message) >= 3:
                     port = int.from_bytes(message[1:3], "big") or port
                 self.dht.receive(Contact(peer_id, (host, port)), message, now)
+            finished, _, reset = session.stream_state(stream_id)
+            if finished or reset is not None or not session.is_stream_open(stream_id):
+                done.append(stream_id)
+        # A peer that opens a stream per message must not leave one entry each behind: every
+        # packet on the link reads through this set. Our half of its stream closes too, so the
+        # session forgets the stream (we never write on the peer's streams).
+        for stream_id in done:
+            link.read_streams.discard(stream_id)
+            if stream_id != link.out_stream and session.is_stream_open(stream_id):
+                session.close_stream(stream_id)
 
     def _send(self, contact: Contact, data: bytes, now: float) -> None:
         link = self._by_peer.get(contact.node_id)
@@ -141,10 +156,21 @@ class DHTLinks:
         if not session.is_established:
             self.dropped += 1
             return
-        if link.out_stream is None:
-            link.out_stream = session.open_stream()
-        if not session.send_message(link.out_stream, data):
-            self.dropped += 1
+        for _ in range(2):
+            try:
+                if link.out_stream is None:
+                    link.out_stream = session.open_stream()
+                if not session.send_message(link.out_stream, data):
+                    self.dropped += 1
+                return
+            except STTError:
+                # The peer stopped our stream (STOP_SENDING), allows no more streams, or
+                # smaller messages: never an exception out of the endpoint. Abandon the stream
+                # (reset, so the session forgets it) and try once on a fresh one.
+                if link.out_stream is not None:
+                    session.reset_stream(link.out_stream)
+                link.out_stream = None
+        self.dropped += 1  # its RPC times out like a lost datagram's
 
     def _drop(self, link: _Link, now: float) -> None:
         session = link.session

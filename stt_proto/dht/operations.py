@@ -24,12 +24,22 @@ class DHTConfig:
     republish_interval: float = 3600.0  # how often this node stores its values again
     refresh_interval: float = 3600.0  # buckets unheard-from this long are looked up afresh
     get_quorum: int = 3  # holders with a valid record a get hears from before it may stop
+    # Limits against hostile peers (docs/dht.md, "Limits").
+    lookup_timeout: float = 10.0  # a lookup then ends with what it has
+    lookup_dials: int = 2 * K  # queries per lookup to contacts no handshake has proven yet
+    dial_backoff: float = 60.0  # an address whose unproven dial failed is left alone this long
+    max_records: int = 20_000  # records held for others, in all
+    store_quota: int = 100  # records a publisher may keep here...
+    contact_store_quota: int = 400  # ...one in the routing table...
+    near_store_quota: int = 1_000  # ...one among the k contacts nearest this node
 
     def __attrs_post_init__(self) -> None:
-        if self.k < 1 or self.alpha < 1 or self.get_quorum < 1:
-            raise UsageError("DHT k, alpha and get_quorum must be at least 1")
+        if min(self.k, self.alpha, self.get_quorum, self.lookup_dials, self.max_records,
+               self.store_quota, self.contact_store_quota, self.near_store_quota) < 1:
+            raise UsageError("DHT k, alpha, get_quorum, lookup_dials, max_records and the "
+                             "store quotas must be at least 1")
         if min(self.rpc_timeout, self.record_ttl, self.republish_interval,
-               self.refresh_interval) <= 0:
+               self.refresh_interval, self.lookup_timeout, self.dial_backoff) <= 0:
             raise UsageError("DHT timeouts and intervals must be positive")
         if self.republish_interval >= self.record_ttl:
             raise UsageError("republish_interval must be shorter than record_ttl, or values "

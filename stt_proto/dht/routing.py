@@ -40,6 +40,9 @@ class RoutingTable:
         self.k = k
         self._buckets: dict[int, _Bucket] = {}
         self._created = now
+        self.version = 0  # bumped whenever a contact joins or leaves
+        self._near: set[bytes] = set()  # the k contacts nearest us, as of table version...
+        self._near_version = -1  # ...this one
 
     def __len__(self) -> int:
         return sum(len(b.entries) for b in self._buckets.values())
@@ -54,6 +57,15 @@ class RoutingTable:
         for index in sorted(self._buckets):
             for entry in self._buckets[index].entries.values():
                 yield entry.contact
+
+    def closeness(self, node_id: bytes) -> int:
+        """2 for one of the k contacts nearest us, 1 for another contact, 0 for a stranger."""
+        if node_id not in self:
+            return 0
+        if self._near_version != self.version:
+            self._near = {c.node_id for c in self.closest(self.own_id)}
+            self._near_version = self.version
+        return 2 if node_id in self._near else 1
 
     def contacts(self) -> list[Contact]:
         return list(self)
@@ -89,6 +101,7 @@ class RoutingTable:
             return None
         if len(bucket.entries) < self.k:
             bucket.entries[node_id] = _Entry(contact, now)
+            self.version += 1
             bucket.replacements.pop(node_id, None)
             return None
         bucket.replacements[node_id] = contact
@@ -117,6 +130,7 @@ class RoutingTable:
         entry.checking = False
         if bucket.replacements or entry.failures >= MAX_FAILURES:
             del bucket.entries[node_id]
+            self.version += 1
             if bucket.replacements:
                 new_id, contact = bucket.replacements.popitem(last=True)
                 bucket.entries[new_id] = _Entry(contact, entry.last_seen)

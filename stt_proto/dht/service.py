@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import attrs
 
 from ..errors import DecodeError, DHTError, UsageError
 from ..identity import Identity
 from ..randomness import RandomSource
+from .dialing import DialGuard
 from .ids import Contact, check_id
 from .lookup import Lookup
 from .messages import (
@@ -35,21 +36,10 @@ from .messages import (
 from .operations import DHTConfig, Operation, OpKind
 from .records import MAX_SEQ, DHTRecord, SignedRecord
 from .routing import RoutingTable
+from .rpcs import OnReply, Rpc, RpcTable
 from .storage import ValueStore
 
 __all__ = ["DHT", "DHTConfig", "OpKind", "Operation"]
-
-REPLY_KINDS = {Kind.PING: (Kind.PONG,), Kind.FIND_NODE: (Kind.NODES,),
-               Kind.FIND_VALUE: (Kind.NODES, Kind.VALUE), Kind.STORE: (Kind.STORED,)}
-
-
-@attrs.define(slots=True)
-class _Rpc:
-    contact: Contact
-    kind: Kind
-    deadline: float
-    on_reply: Callable[[Message | None, float], None]
-
 
 @attrs.define(slots=True)
 class _Publication:
@@ -71,13 +61,15 @@ class DHT:
         self.identity = identity
         self.config = config or DHTConfig()
         self.routing_table = RoutingTable(own_id, self.config.k, now)
-        self.store = ValueStore()
+        self.store = ValueStore(self.config.max_records, self.config.store_quota)
+        self._guard = DialGuard(self.config.dial_backoff)
         self.port = 0  # this node's listening port, announced in every message
         self._rng = rng
         self._out: list[tuple[Contact, bytes]] = []
-        self._pending: dict[int, _Rpc] = {}
-        self._rpc_heap: list[tuple[float, int]] = []
+        self._rpcs = RpcTable(rng)
         self._done: deque[Operation] = deque()
+        self._looking: dict[int, Operation] = {}  # operations whose lookup runs, by id
+        self._lookup_heap: list[tuple[float, int]] = []  # their deadlines
         self._published: dict[bytes, _Publication] = {}
         self._republish_heap: list[tuple[float, bytes]] = []
         self._next_refresh = now + self.config.refresh_interval
@@ -89,6 +81,8 @@ class DHT:
         self.requests_served = 0
         self.rpc_timeouts = 0
         self.bad_records = 0  # records whose signature or publisher did not check out
+        self.lookups_timed_out = 0
+        self.contacts_skipped = 0  # NODES contacts a lookup passed over (per-lookup caps)
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -188,21 +182,19 @@ class DHT:
         if message.is_request:
             self._answer(sender, message, now)
             return
-        rpc = self._pending.get(message.rpc_id)
-        if (rpc is None or rpc.contact.node_id != sender.node_id
-                or message.kind not in REPLY_KINDS[rpc.kind]):
+        rpc = self._rpcs.take_reply(sender.node_id, message)
+        if rpc is None:
             self.unsolicited += 1
             return
-        del self._pending[message.rpc_id]
+        if rpc.unproven:
+            self._guard.settled(rpc.contact, False, now)
         rpc.on_reply(message, now)
 
     def peer_unreachable(self, node_id: bytes, now: float) -> None:
         """The session to ``node_id`` failed (refused, timed out, wrong id): fail its RPCs now
         rather than at their timeouts."""
-        for rpc_id, rpc in list(self._pending.items()):
-            if rpc.contact.node_id == node_id and rpc_id in self._pending:
-                del self._pending[rpc_id]
-                self._rpc_failed(rpc, now)
+        for rpc in self._rpcs.take_peer(node_id):
+            self._rpc_failed(rpc, now)
 
     def _answer(self, sender: Contact, request: Message, now: float) -> None:
         self.requests_served += 1
@@ -218,7 +210,8 @@ class DHT:
                 self.bad_records += 1
                 ok = False
             else:
-                ok = self.store.put(request.target, record, request.ttl, now)
+                ok = self.store.put(request.target, record, request.ttl, now,
+                                    self._quota(record.publisher))
             reply = Message(Kind.STORED, rpc_id, port, ok=ok)
         else:
             records = self.store.get(request.target, now, request.publisher or None) \
@@ -243,19 +236,25 @@ class DHT:
                 want_value: bool = False, holders: int = 0) -> None:
         cfg = self.config
         lookup = op.lookup = Lookup(op.target, self.own_id, cfg.k, cfg.alpha, want_value,
-                                    cfg.get_quorum)
+                                    cfg.get_quorum, max_dials=cfg.lookup_dials,
+                                    deadline=now + cfg.lookup_timeout)
         lookup.holders = holders
-        lookup.add(self.routing_table.closest(op.target))
+        lookup.add(self.routing_table.closest(op.target), proven=True)
         if extra:
-            lookup.add(extra)
+            lookup.add(extra, proven=True)  # seeds: the user vouches for them
+        self._looking[op.id] = op
+        heapq.heappush(self._lookup_heap, (lookup.deadline, op.id))
         self._advance(op, now)
 
     def _advance(self, op: Operation, now: float) -> None:
         lookup = op.lookup
         if op.done or lookup is None:
             return
-        for contact in lookup.next_queries():
-            kind = Kind.FIND_VALUE if lookup.want_value else Kind.FIND_NODE
+        if now >= lookup.deadline and not lookup.finished:
+            lookup.stop()
+            self.lookups_timed_out += 1
+        kind = Kind.FIND_VALUE if lookup.want_value else Kind.FIND_NODE
+        for contact in self._queries(lookup):
 
             def on_reply(reply: Message | None, at: float,
                          node_id: bytes = contact.node_id) -> None:
@@ -264,15 +263,41 @@ class DHT:
                 if reply is None:
                     lookup.failed(node_id)
                 else:
-                    lookup.answered(node_id, reply.contacts,
-                                    self._take_records(op, reply.records))
+                    unproven = self._learn(lookup, node_id, reply.contacts, at)
+                    lookup.answered(node_id, unproven, self._take_records(op, reply.records))
                 self._advance(op, at)
 
             self._request(contact, kind, now, on_reply, target=op.target,
                           publisher=op.publisher or b"")
         if lookup.finished:
             op.lookup = None
+            self._looking.pop(op.id, None)
+            self.contacts_skipped += lookup.skipped
             self._lookup_finished(op, lookup, now)
+
+    def _learn(self, lookup: Lookup, responder: bytes, contacts: tuple[Contact, ...],
+               now: float) -> tuple[Contact, ...]:
+        """Add a NODES reply's contacts the routing table knows to the lookup as proven;
+        return the unproven claims that may be dialed (:class:`.dialing.DialGuard`)."""
+        proven, unproven = self._guard.sort(contacts, lookup.address_of(responder),
+                                            self.routing_table, now)
+        if proven:
+            lookup.add(proven, proven=True)
+        return tuple(unproven)
+
+    def _queries(self, lookup: Lookup) -> list[Contact]:
+        """The lookup's next queries, less those to an address where another id is being
+        dialed (each of those fails at once, which may free a slot for another)."""
+        chosen: list[Contact] = []
+        while queries := lookup.next_queries():
+            busy = [c for c in queries if c.node_id not in self.routing_table
+                    and self._guard.busy(c)]
+            for contact in busy:
+                lookup.failed(contact.node_id)
+            chosen += [c for c in queries if c not in busy]
+            if not busy:
+                break
+        return chosen
 
     def _lookup_finished(self, op: Operation, lookup: Lookup, now: float) -> None:
         nearest = lookup.result()
@@ -313,7 +338,8 @@ class DHT:
         assert record is not None  # a put's operation always carries its record
         if len(holders) < self.config.k or (farthest is not None and _nearer(
                 self.own_id, farthest, op.target)):
-            stored_here = int(self.store.put(op.target, record, op.ttl, now))
+            stored_here = int(self.store.put(op.target, record, op.ttl, now,
+                                             self._quota(record.publisher)))
         op.result = stored_here
         op.store_pending = len(holders)
         if not holders:
@@ -351,25 +377,36 @@ class DHT:
     # -- RPCs -------------------------------------------------------------------------------------
 
     def _request(self, contact: Contact, kind: Kind, now: float,
-                 on_reply: Callable[[Message | None, float], None], *, target: bytes = b"",
+                 on_reply: OnReply, *, target: bytes = b"",
                  publisher: bytes = b"", record: SignedRecord | None = None,
                  ttl: int = 0) -> None:
-        while True:
-            rpc_id = int.from_bytes(self._rng.token_bytes(8), "big")
-            if rpc_id not in self._pending:
-                break
-        deadline = now + self.config.rpc_timeout
-        self._pending[rpc_id] = _Rpc(contact, kind, deadline, on_reply)
-        heapq.heappush(self._rpc_heap, (deadline, rpc_id))
+        unproven = contact.node_id not in self.routing_table
+        if unproven:
+            self._guard.started(contact)
+        rpc_id = self._rpcs.add(Rpc(contact, kind, now + self.config.rpc_timeout, on_reply,
+                                    unproven))
         self._out.append((contact, encode(Message(
             kind, rpc_id, self.port, target=target, record=record, ttl=ttl,
             publisher=publisher if kind is Kind.FIND_VALUE else b""))))
         self._deadline_stale = True
 
-    def _rpc_failed(self, rpc: _Rpc, now: float) -> None:
+    def _rpc_failed(self, rpc: Rpc, now: float) -> None:
         self.rpc_timeouts += 1
-        self.routing_table.failed(rpc.contact.node_id)
+        contact = rpc.contact
+        if rpc.unproven:  # whoever named this contact may have named a victim: let it rest
+            self._guard.settled(contact, True, now)
+        self.routing_table.failed(contact.node_id)
         rpc.on_reply(None, now)
+
+    def _quota(self, publisher: bytes) -> int:
+        """How many records ``publisher`` may keep here: more the nearer the routing table
+        puts it (a table slot is earned by a proven session, and buckets keep their old
+        contacts over newcomers)."""
+        cfg = self.config
+        if publisher == self.own_id:
+            return cfg.near_store_quota
+        return (cfg.store_quota, cfg.contact_store_quota,
+                cfg.near_store_quota)[self.routing_table.closeness(publisher)]
 
     def messages_to_send(self) -> list[tuple[Contact, bytes]]:
         out, self._out = self._out, []
@@ -384,30 +421,35 @@ class DHT:
     def get_timer(self) -> float | None:
         if not self._deadline_stale:
             return self._deadline
-        heap = self._rpc_heap
-        while heap and heap[0][1] not in self._pending:
-            heapq.heappop(heap)
         # An empty table has nothing to refresh: an idle node with no contacts needs no timer.
         candidates = [self._next_refresh] if len(self.routing_table) else []
-        if heap:
-            candidates.append(heap[0][0])
+        rpc_deadline = self._rpcs.next_deadline()
+        if rpc_deadline is not None:
+            candidates.append(rpc_deadline)
         expiry = self.store.next_expiry()
         if expiry is not None:
             candidates.append(expiry)
         if self._republish_heap:
             candidates.append(self._republish_heap[0][0])
+        lookups = self._lookup_heap
+        while lookups and lookups[0][1] not in self._looking:
+            heapq.heappop(lookups)
+        if lookups:
+            candidates.append(lookups[0][0])
         self._deadline = min(candidates, default=None)
         self._deadline_stale = False
         return self._deadline
 
     def handle_timer(self, now: float) -> None:
         self._deadline_stale = True
-        heap = self._rpc_heap
-        while heap and heap[0][0] <= now:
-            _, rpc_id = heapq.heappop(heap)
-            rpc = self._pending.pop(rpc_id, None)
-            if rpc is not None:
-                self._rpc_failed(rpc, now)
+        for rpc in self._rpcs.take_expired(now):
+            self._rpc_failed(rpc, now)
+        lookups = self._lookup_heap
+        while lookups and lookups[0][0] <= now:
+            _, op_id = heapq.heappop(lookups)
+            op = self._looking.pop(op_id, None)  # a cancelled one just leaves
+            if op is not None:
+                self._advance(op, now)  # past its deadline: it ends with what it has
         self.store.expire(now)
         self._republish(now)
         if now >= self._next_refresh:
@@ -441,10 +483,13 @@ class DHT:
 
     def stats(self) -> dict[str, int]:
         return {"dht_contacts": len(self.routing_table), "dht_records": len(self.store),
-                "dht_published": len(self._published), "dht_rpcs_pending": len(self._pending),
+                "dht_published": len(self._published), "dht_rpcs_pending": len(self._rpcs),
                 "dht_requests_served": self.requests_served, "dht_malformed": self.malformed,
                 "dht_unsolicited": self.unsolicited, "dht_rpc_timeouts": self.rpc_timeouts,
-                "dht_bad_records": self.bad_records, "dht_stale_records": self.store.stale}
+                "dht_bad_records": self.bad_records, "dht_stale_records": self.store.stale,
+                "dht_store_refused": self.store.refused, "dht_store_evicted": self.store.evicted,
+                "dht_lookups_timed_out": self.lookups_timed_out,
+                "dht_contacts_refused": self._guard.refused + self.contacts_skipped}
 
 
 def _nearer(a: bytes, b: bytes, target: bytes) -> bool:
