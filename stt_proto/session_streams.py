@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .config import frame_size
+from .errors import SettingsError
 from .stats import SessionStats, StreamStats
 
 if TYPE_CHECKING:
@@ -44,10 +45,19 @@ class SessionStreams:
     def _wake(self) -> None:
         raise NotImplementedError
 
-    def open_stream(self, max_frame_size: int | None = None, no_delay: bool | None = None,
-                    priority: int = 0) -> int:
-        """Open a stream and return its id. Raises StreamLimitError past the peer's limit."""
-        size = None if max_frame_size is None else frame_size(max_frame_size)  # SettingsError
+    def open_stream(self, max_frame_size: object = None, no_delay: object = None,
+                    priority: object = 0) -> int:
+        """Open a stream and return its id. Raises StreamLimitError past the peer's limit, and
+        SettingsError (a ValueError) naming the argument for a bad value. The arguments are
+        typed ``object`` so that the compiled module checks them here, with that error, rather
+        than failing the call with a bare TypeError."""
+        size = None if max_frame_size is None else frame_size(max_frame_size)
+        if no_delay is not None and not isinstance(no_delay, bool):
+            raise SettingsError(f"no_delay must be True, False or None, got {no_delay!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int) \
+                or not -2**31 <= priority < 2**31:
+            raise SettingsError(f"priority must be an integer in -2**31..2**31-1, "
+                                f"got {priority!r}")
         data = self._data_plane()
         if size is None:
             size = data.max_datagram

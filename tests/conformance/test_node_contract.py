@@ -63,9 +63,12 @@ def test_the_seeds_frame_sizes_are_accepted_as_typed(rt: Runtime) -> None:
                 assert await incoming.receive() == payload
             for size in (1200, 1400, 4096, 65536):
                 session.open_stream(max_frame_size=size)
-            for bad in (0, 1199, 65537, "x", True):
+            for bad in (0, 1199, 65537, "x", True, 1400.0):
                 with pytest.raises(ValueError, match="max_frame_size"):
                     session.open_stream(max_frame_size=bad)
+            for name, bad in (("no_delay", "yes"), ("priority", "high"), ("priority", 2**40)):
+                with pytest.raises(ValueError, match=name):  # never a bare TypeError
+                    session.open_stream(**{name: bad})
 
     rt.run(body)
 
