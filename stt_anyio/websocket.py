@@ -1,7 +1,10 @@
 """The websocket transport on anyio (trio or asyncio): STT datagrams as binary WebSocket
-messages over TCP. One reader and one writer task per connection, all in the node's task group;
-each connection's write queue is bounded and a full queue drops the datagram as UDP would (STT's
-recovery resends it), so a slow peer never grows memory.
+messages over TCP. One reader, one writer and one watchdog task per connection, all in the node's
+task group. Each connection's write queue is bounded (``WRITE_HIGH_WATER`` bytes, ``WRITE_QUEUE``
+messages): above it a datagram is dropped as UDP would drop it (STT's recovery resends it) and
+PONGs are held back, one for the latest PING, so a slow or hostile peer never grows memory.
+Reading goes on meanwhile (two nodes sending bulk both ways never wait on each other). The
+limits are those of :mod:`stt_asyncio._ws`, the same as the asyncio runtime's.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from stt_asyncio import _ws
 from stt_asyncio._address import plain_host
-from stt_asyncio._ws import DIAL_TIMEOUT, WsError, WsFramer
+from stt_asyncio._ws import DIAL_TIMEOUT, WsError, WsFramer, is_data, reset_on_close
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
 Address = tuple[str, int]
 WRITE_QUEUE = 256  # WebSocket messages waiting for TCP, per connection
 READ_SIZE = 65536
+FINAL_DRAIN = 0.1  # seconds a close or rejection frame may take to leave before a reset
 
 
 class _Connection:
@@ -30,9 +35,14 @@ class _Connection:
         self.io = io
         self.stream = stream
         self.key = key
+        self.inbound = not client
         self.framer = WsFramer(client, *key)
         self.opened = anyio.Event()
+        self.upgraded = False
         self.failed = False
+        self.sent_data = False  # an STT DATA packet went out: a handshake completed on it
+        self.aborted = False  # end with a reset, not a graceful close
+        self.queued = 0  # bytes in the write queue
         self._send: MemoryObjectSendStream[bytes]
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](WRITE_QUEUE)
@@ -45,6 +55,7 @@ class _Connection:
             async with anyio.create_task_group() as group:
                 self._scope = group.cancel_scope
                 group.start_soon(self._writer)
+                group.start_soon(self._watchdog)
                 self._queue_output()
                 await self._reader()
                 group.cancel_scope.cancel()
@@ -55,6 +66,8 @@ class _Connection:
             self._send.close()
             self._receive.close()
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                if self.aborted:
+                    reset_on_close(self.stream.extra(anyio.abc.SocketAttribute.raw_socket))
                 await self.stream.aclose()
 
     async def _reader(self) -> None:
@@ -69,53 +82,96 @@ class _Connection:
                 datagrams = framer.feed(data)
             except WsError:
                 self.io.protocol_errors += 1
-                self._queue_output()
-                await self._drain(0.1)
+                self.aborted = True
+                self._queue_output(final=True)  # a close frame or rejection
+                await self._drain(FINAL_DRAIN)
                 return
             self._queue_output()
             if framer.open and not self.opened.is_set():
+                self.upgraded = True
                 self.io.register(self)
                 self.opened.set()
             for datagram in datagrams:
                 self.io.deliver(datagram, self.key)
-        await self._drain(0.1)
+        await self._drain(_ws.CLOSE_LINGER)
+        self.aborted = self.queued > 0  # the peer did not take our last output
 
     async def _writer(self) -> None:
         async for chunk in self._receive:
             try:
                 await self.stream.send(chunk)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                if self._scope is not None:
-                    self._scope.cancel()
+                self.abort()
                 return
+            self.queued -= len(chunk)
+            if self.queued < _ws.WRITE_LOW_WATER and self.framer.buffered:
+                self._queue_output()  # a PONG held while congested
+
+    async def _watchdog(self) -> None:
+        """Reset an accepted connection that has not upgraded within UPGRADE_TIMEOUT, or has
+        carried no completed STT handshake within the handshake timeout after (dialled ones
+        are timed by ensure())."""
+        if not self.inbound:
+            return
+        with anyio.move_on_after(_ws.UPGRADE_TIMEOUT):
+            await self.opened.wait()
+        if self.upgraded:
+            await anyio.sleep(self.io.handshake_timeout)
+            if self.sent_data:
+                return
+        if not self.failed:
+            self.io.timeouts += 1
+            self.abort()
 
     async def _drain(self, seconds: float) -> None:
         """Give queued output (a close or reject frame) a moment to leave."""
         with anyio.move_on_after(seconds):
-            while self._receive.statistics().current_buffer_used:
+            while self.queued:
                 await anyio.sleep(0.002)
 
-    def _queue_output(self) -> None:
+    def _queue_output(self, final: bool = False) -> None:
+        """Queue the framer's output, unless the connection is congested: then it stays in
+        the framer (bounded; PONGs coalesced) until the writer has caught up. ``final``: the
+        last output before closing, a few bytes at most, goes anyway."""
+        if self.queued >= _ws.WRITE_HIGH_WATER and not final:
+            return
         out = self.framer.take_output()
         if out:
-            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
-                self._send.send_nowait(out)
+            self._put(out)
 
-    def send(self, datagram: bytes | bytearray) -> bool:
-        if not self.framer.open:
-            return False
+    def _put(self, data: bytes) -> bool:
         try:
-            self._send.send_nowait(self.framer.encode(datagram))
+            self._send.send_nowait(data)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
+        self.queued += len(data)
         return True
 
-    async def close(self) -> None:
-        out = self.framer.close()
-        if out:
-            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
-                self._send.send_nowait(out)
-        await self._drain(0.2)
+    @property
+    def buffered(self) -> int:
+        """Bytes of output queued for this connection (write queue and framer)."""
+        return self.queued + self.framer.buffered
+
+    def send(self, datagram: bytes | bytearray) -> bool:
+        if not self.sent_data and is_data(datagram):
+            self.sent_data = True
+        if not self.framer.open or self.queued >= _ws.WRITE_HIGH_WATER:
+            return False
+        return self._put(self.framer.encode(datagram))
+
+    def abort(self) -> None:
+        """Reset the connection now, dropping whatever is queued."""
+        self.aborted = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def begin_close(self) -> None:
+        """Queue a close frame (the node is closing); ``finish`` ends the connection."""
+        self.framer.pending += self.framer.close()
+        self._queue_output(final=True)
+
+    def finish(self) -> None:
+        self.aborted = self.aborted or self.queued > 0
         if self._scope is not None:
             self._scope.cancel()
 
@@ -124,18 +180,40 @@ class WebSocketIO:
     """Datagram I/O for one node over WebSocket connections, keyed by peer address."""
 
     def __init__(self, group: anyio.abc.TaskGroup, deliver: Callable[[bytes, Address], None],
-                 tune: Callable[[socket.socket], Any]) -> None:
+                 tune: Callable[[socket.socket], Any],
+                 handshake_timeout: float | None = None) -> None:
         self.group = group
+        self._handshake_timeout = handshake_timeout
         self.deliver = deliver
         self.tune = tune
         self._listener: anyio.abc.SocketListener | None = None
         self._connections: dict[Address, _Connection] = {}
         self._dialling: dict[Address, _Connection] = {}
         self._all: set[_Connection] = set()
+        self._inbound: set[_Connection] = set()
         self._dials: set[Address] = set()
         self._closing = False
         self.protocol_errors = 0
         self.dropped_sends = 0
+        self.refused_connections = 0  # accepted over MAX_CONNECTIONS, reset at once
+        self.timeouts = 0  # connections reset for a slow upgrade or no STT handshake
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds an accepted connection may go from its upgrade to a completed STT
+        handshake (the node's ``handshake_timeout`` when it passes one)."""
+        if self._handshake_timeout is not None:
+            return self._handshake_timeout
+        return _ws.HANDSHAKE_IDLE_TIMEOUT
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._all)
+
+    @property
+    def max_buffered(self) -> int:
+        """The most output queued for any one connection, in bytes."""
+        return max((c.buffered for c in self._all), default=0)
 
     async def listen(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every interface; anyio makes that one dual-stack socket)."""
@@ -153,10 +231,17 @@ class WebSocketIO:
                 except OSError:
                     await anyio.sleep(0.01)  # e.g. out of file descriptors: try again shortly
                     continue
+                if len(self._inbound) >= _ws.MAX_CONNECTIONS or self._closing:
+                    self.refused_connections += 1
+                    with contextlib.suppress(Exception):
+                        reset_on_close(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+                        await stream.aclose()
+                    continue
                 peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
                 connection = _Connection(self, stream, False,
                                          (plain_host(str(peer[0])), int(peer[1])))
                 self._all.add(connection)
+                self._inbound.add(connection)
                 self.group.start_soon(connection.run)
 
         self.group.start_soon(accept_loop)
@@ -174,6 +259,7 @@ class WebSocketIO:
 
     def unregister(self, connection: _Connection) -> None:
         self._all.discard(connection)
+        self._inbound.discard(connection)
         if self._connections.get(connection.key) is connection:
             del self._connections[connection.key]
         if self._dialling.get(connection.key) is connection:
@@ -187,6 +273,10 @@ class WebSocketIO:
         with anyio.move_on_after(timeout) as scope:
             connection = self._dialling.get(addr)
             if connection is None:
+                if len(self._all) - len(self._inbound) >= _ws.MAX_CONNECTIONS:
+                    raise ConnectionRefused(
+                        f"{_ws.MAX_CONNECTIONS} WebSocket connections dialled already; "
+                        f"not dialling {addr[0]}:{addr[1]}")
                 try:
                     stream = await anyio.connect_tcp(addr[0], addr[1])
                 except OSError as exc:
@@ -199,6 +289,8 @@ class WebSocketIO:
                 self.group.start_soon(connection.run)
             await connection.opened.wait()
         if scope.cancelled_caught or connection is None:
+            if connection is not None and not connection.upgraded:
+                connection.abort()  # as the asyncio runtime closes it
             raise HandshakeTimeout(f"no WebSocket connection to {addr[0]}:{addr[1]} within "
                                    f"{timeout:g} s")
         if connection.failed:
@@ -231,5 +323,11 @@ class WebSocketIO:
         self._closing = True
         if self._listener is not None:
             await self._listener.aclose()
-        for connection in list(self._all):
-            await connection.close()
+        connections = list(self._all)
+        for connection in connections:
+            connection.begin_close()
+        with anyio.move_on_after(0.1):  # close frames leave together, not one by one
+            while any(c.queued for c in connections):
+                await anyio.sleep(0.002)
+        for connection in connections:
+            connection.finish()  # a peer that has not taken its close frame is reset

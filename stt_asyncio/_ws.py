@@ -4,12 +4,21 @@ Each STT datagram travels as one binary WebSocket message over a TCP connection;
 move bytes, this class turns them into datagrams and back with wsproto. Everything from the
 network is hostile: a message larger than any STT datagram, a text message or a broken frame
 closes that one connection (the sessions on it then time out or recover elsewhere).
+
+Limits, the same in both runtimes (module attributes, read when used, so tests may patch them):
+every connection's queued output is bounded (``WRITE_HIGH_WATER``: above it datagrams are
+dropped and PINGs are answered by one PONG for the latest, as RFC 6455 allows), so a peer that
+floods PINGs and never reads costs a bounded amount; a protocol error aborts the connection
+(RST, nothing left queued); at most ``MAX_CONNECTIONS`` accepted (and, apart, dialled)
+connections; an upgrade must finish within ``UPGRADE_TIMEOUT`` and an accepted connection must
+carry a completed STT handshake within ``HANDSHAKE_IDLE_TIMEOUT`` of its upgrade.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -17,12 +26,14 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from stt_proto.packet import DATA_KEY_PHASE, VERSION
 from stt_proto.peer_text import sanitize
 
 MAX_MESSAGE = 65536  # above max_frame_size (65,507): anything longer is not an STT datagram
@@ -32,6 +43,13 @@ PATH = "/stt"
 MESSAGE_TOO_BIG = 1009
 POLICY_VIOLATION = 1008
 NORMAL_CLOSE_CODES = (1000, 1001, 1005)  # normal, going away, no code given
+WRITE_HIGH_WATER = 256 * 1024  # bytes queued for one connection's TCP before output is held
+WRITE_LOW_WATER = 64 * 1024  # held output is released once the queue drains below this
+MAX_CONNECTIONS = 512  # accepted connections per node; dialled ones are capped apart, alike
+UPGRADE_TIMEOUT = 10.0  # seconds from TCP connect to a completed WebSocket upgrade
+HANDSHAKE_IDLE_TIMEOUT = 10.0  # seconds from an accepted upgrade to the first STT DATA packet
+CLOSE_LINGER = 2.0  # seconds a graceful close may take before the connection is aborted
+_LINGER_OFF = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops the queue
 
 
 class WsError(Exception):
@@ -48,13 +66,33 @@ class WsFramer:
         self._partial: list[bytes] = []
         self._partial_size = 0
         self._handshake_bytes = 0
+        self._ping: bytes | None = None  # the latest PING's payload, not yet answered
         self.pending = b""  # bytes to write to the peer
         if client:
             self.pending = self._ws.send(Request(host=f"{host}:{port}", target=PATH))
 
-    def take_output(self) -> bytes:
+    def take_output(self, pong: bool = True) -> bytes:
+        """The bytes to write now. ``pong=False`` (the connection is congested) holds the
+        PONG owed for the latest PING back: later PINGs replace it, so a flood of PINGs
+        never makes more than one PONG of output."""
         out, self.pending = self.pending, b""
+        if pong and self._ping is not None:
+            out += self._pong()
         return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting in this framer for the peer (a held PONG included)."""
+        return len(self.pending) + (0 if self._ping is None else len(self._ping) + 2)
+
+    def _pong(self) -> bytes:
+        payload, self._ping = self._ping, None
+        if payload is None or not self.open:
+            return b""
+        try:
+            return self._ws.send(Pong(payload=payload))
+        except LocalProtocolError:
+            return b""
 
     def encode(self, datagram: bytes | bytearray | memoryview) -> bytes:
         """The bytes of one binary message carrying ``datagram``."""
@@ -62,13 +100,14 @@ class WsFramer:
 
     def close(self, code: int = 1000) -> bytes:
         """Bytes of a close frame, if the connection is open; marks it closed."""
+        pong = self._pong()  # owed before the close frame (nothing may follow it)
         was_open, self.open, self.closed = self.open, False, True
         if not was_open:
             return b""
         try:
-            return self._ws.send(CloseConnection(code=code))
+            return pong + self._ws.send(CloseConnection(code=code))
         except LocalProtocolError:
-            return b""
+            return pong
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take bytes from the peer; returns the complete datagrams they finish. Raises
@@ -121,8 +160,9 @@ class WsFramer:
             self.pending += self.close(POLICY_VIOLATION)
             raise WsError("text WebSocket message (STT sends binary only)")
         elif isinstance(event, Ping):
-            self.pending += ws.send(event.response())
+            self._ping = bytes(event.payload)  # answered by take_output: one PONG per batch
         elif isinstance(event, CloseConnection):
+            self._ping = None  # no PONG is owed once the peer has closed (RFC 6455 5.5.2)
             if self.open:
                 self.pending += ws.send(event.response())
             self.open = False
@@ -130,6 +170,21 @@ class WsFramer:
             if event.code not in NORMAL_CLOSE_CODES:  # wsproto reports broken framing so
                 raise WsError(f"WebSocket closed with code {event.code}: "
                               f"{sanitize(event.reason or '')}")
+
+
+def is_data(datagram: bytes | bytearray) -> bool:
+    """Whether an outgoing datagram is an STT DATA packet: the node seals those only once a
+    session's handshake has completed, so one leaving on a connection shows it is in use."""
+    return len(datagram) > 1 and datagram[0] == VERSION and datagram[1] in DATA_KEY_PHASE
+
+
+def reset_on_close(sock: object) -> None:
+    """SO_LINGER 0 on a connection's socket: its coming close sends RST and drops what is
+    queued at once, instead of lingering ESTABLISHED behind a peer that does not read."""
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is not None:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
 
 
 def tune_stream_socket(sock: socket.socket, recv: int, send: int) -> tuple[int, int] | None:

@@ -4,7 +4,8 @@ For networks that pass only TCP. The node listens for WebSocket upgrades on its 
 dials one connection per peer address it connects to; every session to that address shares it.
 One protocol object per connection, driven by callbacks (no task per message). Writes never
 queue without bound: while TCP pushes back, datagrams are dropped as UDP would drop them and
-STT's recovery resends them.
+STT's recovery resends them, and PONGs are held back (reading goes on, so two nodes sending
+bulk both ways never wait on each other). The limits are those of :mod:`stt_asyncio._ws`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
 
+from . import _ws
 from ._address import plain_host
-from ._ws import DIAL_TIMEOUT, WsError, WsFramer
+from ._ws import DIAL_TIMEOUT, WsError, WsFramer, is_data, reset_on_close
 
 Address = tuple[str, int]
 
@@ -27,19 +29,27 @@ class _Connection(asyncio.Protocol):
     def __init__(self, io: WebSocketIO, client: bool, key: Address | None = None) -> None:
         self.io = io
         self.key = key  # for dialled connections, the address the user asked for
+        self.inbound = not client
         self.framer = WsFramer(client, *(key or ("", 0)))
         self.transport: asyncio.Transport | None = None
         self.paused = False
+        self.sent_data = False  # an STT DATA packet went out: a handshake completed on it
         self.opened: asyncio.Future[None] = io.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)
+        if self.inbound and not self.io.admit(self):
+            self._shut(graceful=False)
+            return
+        stream.set_write_buffer_limits(_ws.WRITE_HIGH_WATER, _ws.WRITE_LOW_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.io.tune(sock)
         if self.key is None:
             peer = transport.get_extra_info("peername")
             self.key = (plain_host(peer[0]), peer[1])  # an IPv4 peer on a dual-stack socket
+        self._arm(_ws.UPGRADE_TIMEOUT if self.inbound else None)  # ensure() times dials
         self._flush()
 
     def data_received(self, data: bytes) -> None:
@@ -47,21 +57,22 @@ class _Connection(asyncio.Protocol):
             datagrams = self.framer.feed(data)
         except WsError:
             self.io.protocol_errors += 1
-            self._flush()
-            self._abort()
+            self._shut(graceful=False)
             return
         self._flush()
         if self.framer.open and not self.opened.done():
             self.opened.set_result(None)
             self.io.register(self)
+            self._arm(self.io.handshake_timeout if self.inbound else None)
         key = self.key
         if key is not None:
             for datagram in datagrams:
                 self.io.deliver(datagram, key)
         if self.framer.closed:
-            self._abort()
+            self._shut(graceful=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None)
         self.io.unregister(self)
         if not self.opened.done():
             self.opened.set_exception(ConnectionRefused("the WebSocket connection closed "
@@ -73,46 +84,118 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        self._flush()  # a PONG held while congested
 
     def send(self, datagram: bytes | bytearray) -> bool:
+        if not self.sent_data and is_data(datagram):
+            self.sent_data = True
         if self.paused or not self.framer.open or self.transport is None:
             return False
         self.transport.write(self.framer.encode(datagram))
         return True
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of output queued for this connection (transport and framer)."""
+        transport = self.transport
+        queued = 0 if transport is None or transport.is_closing() else \
+            transport.get_write_buffer_size()
+        return queued + self.framer.buffered
+
     def close(self) -> None:
+        """Close gracefully: a close frame, then FIN once the (bounded) output has left."""
         if self.transport is not None and not self.transport.is_closing():
-            out = self.framer.close()
-            if out:
-                self.transport.write(out)
-            self.transport.close()
+            self.framer.pending += self.framer.close()
+            self._shut(graceful=True)
 
-    def _flush(self) -> None:
-        out = self.framer.take_output()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
-
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Reset the connection now (even one already closing gracefully)."""
+        self._arm(None)
         if self.transport is not None:
-            self.transport.close()
+            reset_on_close(self.transport.get_extra_info("socket"))
+            self.transport.abort()
+
+    def _flush(self, final: bool = False) -> None:
+        """Write the framer's output, unless TCP is pushing back (``final``: the last output
+        before closing, a few bytes at most, goes anyway)."""
+        transport = self.transport
+        if (self.paused and not final) or transport is None or transport.is_closing():
+            return  # output stays in the framer: bounded, PONGs coalesced
+        out = self.framer.take_output()
+        if out:
+            transport.write(out)
+
+    def _shut(self, graceful: bool) -> None:
+        """End the connection: gracefully (output flushed, FIN, aborted if the peer has not
+        taken it within CLOSE_LINGER) or not (RST now, whatever is queued dropped)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._flush(final=True)  # a close frame or rejection
+        if graceful:
+            transport.close()
+            self._arm(_ws.CLOSE_LINGER, closing=True)
+            return
+        self.abort()
+
+    def _arm(self, delay: float | None, closing: bool = False) -> None:
+        """(Re)start the connection's one timer, or stop it (``None``)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay is not None:
+            self._timer = self.io.loop.call_later(delay, self._expired, closing)
+
+    def _expired(self, closing: bool) -> None:
+        """The upgrade, the first STT handshake or a graceful close took too long."""
+        self._timer = None
+        if closing:
+            self.abort()
+            return
+        if self.framer.open and (self.sent_data or not self.inbound):
+            return
+        self.io.timeouts += 1
+        self._shut(graceful=False)
 
 
 class WebSocketIO:
     """Datagram I/O for one node over WebSocket connections, keyed by peer address."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes, Address], None],
-                 tune: Callable[[socket.socket], Any]) -> None:
+                 tune: Callable[[socket.socket], Any],
+                 handshake_timeout: float | None = None) -> None:
         self.loop = loop
+        self._handshake_timeout = handshake_timeout
         self.deliver = deliver
         self.tune = tune
         self._server: asyncio.Server | None = None
         self._connections: dict[Address, _Connection] = {}
         self._dialling: dict[Address, _Connection] = {}
         self._all: set[_Connection] = set()
+        self._inbound: set[_Connection] = set()  # accepted (not refused) connections
         self._dials: set[asyncio.Task[None]] = set()
         self._closing = False
         self.protocol_errors = 0
         self.dropped_sends = 0
+        self.refused_connections = 0  # accepted over MAX_CONNECTIONS, closed at once
+        self.timeouts = 0  # connections closed for a slow upgrade or no STT handshake
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds an accepted connection may go from its upgrade to a completed STT
+        handshake (the node's ``handshake_timeout`` when it passes one)."""
+        if self._handshake_timeout is not None:
+            return self._handshake_timeout
+        return _ws.HANDSHAKE_IDLE_TIMEOUT
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._all)
+
+    @property
+    def max_buffered(self) -> int:
+        """The most output queued for any one connection, in bytes."""
+        return max((c.buffered for c in self._all), default=0)
 
     async def listen(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every interface, IPv4 and IPv6 on one dual-stack socket,
@@ -138,6 +221,15 @@ class WebSocketIO:
         self._all.add(connection)
         return connection
 
+    def admit(self, connection: _Connection) -> bool:
+        """Count an accepted connection in, or refuse it (False) at MAX_CONNECTIONS."""
+        if len(self._inbound) >= _ws.MAX_CONNECTIONS or self._closing:
+            self.refused_connections += 1
+            self._all.discard(connection)  # reset at once; not counted as a dialled one
+            return False
+        self._inbound.add(connection)
+        return True
+
     def register(self, connection: _Connection) -> None:
         if connection.key is not None:
             self._dialling.pop(connection.key, None)
@@ -145,6 +237,7 @@ class WebSocketIO:
 
     def unregister(self, connection: _Connection) -> None:
         self._all.discard(connection)
+        self._inbound.discard(connection)
         key = connection.key
         if key is not None:
             if self._connections.get(key) is connection:
@@ -158,6 +251,9 @@ class WebSocketIO:
             return
         connection = self._dialling.get(addr)
         if connection is None:
+            if len(self._all) - len(self._inbound) >= _ws.MAX_CONNECTIONS:
+                raise ConnectionRefused(f"{_ws.MAX_CONNECTIONS} WebSocket connections dialled "
+                                        f"already; not dialling {addr[0]}:{addr[1]}")
             connection = self._track(_Connection(self, client=True, key=addr))
             self._dialling[addr] = connection
             try:
@@ -216,3 +312,5 @@ class WebSocketIO:
             if not self._all:
                 break
             await asyncio.sleep(0.002)
+        for connection in list(self._all):  # a peer that does not read: reset it
+            connection.abort()

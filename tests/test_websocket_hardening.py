@@ -1,0 +1,384 @@
+"""The websocket transport against hostile TCP peers, in both runtimes (issue 21.7).
+
+Real loopback sockets against ``STTNode(transport="websocket", host="127.0.0.1")``; the attacker
+is a raw socket. Each test runs on asyncio (``stt_asyncio``) and on trio (``stt_anyio``): the two
+runtimes share ``stt_asyncio._ws``'s limits and must behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request
+
+import stt_anyio
+import stt_asyncio
+from stt_asyncio import _ws
+from stt_asyncio._ws import WsError, WsFramer
+from stt_proto import ConnectionRefused
+
+RUNTIMES = ["asyncio", "trio"]
+PINGS_ALONE = 4000  # PINGs sent one by one: ~500 KB of PONGs, past a 64 KiB send buffer
+FLOOD = 16 << 20  # bytes of PINGs: ~16 MiB of PONGs owed to a peer that never reads
+# Output one connection may hold: the high-water mark, one datagram's message and one PONG.
+BOUND = _ws.WRITE_HIGH_WATER + _ws.MAX_MESSAGE + 256
+TCP_ESTABLISHED, TCP_CLOSE = 1, 7
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads the TCP state with TCP_INFO")
+
+Body = Callable[[Any], Awaitable[None]]
+
+
+def _run(runtime: str, body: Body, limit: float = 60) -> None:
+    """Run ``body(STTNode class)`` on asyncio with stt_asyncio or on trio with stt_anyio."""
+    async def main() -> None:
+        with anyio.fail_after(limit):
+            await body(stt_asyncio.STTNode if runtime == "asyncio" else stt_anyio.STTNode)
+
+    if runtime == "asyncio":
+        asyncio.run(main())
+    else:
+        anyio.run(main, backend="trio")
+
+
+def _node(node_class: Any) -> Any:
+    return node_class(transport="websocket", host="127.0.0.1")
+
+
+async def _round_trip(session: Any, peer: Any, payload: bytes = b"still served") -> None:
+    """One stream message each way between ``session`` and the node's side of it, ``peer``."""
+    stream = session.open_stream()
+    await stream.send(payload)
+    accepted = await peer.accept_stream()
+    assert await accepted.receive() == payload
+    await accepted.send(payload[::-1])
+    assert await stream.receive() == payload[::-1]
+
+
+def _upgraded(port: int, rcvbuf: int | None = None) -> tuple[socket.socket, WSConnection]:
+    """A raw client socket that has completed the WebSocket upgrade."""
+    sock = socket.socket()
+    if rcvbuf is not None:  # small: the kernel absorbs little of what the node queues
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(ws.send(Request(host="x", target="/stt")))
+    while True:
+        ws.receive_data(sock.recv(65536))
+        if any(isinstance(event, AcceptConnection) for event in ws.events()):
+            return sock, ws
+
+
+def _pings(ws: WSConnection, size: int) -> bytes:
+    """``size`` bytes of PING frames with the largest control payload (one PONG each)."""
+    frame = ws.send(Ping(payload=b"p" * 125))
+    return frame * (size // len(frame))
+
+
+def _closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the node closes ``sock`` within ``within`` seconds (EOF or reset)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0]
+
+
+def _wait_state(sock: socket.socket, within: float) -> int:
+    """The client socket's TCP state once it leaves ESTABLISHED, or ESTABLISHED at the end."""
+    deadline = time.monotonic() + within
+    while (state := _tcp_state(sock)) == TCP_ESTABLISHED and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return state
+
+
+# -- 1. bounded output ----------------------------------------------------------------------------
+
+
+def _read_to_pong(sock: socket.socket, ws: WSConnection, payload: bytes) -> bool:
+    """Read (at last) until the PONG for the PING carrying ``payload`` arrives."""
+    sock.settimeout(30)
+    while data := sock.recv(65536):
+        ws.receive_data(data)
+        if any(isinstance(e, Pong) and bytes(e.payload) == payload for e in ws.events()):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_ping_flood_that_never_reads_costs_a_bounded_amount(runtime: str) -> None:
+    """The node's output for the flooder stays under the bound until it has read every PING
+    (the PONG for the last one arrives once the flooder reads); a real session goes on."""
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as node, _node(node_class) as client:
+            session = await client.connect(node.address, node.node_id)
+            peer = await node.accept()
+            sock, ws = await anyio.to_thread.run_sync(_upgraded, node.address[1], 4096)
+            flood = _pings(ws, FLOOD) + ws.send(Ping(payload=b"last"))
+            flooding = threading.Thread(target=sock.sendall, args=(flood,))
+            peak, answered = 0, []
+
+            async def read_when_flooded() -> None:
+                while flooding.is_alive():
+                    await anyio.sleep(0.05)
+                answered.append(await anyio.to_thread.run_sync(_read_to_pong, sock, ws,
+                                                               b"last"))
+
+            try:
+                flooding.start()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(read_when_flooded)
+                    await anyio.sleep(0.2)
+                    await _round_trip(session, peer)  # mid-flood: still served
+                    while not answered:
+                        peak = max(peak, node._ws.max_buffered)
+                        await anyio.sleep(0.005)
+                await _round_trip(session, peer, b"and after")
+            finally:
+                sock.close()
+                await anyio.to_thread.run_sync(flooding.join)
+            assert answered == [True]
+            assert peak <= BOUND, f"{peak} bytes queued for a peer that never reads"
+
+    _run(runtime, body)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pings_one_read_at_a_time_are_answered_within_the_bound(
+        runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PINGs that each arrive alone (one PONG per read) fill the node's small send buffer
+    and pass the (patched) high-water mark: the PONGs are then held, one for the latest,
+    and the held one leaves once the peer reads again."""
+    monkeypatch.setattr(_ws, "WRITE_HIGH_WATER", 2048)
+    monkeypatch.setattr(_ws, "WRITE_LOW_WATER", 512)
+
+    async def body(node_class: Any) -> None:
+        async with node_class(transport="websocket", host="127.0.0.1",
+                              send_buffer_size=65536) as node:
+            sock, ws = await anyio.to_thread.run_sync(_upgraded, node.address[1], 4096)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ping, peak = ws.send(Ping(payload=b"p" * 125)), 0
+
+            def trickle() -> None:
+                for _ in range(PINGS_ALONE):
+                    sock.sendall(ping)
+                    time.sleep(0.0002)
+                sock.sendall(ws.send(Ping(payload=b"last")))
+
+            with sock:
+                trickling = threading.Thread(target=trickle)
+                trickling.start()
+                while trickling.is_alive():
+                    peak = max(peak, node._ws.max_buffered)
+                    await anyio.sleep(0.002)
+                await anyio.sleep(0.2)
+                peak = max(peak, node._ws.max_buffered)
+                assert await anyio.to_thread.run_sync(_read_to_pong, sock, ws, b"last")
+            assert peak <= 2048 + _ws.MAX_MESSAGE + 256
+
+    _run(runtime, body)
+
+
+def test_the_framer_answers_a_batch_of_pings_with_one_pong() -> None:
+    raw, framer = _framer_pair()
+    framer.feed(b"".join(raw.send(Ping(payload=i.to_bytes(2, "big"))) for i in range(1000)))
+    raw.receive_data(framer.take_output())
+    pongs = [e for e in raw.events() if isinstance(e, Pong)]
+    assert [bytes(p.payload) for p in pongs] == [(999).to_bytes(2, "big")]
+
+
+def _framer_pair() -> tuple[WSConnection, WsFramer]:
+    """A wsproto client and a server-side WsFramer past the upgrade."""
+    raw, framer = WSConnection(ConnectionType.CLIENT), WsFramer(False)
+    framer.feed(raw.send(Request(host="h", target="/stt")))
+    raw.receive_data(framer.take_output())
+    assert any(isinstance(e, AcceptConnection) for e in raw.events())
+    return raw, framer
+
+
+def test_a_congested_framer_holds_one_pong_however_many_pings_come() -> None:
+    raw, framer = _framer_pair()
+    ping = raw.send(Ping(payload=b"p" * 125))
+    for _ in range(10_000):
+        framer.feed(ping)
+        assert framer.take_output(pong=False) == b""  # congested: nothing leaves
+        assert framer.buffered <= 127
+    raw.receive_data(framer.take_output())
+    assert [type(e) for e in raw.events()] == [Pong]
+
+
+def test_a_held_pong_goes_before_our_close_frame() -> None:
+    raw, framer = _framer_pair()
+    framer.feed(raw.send(Ping(payload=b"last")))
+    assert framer.take_output(pong=False) == b""
+    raw.receive_data(framer.close())
+    events = list(raw.events())
+    assert [type(e) for e in events] == [Pong, CloseConnection]
+    assert isinstance(events[0], Pong) and bytes(events[0].payload) == b"last"
+
+
+def test_no_pong_is_owed_after_the_peers_close() -> None:
+    raw, framer = _framer_pair()
+    framer.feed(raw.send(Ping(payload=b"late")) + raw.send(CloseConnection(code=1000)))
+    assert framer.closed
+    raw.receive_data(framer.take_output())
+    assert [type(e) for e in raw.events()] == [CloseConnection]
+    assert framer.buffered == 0
+
+
+# -- 2. protocol errors abort ---------------------------------------------------------------------
+
+
+@linux_only
+@pytest.mark.parametrize("flood", [0, 4 << 20], ids=["idle", "after-a-ping-flood"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_protocol_error_resets_the_connection_at_once(runtime: str, flood: int) -> None:
+    """Garbage after the upgrade: the node resets the connection (the client's socket is
+    CLOSE, not ESTABLISHED behind queued output nor CLOSE_WAIT after a FIN)."""
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as node, _node(node_class) as client:
+            session = await client.connect(node.address, node.node_id)
+            peer = await node.accept()
+
+            def attack() -> int:
+                sock, ws = _upgraded(node.address[1], rcvbuf=4096)
+                with sock:
+                    if flood:
+                        sock.sendall(_pings(ws, flood))
+                    sock.sendall(b"\xff" * 64)  # not WebSocket framing
+                    return _wait_state(sock, 3.0)
+
+            state = await anyio.to_thread.run_sync(attack)
+            assert state == TCP_CLOSE, f"TCP state {state} after a protocol error"
+            assert node.get_stats()["websocket_protocol_errors"] == 1
+            await _round_trip(session, peer)
+
+    _run(runtime, body)
+
+
+# -- 3. connection cap and timeouts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_connections_that_never_upgrade_are_closed_after_the_upgrade_timeout(
+        runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ws, "UPGRADE_TIMEOUT", 1.0)
+
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as node, _node(node_class) as client:
+            idle = [socket.create_connection(node.address, timeout=5) for _ in range(20)]
+            try:
+                # meanwhile a legitimate client connects and is served
+                session = await client.connect(node.address, node.node_id)
+                await _round_trip(session, await node.accept())
+                for sock in idle:
+                    closed = await anyio.to_thread.run_sync(_closed_by_peer, sock, 5.0)
+                    assert closed, "an idle connection outlived the upgrade timeout"
+            finally:
+                for sock in idle:
+                    sock.close()
+            assert node._ws.timeouts == 20
+            assert node._ws.connection_count == 1  # the legitimate one
+
+    _run(runtime, body)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_upgraded_connection_without_an_stt_handshake_is_closed(
+        runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ws, "HANDSHAKE_IDLE_TIMEOUT", 2.0)
+
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as node, _node(node_class) as client:
+            session = await client.connect(node.address, node.node_id)
+            peer = await node.accept()
+            await _round_trip(session, peer)  # a completed handshake: the node sent DATA
+            dialled = client._ws._connections[node.address]
+
+            def attack() -> bool:
+                sock, ws = _upgraded(node.address[1])
+                with sock:  # a junk datagram the endpoint drops, then nothing
+                    sock.sendall(ws.send(BytesMessage(data=b"\x01" * 1200)))
+                    return _closed_by_peer(sock, 5.0)
+
+            assert await anyio.to_thread.run_sync(attack)
+            await anyio.sleep(0.5)
+            assert node._ws.timeouts == 1
+            assert client._ws._connections[node.address] is dialled  # never closed
+            await _round_trip(session, peer)
+
+    _run(runtime, body)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_connections_over_the_cap_are_refused_at_once(
+        runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ws, "MAX_CONNECTIONS", 4)
+
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as node, _node(node_class) as client:
+            session = await client.connect(node.address, node.node_id)
+            peer = await node.accept()
+            held = [socket.create_connection(node.address, timeout=5) for _ in range(3)]
+            try:
+                with socket.create_connection(node.address, timeout=5) as extra:
+                    assert await anyio.to_thread.run_sync(_closed_by_peer, extra, 2.0)
+                assert node._ws.refused_connections == 1
+                await _round_trip(session, peer)  # the existing session goes on
+                for sock in held:  # the connections under the cap were kept
+                    assert not await anyio.to_thread.run_sync(_closed_by_peer, sock, 0.05)
+                held.pop().close()
+                for _ in range(100):
+                    if node._ws.connection_count < 4:
+                        break
+                    await anyio.sleep(0.01)
+                with socket.create_connection(node.address, timeout=5) as again:  # room again
+                    assert not await anyio.to_thread.run_sync(_closed_by_peer, again, 0.3)
+                assert node._ws.refused_connections == 1
+            finally:
+                for sock in held:
+                    sock.close()
+
+    _run(runtime, body)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_dialled_connections_are_capped_too(runtime: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ws, "MAX_CONNECTIONS", 1)
+
+    async def body(node_class: Any) -> None:
+        async with _node(node_class) as one, _node(node_class) as two, \
+                _node(node_class) as client:
+            await client.connect(one.address, one.node_id)
+            with pytest.raises(ConnectionRefused, match="dialled already"):
+                await client.connect(two.address, two.node_id, timeout=2)
+
+    _run(runtime, body)
+
+
+def test_the_framer_still_raises_only_wserror_after_a_close() -> None:
+    raw, framer = _framer_pair()
+    framer.feed(raw.send(CloseConnection(code=1000)))
+    assert framer.closed
+    with pytest.raises(WsError):
+        framer.feed(b"\x00")
