@@ -9,7 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig, Session, SessionTerminated
+from stt_proto import (
+    COMPILED,
+    DeterministicRandom,
+    Endpoint,
+    NodeConfig,
+    Session,
+    SessionTerminated,
+)
 from stt_proto.admission import (
     REFUSE_BURST,
     REFUSE_BURST_PER_ADDRESS,
@@ -272,8 +279,11 @@ def test_token_echo_is_admitted_while_spoofers_exhaust_the_retry_budget() -> Non
 
 def test_junk_initials_allocate_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
     server = Endpoint(NodeConfig(), rng=DeterministicRandom(2))
+    # Session.respond is counted over the Python sources; the compiled core's methods cannot
+    # be wrapped, and there the session counters alone are checked (CI runs both builds).
     responds = CallCounter(monkeypatch, Session, "respond")
-    responds.start()
+    if not COMPILED:
+        responds.start()
     for i in range(500):
         server.receive_datagram(_junk_initial(i), (f"10.2.{i >> 8}.{i & 255}", 4000), 0.001 * i)
     assert responds.count == 0
@@ -282,7 +292,7 @@ def test_junk_initials_allocate_no_session(monkeypatch: pytest.MonkeyPatch) -> N
     assert codes and set(codes) == {RefuseCode.HANDSHAKE_FAILED}
     # A valid INITIAL still gets its session.
     server.receive_datagram(_initials(1)[0], A, 1.0)
-    assert responds.count == 1 and len(server.sessions) == 1
+    assert responds.count == (0 if COMPILED else 1) and len(server.sessions) == 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
