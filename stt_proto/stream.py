@@ -25,8 +25,10 @@ _EMPTY: deque[Any] = deque(maxlen=0)
 # unacknowledged and a receive side with nothing out of order share these, and each write site
 # replaces them with containers of its own first.
 _NO_LIST: list[Any] = []
-_NO_SEGMENTS: dict[int, bytes | memoryview] = {}
+_NO_SEGMENTS: dict[int, bytes | bytearray | memoryview] = {}
+_NO_ENDS: dict[int, int] = {}
 SMALL_MESSAGE = 2048  # bytes up to which a message is stored in one chunk with its length prefix
+SEGMENT_MIN = 512  # out-of-order pieces below this are merged with their neighbours (copied)
 
 
 class SendSide:
@@ -167,7 +169,7 @@ class SendSide:
             self.fin_sent = False  # a lost FIN-only frame: send the FIN again
 
 
-def _compact(data: bytes | memoryview) -> bytes | memoryview:
+def _compact(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
     """A view that would pin a much larger packet is copied: buffered memory stays proportional
     to buffered bytes, whatever frame sizes a peer chooses."""
     if isinstance(data, memoryview) and len(data) * 2 < len(data.obj):  # type: ignore[arg-type]
@@ -177,9 +179,16 @@ def _compact(data: bytes | memoryview) -> bytes | memoryview:
 
 class RecvSide:
     """In-order bytes are kept as views of the decrypted packets they arrived in; a message is
-    copied exactly once, when it is complete (large messages never grow a reassembly buffer)."""
+    copied exactly once, when it is complete (large messages never grow a reassembly buffer).
+
+    Out-of-order bytes are kept as disjoint segments: a frame is trimmed on arrival to the
+    parts nothing buffered or delivered covers yet, so whatever the frame layout (overlapping,
+    duplicated, each one byte past the last), the bytes held never exceed the window. Small
+    parts are merged into the segments they touch (see ``_store``), so tiny frames do not
+    cost a segment each."""
 
     __slots__ = (
+        "_ends",
         "_head",
         "_heap",
         "_highest",
@@ -203,11 +212,12 @@ class RecvSide:
     )
 
     def __init__(self, window: int, max_message: int) -> None:
-        self._segments: dict[int, bytes | memoryview] = _NO_SEGMENTS
-        self._heap: list[int] = _NO_LIST
+        self._segments: dict[int, bytes | bytearray | memoryview] = _NO_SEGMENTS
+        self._ends: dict[int, int] = _NO_ENDS  # a segment's end offset -> its start
+        self._heap: list[int] = _NO_LIST  # segment starts (and starts since merged away)
         self._received = RangeSet()
         self._highest = 0  # the highest offset received
-        self._parts: deque[bytes | memoryview] = _EMPTY  # in-order bytes not yet cut
+        self._parts: deque[bytes | bytearray | memoryview] = _EMPTY  # in-order bytes not yet cut
         self._parts_bytes = 0
         self._head: int | None = None  # body length of the message being assembled, if known
         self.read_offset = 0  # everything below is in _parts or already messages
@@ -270,24 +280,79 @@ class RecvSide:
             self.final_size = end
         before = self._highest
         if data and end > self.read_offset and not self._received.covers(offset, end):
-            self._received.add(offset, end)
-            if end > before:
-                self._highest = end
             if offset <= self.read_offset:
+                self._received.add(offset, end)
                 self._take(data[self.read_offset - offset:])
                 if self._heap:
                     self._drain_segments()
             else:
-                if self._segments is _NO_SEGMENTS:
-                    self._segments, self._heap = {}, []
-                if offset not in self._segments or len(self._segments[offset]) < len(data):
-                    if offset not in self._segments:
-                        heapq.heappush(self._heap, offset)
-                    self._segments[offset] = _compact(data)
+                self._buffer(offset, data)  # (before _received records it)
+                self._received.add(offset, end)
+            if end > before:
+                self._highest = end
             self._cut_messages()
         return self._highest - before
 
-    def _take(self, data: bytes | memoryview) -> None:
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held out of order (in-order bytes not yet cut are ``_parts_bytes``)."""
+        return sum(len(segment) for segment in self._segments.values())
+
+    def _buffer(self, offset: int, data: bytes | memoryview) -> None:
+        """Keep the parts of an out-of-order frame that no segment holds yet. Called before
+        ``_received`` records the frame: its ranges above ``read_offset`` are exactly what
+        the segments hold, so the gaps between them are the new bytes."""
+        if self._segments is _NO_SEGMENTS:
+            self._segments, self._ends, self._heap = {}, {}, []
+        end = offset + len(data)
+        starts, stops = self._received._starts, self._received._stops
+        i = bisect_right(stops, offset)  # the first range that ends past ``offset``
+        pos = offset
+        count = len(starts)
+        while pos < end:
+            if i < count and starts[i] <= pos:
+                pos = stops[i]  # held already: skip it
+                i += 1
+                continue
+            stop = starts[i] if i < count and starts[i] < end else end
+            self._store(pos, data[pos - offset : stop - offset] if stop - pos < len(data)
+                        else data)
+            pos = stop
+
+    def _store(self, start: int, data: bytes | memoryview) -> None:
+        """Add bytes no segment holds, as a segment of their own or merged with the segments
+        either side. Merging copies, so full packets of an honest transfer stay views of their
+        packets; small pieces are merged, and of two adjacent segments left unmerged one holds
+        at least SEGMENT_MIN bytes: a peer's tiny frames cannot make a segment per byte, except
+        with a gap between each (ranges of ``_received`` cost as much). A merged run is a
+        bytearray, appended to in amortised O(1); a small segment after it, or one no longer
+        than the run, is appended too, so each byte is copied O(log window) times at most."""
+        segments, ends = self._segments, self._ends
+        size = len(data)
+        first = ends.get(start)
+        segment: bytes | bytearray | memoryview
+        if first is not None and (type(segments[first]) is bytearray or (
+                size < SEGMENT_MIN and len(segments[first]) < SEGMENT_MIN)):
+            del ends[start]
+            segment = segments[first]
+            if type(segment) is not bytearray:
+                segment = bytearray(segment)
+            segment += data
+        else:
+            first, segment = start, _compact(data)
+            heapq.heappush(self._heap, start)
+        stop = start + size
+        after = segments.get(stop)
+        if after is not None and (len(after) < SEGMENT_MIN or (
+                type(segment) is bytearray and len(after) <= len(segment))):
+            if type(segment) is not bytearray:
+                segment = bytearray(segment)
+            segment += after
+            del segments[stop], ends[stop + len(after)]  # its heap entry stays: skipped
+        segments[first] = segment
+        ends[first + len(segment)] = first
+
+    def _take(self, data: bytes | bytearray | memoryview) -> None:
         data = _compact(data)
         if self._parts is _EMPTY:
             self._parts = deque()
@@ -299,11 +364,17 @@ class RecvSide:
         heap, segments = self._heap, self._segments
         while heap and heap[0] <= self.read_offset:
             offset = heapq.heappop(heap)
-            data = segments.pop(offset)
-            if offset + len(data) > self.read_offset:
-                self._take(data[self.read_offset - offset:])
-        if not heap:
-            self._segments, self._heap = _NO_SEGMENTS, _NO_LIST
+            data = segments.pop(offset, None)
+            if data is None:
+                continue  # merged into the segment before it
+            end = offset + len(data)
+            del self._ends[end]
+            if end > self.read_offset:
+                # (a bytearray's slice would copy it: a segment starting here goes whole)
+                self._take(data if offset == self.read_offset else
+                           data[self.read_offset - offset:])
+        if not segments:
+            self._segments, self._ends, self._heap = _NO_SEGMENTS, _NO_ENDS, _NO_LIST
 
     def _consume(self, count: int) -> bytes:
         """Remove and return the first ``count`` buffered bytes (one copy)."""
@@ -395,10 +466,13 @@ class RecvSide:
         plus the partial message being assembled, which must be allowed to complete)."""
         return self.read_offset - self.unread_bytes
 
-    def window_update(self, now: float, srtt: float, max_window: int) -> int | None:
+    def window_update(self, now: float, srtt: float, max_window: int,
+                      credit: int = -1) -> int | None:
         """A new MAX_STREAM_DATA limit when half the window has been used, else None.
-        The window doubles (up to ``max_window``) when it was used up within two RTTs."""
-        credit = self.credit()
+        The window doubles (up to ``max_window``) when it was used up within two RTTs.
+        ``credit``: the node's budget's say (budget.py), if not :meth:`credit`."""
+        if credit < 0:
+            credit = self.credit()
         if self.final_size is not None or self.max_data - credit > self.window // 2:
             return None
         if now - self.window_updated_at < 2 * srtt and self.window < max_window:
