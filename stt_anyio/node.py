@@ -20,6 +20,7 @@ import anyio.abc
 import sniffio
 
 from stt_asyncio._address import check_dial, dial_host
+from stt_asyncio._drain import drain_bounded
 from stt_asyncio._signal import Signal
 from stt_asyncio._ws import tune_stream_socket
 from stt_asyncio.dht import NodeDHT
@@ -31,7 +32,7 @@ from stt_asyncio.node import (
     bind_udp,
     udp_stats,
 )
-from stt_asyncio.session import dispatch_events
+from stt_asyncio.session import DatagramBudget, dispatch_events
 from stt_asyncio.udp_io import UdpIO
 from stt_asyncio.workers import Handler, WorkerPool, worker_specs
 from stt_proto import Endpoint, HandshakeTimeout, Identity, NodeConfig, UsageError
@@ -71,6 +72,8 @@ class STTNode:
 
     def __init__(self, identity: Identity | None = None, **settings: Any) -> None:
         self.config = NodeConfig.build(**settings)
+        # Unread DATAGRAMs queued across sessions (stt_asyncio/session.py DatagramBudget).
+        self._datagram_budget = DatagramBudget(self.config.datagram_budget)
         self.identity = identity or Identity.generate()
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
@@ -427,10 +430,12 @@ class STTNode:
             self._drain()
 
     def _drain(self) -> None:
+        """Socket input, bounded by time and count (stt_asyncio/_drain.py): the driver then
+        sends, and its next wait on the still-readable socket lets other tasks run first."""
         udp, endpoint = self._udp, self._endpoint
         if udp is None or endpoint is None:
             return
-        udp.drain(endpoint.receive_datagram, self._now())
+        drain_bounded(udp, endpoint.receive_datagram, self._now)
 
     def _service(self, timers: bool = False) -> None:
         """Send what the endpoint has ready and hand out its events. Due deadlines run only

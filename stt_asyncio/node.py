@@ -29,10 +29,11 @@ from stt_proto import (
 from stt_proto import Session as ProtoSession
 
 from ._address import check_dial, dial_host, open_udp_socket
+from ._drain import drain_bounded
 from ._signal import AsyncioSignal, Signal
 from ._ws import tune_stream_socket
 from .dht import NodeDHT
-from .session import Session, dispatch_events
+from .session import DatagramBudget, Session, dispatch_events
 from .udp_io import UdpIO
 from .websocket import WebSocketIO
 from .workers import (
@@ -54,6 +55,8 @@ class STTNode:
 
     def __init__(self, identity: Identity | None = None, **settings: Any) -> None:
         self.config = NodeConfig.build(**settings)
+        # Unread DATAGRAMs queued across sessions (stt_asyncio/session.py DatagramBudget).
+        self._datagram_budget = DatagramBudget(self.config.datagram_budget)
         self.identity = identity or Identity.generate()
         self._endpoint: Endpoint | None = None
         self._sock: socket.socket | None = None
@@ -306,7 +309,9 @@ class STTNode:
         udp, endpoint = self._udp, self._endpoint
         if udp is None or endpoint is None:
             return
-        udp.drain(endpoint.receive_datagram, self._now())
+        # Bounded by time and count (_drain.py): what is left keeps the socket readable, and
+        # the loop calls again once timers and other tasks have had their turn.
+        drain_bounded(udp, endpoint.receive_datagram, self._now)
         self._service()
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:

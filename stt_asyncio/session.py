@@ -49,7 +49,24 @@ if TYPE_CHECKING:
         def _now(self) -> float: ...
         def _new_signal(self) -> Signal: ...
 
+        _datagram_budget: DatagramBudget
+
 MAX_QUEUED_DATAGRAMS = 1024
+
+
+class DatagramBudget:
+    """Unread DATAGRAM payloads queued by every session of one node, against the node's
+    ``datagram_budget``: per session the queue holds MAX_QUEUED_DATAGRAMS, but 10,000
+    sessions x 1,024 x 64 KiB is far more than a node can hold. Past the budget a datagram
+    is dropped and counted ("node_budget")."""
+
+    __slots__ = ("limit", "queued")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0  # bytes
+
+
 # Streams the peer opened and ended before the application accepted them that still wait in
 # the accept queue (see Session._drop_if_done).
 MAX_ENDED_UNACCEPTED = 64
@@ -208,8 +225,9 @@ class Session:
     stream_class: type[Stream] = Stream
     # Slotted, with lists for the two queues (an empty deque costs 760 B): a node may hold
     # 10,000 idle sessions.
-    __slots__ = ("__weakref__", "_datagram_bytes_dropped", "_datagram_signal", "_datagrams",
-                 "_datagrams_dropped", "_incoming", "_incoming_signal", "_node", "_proto",
+    __slots__ = ("__weakref__", "_datagram_bytes_dropped", "_datagram_bytes_queued",
+                 "_datagram_signal", "_datagrams", "_datagrams_dropped",
+                 "_datagrams_over_budget", "_incoming", "_incoming_signal", "_node", "_proto",
                  "_state_signal", "_streams")
 
     def __init__(self, node: Node, proto: ProtoSession) -> None:
@@ -222,6 +240,8 @@ class Session:
         self._datagram_signal = node._new_signal()
         self._datagrams_dropped = 0  # arrived while the receive queue was full
         self._datagram_bytes_dropped = 0
+        self._datagrams_over_budget = 0  # dropped: the node's datagram_budget was spent
+        self._datagram_bytes_queued = 0  # counted on the node's budget
         self._state_signal = node._new_signal()  # handshake confirmed, or session ended
 
     # -- identity ---------------------------------------------------------------------------------
@@ -249,9 +269,11 @@ class Session:
         stats = self._proto.get_stats()
         reasons = dict(stats.datagrams_dropped_by_reason)
         reasons["receive_queue_full"] = self._datagrams_dropped
+        reasons["node_budget"] = self._datagrams_over_budget
         return attrs.evolve(
             stats, bytes_received=stats.bytes_received - self._datagram_bytes_dropped,
-            datagrams_dropped=stats.datagrams_dropped + self._datagrams_dropped,
+            datagrams_dropped=stats.datagrams_dropped + self._datagrams_dropped
+            + self._datagrams_over_budget,
             datagrams_dropped_by_reason=reasons)
 
     def _session_error(self) -> STTError:
@@ -324,7 +346,17 @@ class Session:
         while not self._datagrams:
             self._raise_if_closed()
             await self._datagram_signal.wait()
-        return self._datagrams.pop(0)  # at most MAX_QUEUED_DATAGRAMS: a short move
+        data = self._datagrams.pop(0)  # at most MAX_QUEUED_DATAGRAMS: a short move
+        if self._datagram_bytes_queued:
+            self._datagram_bytes_queued -= len(data)
+            self._node._datagram_budget.queued -= len(data)
+        return data
+
+    def _release_datagrams(self) -> None:
+        """The session ended: what it still queues leaves the node's budget (it stays
+        readable, at most MAX_QUEUED_DATAGRAMS, as long as the application keeps it)."""
+        self._node._datagram_budget.queued -= self._datagram_bytes_queued
+        self._datagram_bytes_queued = 0
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -419,15 +451,23 @@ def _deliver(session: Session, proto: ProtoSession) -> None:
             session._incoming.append(stream)
             session._incoming_signal.set()
         elif isinstance(event, DatagramReceived):
-            if len(session._datagrams) < MAX_QUEUED_DATAGRAMS:
+            size = len(event.data)
+            budget = session._node._datagram_budget
+            if len(session._datagrams) >= MAX_QUEUED_DATAGRAMS:
+                session._datagrams_dropped += 1  # counted as dropped, and not as received
+                session._datagram_bytes_dropped += size
+            elif budget.queued + size > budget.limit:
+                session._datagrams_over_budget += 1
+                session._datagram_bytes_dropped += size
+            else:
                 session._datagrams.append(event.data)
-            else:  # counted as dropped, and not as received
-                session._datagrams_dropped += 1
-                session._datagram_bytes_dropped += len(event.data)
+                session._datagram_bytes_queued += size
+                budget.queued += size
             session._datagram_signal.set()
         elif isinstance(event, HandshakeCompleted):
             session._state_signal.set()
         elif isinstance(event, SessionTerminated):
+            session._release_datagrams()
             session._wake_all()
     if ended is not None:  # only now: a later event of this pass may still name the stream
         for stream in ended:

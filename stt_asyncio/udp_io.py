@@ -87,27 +87,28 @@ class UdpIO:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def drain(self, receive: Receive, now: float, limit: int = MAX_DRAIN) -> None:
+    def drain(self, receive: Receive, now: float, limit: int = MAX_DRAIN) -> int:
         """Hand every waiting datagram (at most ``limit`` reads) to ``receive``; the view it
-        gets is valid only during the call."""
+        gets is valid only during the call. Returns the reads made: fewer than ``limit``
+        means the socket is empty."""
         sock, buffer, mapped = self.sock, self.buffer, self.dual_stack
         view = memoryview(buffer)
         if not self.gro:
-            for _ in range(limit):
+            for reads in range(limit):
                 try:
                     size, addr = sock.recvfrom_into(buffer)
                 except (BlockingIOError, InterruptedError):
-                    return
+                    return reads
                 except OSError:
                     continue  # e.g. an ICMP error queued on the socket: not a datagram
                 receive(view[:size], (plain_host(addr[0]) if mapped else addr[0], addr[1]), now)
-            return
+            return limit
         buffers = [buffer]
-        for _ in range(limit):
+        for reads in range(limit):
             try:
                 size, ancillary, _flags, addr = sock.recvmsg_into(buffers, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
-                return
+                return reads
             except OSError:
                 continue
             address = (plain_host(addr[0]) if mapped else addr[0], addr[1])
@@ -121,6 +122,7 @@ class UdpIO:
             self.gro_reads += 1
             for start in range(0, size, segment):
                 receive(view[start:min(size, start + segment)], address, now)
+        return limit
 
     # -- output -----------------------------------------------------------------------------------
 

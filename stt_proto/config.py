@@ -139,6 +139,13 @@ class NodeConfig:
         default=1000, validator=_range("max_sessions_per_identity", 0, 1 << 24, integer=True))
     max_sessions_per_address: int = attrs.field(
         default=0, validator=_range("max_sessions_per_address", 0, 1 << 24, integer=True))
+    # Node-wide memory (stt_proto/budget.py): flow-control credit granted beyond every session's
+    # initial window, summed over the node; past it peers stall and new sessions are refused.
+    receive_budget: int = attrs.field(
+        default=512 * 1024**2, validator=_range("receive_budget", 1 << 20, 1 << 40, integer=True))
+    # Unread DATAGRAM payloads queued in the runtime, summed over the node; past it they drop.
+    datagram_budget: int = attrs.field(
+        default=64 * 1024**2, validator=_range("datagram_budget", 1 << 16, 1 << 40, integer=True))
     workers: int = attrs.field(default=1, validator=_range("workers", 1, 256, integer=True))
     # Linux UDP segmentation offload (GSO to send, GRO to receive) where the kernel has it.
     udp_offload: bool = attrs.field(default=True, validator=_bool("udp_offload"))

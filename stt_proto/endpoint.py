@@ -11,10 +11,12 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
+from functools import partial
 
 import attrs
 
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
+from .budget import MemoryBudget
 from .config import NodeConfig
 from .dht import DHT, DHTConfig
 from .dht.links import DHTLinks
@@ -64,6 +66,8 @@ class EndpointStats:
     dht: dict[str, int]
     half_open: int = 0  # inbound handshakes in progress
     evicted: int = 0  # half-open handshakes dropped for the budget or the load timeout
+    receive_budget_used: int = 0  # reserved on receive_budget: reassembly and window growth
+    receive_budget_denials: int = 0  # reservations that waited, window growth cut short
 
 
 class Endpoint:
@@ -93,6 +97,8 @@ class Endpoint:
         self._tokens = RetryTokens(self.rng.token_bytes(32))
         # Budgets and limits for inbound handshakes, and the RETRY / REFUSE rate limiters.
         self._admission = Admission(config)
+        # Node-wide receive memory (budget.py): reassembly of large messages, window growth.
+        self.budget = MemoryBudget(config.receive_budget)
         self._accepted: set[bytes] = set()
         self.sessions_total = 0
         self.handshakes_ok = 0
@@ -223,7 +229,7 @@ class Endpoint:
         key = address_key(addr)
         # Established sessions are what max_sessions counts; half-open ones have their own budget.
         if len(self.sessions) - admission.half_open >= self.config.max_sessions \
-                or admission.address_established_full(key):
+                or admission.address_established_full(key) or self.budget.over:
             self._refuse(packet.scid, packet.dcid, RefuseCode.SERVER_BUSY, addr, key, now)
             return None
         validated = False
@@ -276,6 +282,9 @@ class Endpoint:
 
     def _after_session_input(self, session: Session, was_handshaking: bool,
                              now: float) -> None:
+        data = session.data
+        if data is not None and data.streams.budget is None and not session.is_terminated:
+            data.streams.attach_budget(self.budget, partial(self._mark_dirty, session))
         if session.is_initiator:
             if session.confirmed and session.local_cid not in self._accepted:
                 self._accepted.add(session.local_cid)
@@ -402,11 +411,37 @@ class Endpoint:
                 if cid not in queued:
                     queued.add(cid)
                     queue.append(session)
-        unscheduled = self._unscheduled
         budget = max_datagrams
+        wakes = self.budget.wakes
+        while True:
+            budget = self._send_round(now, out, budget)
+            if self.budget.wakes == wakes or not self._dirty or (budget is not None
+                                                                  and budget <= 0):
+                break
+            # Reads freed budget during this call: the sessions it woke send their window
+            # updates now rather than at their next datagram or timer.
+            wakes = self.budget.wakes
+            dirty = self._dirty
+            self._dirty = {}
+            self._touched.update(dirty)
+            for cid, session in dirty.items():
+                if cid not in queued:
+                    queued.add(cid)
+                    queue.append(session)
+        self.budget.woken = bool(self._dirty) and self.budget.woken
         sent_bytes = 0
-        for datagram, _ in out:  # the stateless replies
+        for datagram, _ in out:
             sent_bytes += len(datagram)
+        self.datagrams_out += len(out)
+        self.bytes_out += sent_bytes
+        return out
+
+    def _send_round(self, now: float, out: list[tuple[Datagram, Address]],
+                    budget: int | None) -> int | None:
+        """Serve the send queue in turn until it empties or ``budget`` datagrams are out;
+        returns what is left of ``budget``."""
+        queue, queued = self._send_queue, self._send_queued
+        unscheduled = self._unscheduled
         while queue and (budget is None or budget > 0):
             session = queue.popleft()
             cid = session.local_cid
@@ -416,22 +451,18 @@ class Endpoint:
             address = session.remote_address
             for datagram in datagrams:
                 out.append((datagram, address))
-                sent_bytes += len(datagram)
             if budget is not None:
                 budget -= len(datagrams)
             if session.path is not None and session.path.outbox:  # challenges to a new address
                 for datagram, probe_address in session.take_path_datagrams():
                     out.append((datagram, probe_address))
-                    sent_bytes += len(datagram)
             if session.more_to_send:  # cut off by the budget: its turn comes round again
                 queued.add(cid)
                 queue.append(session)
             self._reschedule(session)
             if session.is_terminated:
                 self._forget(session)
-        self.datagrams_out += len(out)
-        self.bytes_out += sent_bytes
-        return out
+        return budget
 
     def _forget(self, session: Session) -> None:
         cid = session.local_cid
@@ -440,6 +471,8 @@ class Endpoint:
         self._scheduled.pop(cid, None)
         if session.state is not TERMINATED:  # pragma: no cover
             raise UsageError("forgetting a live session")
+        if session.data is not None:
+            session.data.streams.detach_budget()
         if not session.is_initiator:
             self._admission.forget(cid)
             # The INITIAL route outlives the handshake so that replayed INITIALs reach the
@@ -464,6 +497,8 @@ class Endpoint:
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, dropped=dict(self.dropped),
             retries_sent=self.retries_sent, refusals_sent=self.refusals_sent,
             half_open=self._admission.half_open, evicted=self._admission.evicted,
+            receive_budget_used=self.budget.reserved,
+            receive_budget_denials=self.budget.denials,
             dht={**self.dht.stats(), "dht_sessions": len(self._links),
                  "dht_dropped": self._links.dropped},
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .budget import MemoryBudget, SessionBudget
 from .errors import ProtocolViolation, StreamLimitError, UsageError
 from .events import (
     StreamEnded,
@@ -53,8 +54,9 @@ class StreamManager:
     """Every stream of one session, and the session's share of flow control."""
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
-    __slots__ = ("_blocked_writers", "_conn_window_at", "_control", "_data_blocked_at", "_emit",
-                 "_in_ready", "_is_initiator", "_local", "_local_allowed", "_max_streams_pending",
+    __slots__ = ("_blocked_writers", "_budget", "_conn_window_at", "_control", "_data_blocked_at",
+                 "_emit", "_in_ready", "_is_initiator", "_local", "_local_allowed",
+                 "_max_streams_pending",
                  "_next_local_index", "_no_delay", "_peer", "_peer_allowed", "_peer_closed",
                  "_peer_opened", "_ready", "_send_buffer", "_window_dirty", "bytes_received",
                  "bytes_sent", "conn_consumed", "conn_received", "conn_recv_max",
@@ -85,6 +87,7 @@ class StreamManager:
         self.conn_recv_window = local.initial_max_data
         self.conn_received = 0
         self.conn_consumed = 0  # session-level credit given back (sum of stream credits)
+        self._budget: SessionBudget | None = None  # the node's memory budget (budget.py)
         self._window_dirty: set[int] = _NO_IDS
         self._conn_window_at = 0.0
         self.max_recv_window = max(recv_buffer * 4, local.initial_max_data)
@@ -198,6 +201,8 @@ class StreamManager:
         if message is not None:
             stream.bytes_received += len(message)
             stream.messages_received += 1
+            if self._budget is not None:
+                self._budget.on_read(stream)
             self._mark_window(stream_id)
             self._maybe_forget(stream)
         return message
@@ -232,6 +237,8 @@ class StreamManager:
         if recv.messages:  # unread and never to be read: it would keep the stream alive
             recv.messages.clear()
             recv.unread_bytes = 0  # discarded counts as taken (credit)
+            if self._budget is not None:
+                self._budget.on_read(stream)
         self._maybe_forget(stream)
 
     # -- flow control -----------------------------------------------------------------------------
@@ -243,6 +250,7 @@ class StreamManager:
         """Queue MAX_STREAM_DATA / MAX_DATA where the application has freed half a window.
         Only streams that received or released data since the last call are looked at."""
         dirty, self._window_dirty = self._window_dirty, _NO_IDS
+        budget = self._budget
         for stream_id in dirty:
             stream = self.streams.get(stream_id)
             if stream is None:
@@ -251,22 +259,32 @@ class StreamManager:
             credit = recv.credit()
             self.conn_consumed += credit - recv.reported
             recv.reported = credit
-            limit = recv.window_update(now, srtt, self.max_recv_window)
+            limit = recv.window_update(now, srtt, self.max_recv_window, credit if budget is None
+                                       else budget.stream_credit(stream, credit))
             if limit is not None:
                 self._control.append(MaxStreamDataFrame(stream.stream_id, limit))
+        if budget is not None:
+            budget.settle(self.conn_recv_max, self.conn_consumed)
         if self.conn_recv_max - self.conn_consumed <= self.conn_recv_window // 2:
-            if now - self._conn_window_at < 2 * srtt:
+            if now - self._conn_window_at < 2 * srtt and (budget is None
+                                                          or not budget.budget.over):
                 self.conn_recv_window = min(self.conn_recv_window * 2, 2 * self.max_recv_window)
             self._conn_window_at = now
-            self.conn_recv_max = self.conn_consumed + self.conn_recv_window
-            self._control.append(MaxDataFrame(self.conn_recv_max))
+            new_max = self.conn_consumed + self.conn_recv_window
+            if budget is not None:  # growth past the initial window is charged
+                new_max = budget.conn_limit(new_max, self.conn_consumed)
+            if new_max > self.conn_recv_max:
+                self.conn_recv_max = new_max
+                self._control.append(MaxDataFrame(new_max))
 
     def updates_owed(self) -> bool:
         """Whether the next :meth:`collect_window_updates` would queue a frame, or control
         frames wait already: the test :meth:`collect_window_updates` applies, without its
         effects. A runtime polls after a read only then, not after every message."""
-        if self._control or self._max_streams_pending:
-            return True
+        budget = self._budget
+        if self._control or self._max_streams_pending or (budget is not None
+                                                          and budget.budget.woken):
+            return True  # (woken: a read here let the node grant others a reservation)
         consumed = self.conn_consumed
         for stream_id in self._window_dirty:
             stream = self.streams.get(stream_id)
@@ -275,6 +293,8 @@ class StreamManager:
             recv = stream.recv
             credit = recv.credit()
             consumed += credit - recv.reported
+            if budget is not None:
+                credit = budget.stream_credit(stream, credit, ask=False)
             if recv.final_size is None and recv.max_data - credit <= recv.window // 2 \
                     and min(credit + recv.window, MAX_VARINT) > recv.max_data:
                 return True
@@ -283,6 +303,23 @@ class StreamManager:
     @property
     def windows_dirty(self) -> bool:
         return bool(self._window_dirty)
+
+    def attach_budget(self, budget: MemoryBudget, wake: Any) -> None:
+        """Ask the node's ``budget`` from now on (budget.py); ``wake()`` asks the endpoint to
+        build this session's output when a queued reservation is granted."""
+        if self._budget is None:
+            self._budget = SessionBudget(budget, self._local.initial_max_data,
+                                         self._mark_window, wake)
+
+    def detach_budget(self) -> None:
+        """The session is gone: what it held of the budget goes back."""
+        if self._budget is not None:
+            self._budget.close()
+            self._budget = None
+
+    @property
+    def budget(self) -> SessionBudget | None:
+        return self._budget
 
     # -- incoming frames --------------------------------------------------------------------------
 
@@ -423,6 +460,8 @@ class StreamManager:
         recv = stream.recv
         final = recv.final_size if recv.final_size is not None else recv.credit()
         self.conn_consumed += max(final, recv.credit()) - recv.reported
+        if self._budget is not None:
+            self._budget.on_forget(stream.stream_id)
 
     # -- scheduling and packet filling ------------------------------------------------------------
 
