@@ -176,7 +176,8 @@ class STTNode:
             with scope:
                 async with anyio.create_task_group() as group:
                     if self.config.transport == "websocket":
-                        ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket)
+                        ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket,
+                                         handshake_timeout=self.config.handshake_timeout)
                         try:
                             await ws.listen(self.config.host, self.config.port)
                         except Exception as exc:

@@ -112,7 +112,8 @@ class STTNode:
         if self.config.transport == "websocket":
             if self.config.workers > 1:
                 raise UsageError("workers > 1 needs the UDP transport")
-            ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket)
+            ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket,
+                             handshake_timeout=self.config.handshake_timeout)
             await ws.listen(self.config.host, self.config.port)
             self._ws = ws
             self._endpoint = self._new_endpoint(ws.address[1])

@@ -382,3 +382,21 @@ def test_the_framer_still_raises_only_wserror_after_a_close() -> None:
     assert framer.closed
     with pytest.raises(WsError):
         framer.feed(b"\x00")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_pre_handshake_timeout_follows_the_nodes_handshake_timeout(runtime: str) -> None:
+    async def body(node_class: Any) -> None:
+        async with node_class(transport="websocket", host="127.0.0.1",
+                              handshake_timeout=1.0) as node:
+
+            def attack() -> tuple[bool, float]:
+                sock, _ = _upgraded(node.address[1])
+                started = time.monotonic()
+                with sock:  # upgraded, then silent
+                    return _closed_by_peer(sock, 5.0), time.monotonic() - started
+
+            closed, after = await anyio.to_thread.run_sync(attack)
+            assert closed and after < 3.0  # the module default would be 10 s
+
+    _run(runtime, body)
