@@ -109,8 +109,7 @@ class SessionStreams:
         recv = stream.recv
         return StreamStats(stream_id, stream.bytes_sent, stream.bytes_received,
                            stream.messages_sent, stream.messages_received,
-                           stream.send.unacked_bytes, recv.read_offset - recv.credit()
-                           + recv.unread_bytes)
+                           stream.send.unacked_bytes, recv.held_bytes)
 
     def close_stream(self, stream_id: int) -> None:
         """Half-close: everything queued is sent, then FIN."""

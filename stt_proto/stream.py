@@ -298,6 +298,12 @@ class RecvSide:
         """Bytes held out of order (in-order bytes not yet cut are ``_parts_bytes``)."""
         return sum(len(segment) for segment in self._segments.values())
 
+    @property
+    def held_bytes(self) -> int:
+        """Every received byte the stream holds: complete messages not yet read, the message
+        being assembled, and what arrived out of order."""
+        return self.unread_bytes + self._parts_bytes + self.buffered_bytes
+
     def _buffer(self, offset: int, data: bytes | memoryview) -> None:
         """Keep the parts of an out-of-order frame that no segment holds yet. Called before
         ``_received`` records the frame: its ranges above ``read_offset`` are exactly what

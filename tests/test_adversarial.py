@@ -98,8 +98,9 @@ class Attacker:
 Attack = Callable[[Runtime, Any, Attacker, dict[bytes, Any]], Awaitable[None]]
 
 
-def _under_attack(rt: Runtime, attack: Attack, honest_bytes: int) -> None:
-    """Run ``attack`` against a live node while an honest client sends ``honest_bytes``."""
+def _under_attack(rt: Runtime, attack: Attack, honest_bytes: int, **settings: Any) -> None:
+    """Run ``attack`` against a live node (with ``settings``) while an honest client sends
+    ``honest_bytes``."""
     chunk = os.urandom(64 * 1024)
     count = honest_bytes // len(chunk)
     expected = hashlib.sha256(chunk * count).hexdigest()
@@ -107,15 +108,17 @@ def _under_attack(rt: Runtime, attack: Attack, honest_bytes: int) -> None:
     async def body(rt: Runtime) -> None:
         got: dict[str, str] = {}
         accepted: dict[bytes, Any] = {}  # the victim's sessions, by peer id
-        async with rt.node(host="127.0.0.1") as victim, rt.node(host="127.0.0.1") as honest, \
+        async with rt.node(host="127.0.0.1", **settings) as victim, \
+                rt.node(host="127.0.0.1") as honest, \
                 await anyio.create_udp_socket(local_host="127.0.0.1") as sock, \
                 anyio.create_task_group() as group:
 
             async def serve(session: Any) -> None:
                 accepted[session.peer_id] = session
                 if session.peer_id != honest.node_id:
+                    held = accepted.setdefault(b"streams of " + session.peer_id, [])
                     while True:  # an attacker's session: take its streams, read nothing
-                        await session.accept_stream()
+                        held.append(await session.accept_stream())
                 stream = await session.accept_stream()
                 digest = hashlib.sha256()
                 async for message in stream:
@@ -279,5 +282,60 @@ def test_a_junk_initial_flood(rt: Runtime, count: int) -> None:
         # Honest handshakes still complete during and after the flood.
         session = await attacker.connect(victim.address, victim.node_id)
         assert session.confirmed
+
+    _under_attack(rt, attack, 4 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("rt", LIVE)
+@pytest.mark.parametrize("streams, budget", [
+    (8, 32 * 1024 * 1024), pytest.param(48, 512 * 1024 * 1024, marks=pytest.mark.slow)])
+def test_unfinished_large_messages_cannot_balloon_the_node(
+        rt: Runtime, streams: int, budget: int) -> None:
+    """Streams each carrying the start of a 16 MiB message the application never reads: the
+    node holds at most its receive budget and the streams' windows, not the messages."""
+
+    async def attack(rt: Runtime, victim: Any, attacker: Attacker,
+                     accepted: dict[bytes, Any]) -> None:
+        session = await attacker.connect(victim.address, victim.node_id)
+        big = bytes(16 * 1024 * 1024)
+        for _ in range(streams):
+            session.send_message(session.open_stream(), big)
+        await anyio.sleep(1.0)  # let the attacker push all the credit it gets
+        held = accepted[b"streams of " + attacker.endpoint.identity.node_id]
+        assert len(held) == streams
+        buffered = sum(stream.get_stats().bytes_buffered_in for stream in held)
+        # Unbounded, every stream's window grew to its whole message: streams x 16 MiB held.
+        assert 0 < buffered <= budget + streams * 2 * 1024 * 1024 < streams * 16 * 1024**2
+        assert not session.is_closed
+
+    _under_attack(rt, attack, 4 * 1024 * 1024, receive_budget=budget)
+
+
+@pytest.mark.parametrize("rt", LIVE)
+@pytest.mark.parametrize("count", [3_000, pytest.param(100_000, marks=pytest.mark.slow)])
+def test_churned_streams_leave_nothing_behind(rt: Runtime, count: int) -> None:
+    """A peer that opens, resets and stops streams by the thousand: once it is done, the
+    node's side of the session holds none of them."""
+
+    async def attack(rt: Runtime, victim: Any, attacker: Attacker,
+                     accepted: dict[bytes, Any]) -> None:
+        session = await attacker.connect(victim.address, victim.node_id)
+        churned = 0
+        while churned < count:
+            try:
+                stream_id = session.open_stream()
+            except Exception:  # StreamLimitError until MAX_STREAMS raises the allowance
+                await anyio.sleep(0.002)
+                continue
+            session.send_message(stream_id, b"x")
+            session.reset_stream(stream_id, 3)
+            churned += 1
+            if churned % 100 == 0:
+                await anyio.sleep(0)
+        peer = accepted[attacker.endpoint.identity.node_id]
+        with anyio.fail_after(20):
+            while peer.get_stats().streams_open > 0:
+                await anyio.sleep(0.05)
+        assert not session.is_closed
 
     _under_attack(rt, attack, 4 * 1024 * 1024)

@@ -112,3 +112,20 @@ def test_overlapping_duplicated_frames_in_any_order_deliver_the_message(
             out.append(message)
     assert out == messages
     assert recv.finished and recv.buffered_bytes == 0 and not recv._segments
+
+
+def test_held_bytes_counts_the_message_being_assembled() -> None:
+    """stream_stats' bytes_buffered_in: unread messages, the partial one and out-of-order
+    pieces (it read 0 for a message still being assembled)."""
+    body = bytes(range(256)) * 40
+    wire = encode_varint(len(body)) + body
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    header = len(wire) - len(body)  # the length prefix, once read, is not held
+    recv.on_data(0, wire[:4000], False)
+    assert recv.held_bytes == 4000 - header
+    recv.on_data(6000, wire[6000:8000], False)
+    assert recv.held_bytes == 6000 - header
+    recv.on_data(4000, wire[4000:], False)
+    assert recv.held_bytes == len(wire)
+    assert recv.pop_message() == body
+    assert recv.held_bytes == 0
