@@ -1,4 +1,5 @@
-"""stt_anyio's sessions and streams: stt_asyncio's, raising exceptions that are anyio's too.
+"""stt_anyio's sessions and streams: the shared facades of ``stt_runtime.session``, raising
+exceptions that are anyio's too.
 
 A stream is an ``anyio.abc.ObjectStream[bytes]``, so code written against anyio's stream
 contract works unchanged: ``ClosedResourceError`` after our own ``send_eof``/``aclose``,
@@ -16,9 +17,9 @@ from typing import ClassVar, TypeVar, cast
 import anyio
 import anyio.abc
 
-from stt_asyncio.session import Session as _Session
-from stt_asyncio.session import Stream as _Stream
 from stt_proto import errors as _errors
+from stt_runtime.session import Session as _Session
+from stt_runtime.session import Stream as _Stream
 
 
 class StreamClosed(_errors.StreamClosed, anyio.EndOfStream):

@@ -4,7 +4,7 @@ task group. Each connection's write queue is bounded (``WRITE_HIGH_WATER`` bytes
 messages): above it a datagram is dropped as UDP would drop it (STT's recovery resends it) and
 PONGs are held back, one for the latest PING, so a slow or hostile peer never grows memory.
 Reading goes on meanwhile (two nodes sending bulk both ways never wait on each other). The
-limits are those of :mod:`stt_asyncio._ws`, the same as the asyncio runtime's.
+limits are those of :mod:`stt_runtime.websocket`, the same as the asyncio runtime's.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from stt_asyncio import _ws
-from stt_asyncio._address import plain_host
-from stt_asyncio._ws import DIAL_TIMEOUT, WsError, WsFramer, is_data, reset_on_close
 from stt_proto import ConnectionRefused, HandshakeTimeout
+from stt_proto.websocket import WsError, WsFramer, is_data
+from stt_runtime import websocket as _ws
+from stt_runtime._address import plain_host
+from stt_runtime.websocket import DIAL_TIMEOUT, reset_on_close
 
 Address = tuple[str, int]
 WRITE_QUEUE = 256  # WebSocket messages waiting for TCP, per connection

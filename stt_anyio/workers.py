@@ -1,4 +1,4 @@
-"""``STTNode(workers=N)`` on anyio: the same worker processes as ``stt_asyncio.workers`` (one
+"""``STTNode(workers=N)`` on anyio: the worker processes of ``stt_runtime.workers`` (one
 port shared with SO_REUSEPORT, one identity, each worker owning the peers hashed to it), with
 the sessions served in a task group and each worker on the parent's anyio backend."""
 
@@ -10,7 +10,8 @@ from typing import Any
 
 import anyio
 
-from stt_asyncio.workers import (
+from stt_proto import UsageError
+from stt_runtime.workers import (
     PARENT_POLL,
     SUPERVISE_INTERVAL,
     Handler,
@@ -19,7 +20,6 @@ from stt_asyncio.workers import (
     run_handler,
     start_worker_node,
 )
-from stt_proto import UsageError
 
 
 async def supervise(pool: WorkerPool) -> None:
@@ -45,10 +45,8 @@ async def serve_sessions(node: Any, handler: Handler) -> None:
 def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
     """A spawned worker's main: rebuild the node on ``spec.runtime``, report, serve until
     SIGTERM or until the parent is gone."""
-    from .node import STTNode
-
     async def main() -> None:
-        node = await start_worker_node(STTNode, spec, ready)
+        node = await start_worker_node(spec, ready)
         if node is None:
             return
         try:

@@ -32,9 +32,9 @@ from stt_proto.errors import (
     STTError,
     UsageError,
 )
+from stt_runtime.session import Session, Stream
 
 from .node import STTNode
-from .session import Session, Stream
 
 T = TypeVar("T")
 

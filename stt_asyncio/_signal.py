@@ -1,23 +1,11 @@
-"""Wake-up signals: waiters sleep until the next ``set()``; cancellation-safe.
-
-``Signal`` is the interface the shared session wrappers use; ``AsyncioSignal`` implements it
-with asyncio futures (``stt_anyio`` has one over anyio events)."""
+"""``AsyncioSignal``: the shared facades' wake-up signal (``stt_runtime._signal``) over asyncio
+futures; cancellation-safe."""
 
 from __future__ import annotations
 
 import asyncio
 
-
-class Signal:
-    """Interface: ``await wait()`` until ``set()`` is called."""
-
-    __slots__ = ()
-
-    async def wait(self) -> None:
-        raise NotImplementedError
-
-    def set(self) -> None:
-        raise NotImplementedError
+from stt_runtime._signal import Signal
 
 
 class AsyncioSignal(Signal):
@@ -45,3 +33,6 @@ class AsyncioSignal(Signal):
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+
+
+__all__ = ["AsyncioSignal"]

@@ -5,7 +5,7 @@ dials one connection per peer address it connects to; every session to that addr
 One protocol object per connection, driven by callbacks (no task per message). Writes never
 queue without bound: while TCP pushes back, datagrams are dropped as UDP would drop them and
 STT's recovery resends them, and PONGs are held back (reading goes on, so two nodes sending
-bulk both ways never wait on each other). The limits are those of :mod:`stt_asyncio._ws`.
+bulk both ways never wait on each other). The limits are those of :mod:`stt_runtime.websocket`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
-
-from . import _ws
-from ._address import plain_host
-from ._ws import DIAL_TIMEOUT, WsError, WsFramer, is_data, reset_on_close
+from stt_proto.websocket import WsError, WsFramer, is_data
+from stt_runtime import websocket as _ws
+from stt_runtime._address import plain_host
+from stt_runtime.websocket import DIAL_TIMEOUT, reset_on_close
 
 Address = tuple[str, int]
 

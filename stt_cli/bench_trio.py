@@ -19,7 +19,7 @@ import anyio.abc
 import trio
 
 from stt_anyio import Session, STTNode
-from stt_asyncio.session import Stream
+from stt_runtime.session import Stream
 
 from ._loopback import on_loopback, one_peer_sessions
 from .bench import MiB, make_sealer, udp_pair

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
-from stt_asyncio._drain import DRAIN_COUNT, DRAIN_SLICE, DRAIN_TIME, drain_bounded
-from stt_asyncio.udp_io import UdpIO
 from stt_proto import Endpoint
+from stt_runtime._drain import DRAIN_COUNT, DRAIN_SLICE, DRAIN_TIME, drain_bounded
+from stt_runtime.udp_io import UdpIO
 
 from .test_node_lifecycle import run_in
 

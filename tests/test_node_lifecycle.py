@@ -20,9 +20,9 @@ import pytest
 
 import stt_anyio
 import stt_asyncio
-from stt_asyncio.udp_io import UdpIO
-from stt_asyncio.workers import HANDLER_FAILED
 from stt_proto import Endpoint, NodeConfig, SessionClosed, UsageError
+from stt_runtime.udp_io import UdpIO
+from stt_runtime.workers import HANDLER_FAILED
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 

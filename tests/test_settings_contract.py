@@ -15,9 +15,9 @@ import pytest
 
 import stt_anyio
 import stt_asyncio
-from stt_asyncio.udp_io import UdpIO
 from stt_proto import NodeConfig, SettingsError
 from stt_proto.config import MAX_DATAGRAM, frame_size
+from stt_runtime.udp_io import UdpIO
 
 from .test_node_lifecycle import HAS_IPV6, RUNTIMES, echo_once, run_in
 
@@ -92,7 +92,7 @@ def test_a_dual_stack_socket_sends_and_drains_ipv4_runs_with_plain_addresses(
         offload: bool) -> None:
     """GSO runs to an IPv4 peer leave a dual-stack socket (mapped addresses) and GRO reads come
     back with the plain IPv4 address."""
-    from stt_asyncio._address import open_udp_socket
+    from stt_runtime._address import open_udp_socket
 
     sender, host = open_udp_socket(None)
     receiver, _ = open_udp_socket(None)

@@ -304,7 +304,7 @@ def test_anyio_turns_any_session_error_into_a_broken_resource_of_the_same_class(
 
 
 def test_datagrams_beyond_the_receive_queue_are_counted_as_dropped(rt: Runtime) -> None:
-    from stt_asyncio.session import MAX_QUEUED_DATAGRAMS
+    from stt_runtime.session import MAX_QUEUED_DATAGRAMS
 
     total, size = MAX_QUEUED_DATAGRAMS + 300, 100
 

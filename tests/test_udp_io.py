@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stt_asyncio.udp_io import MAX_SEGMENTS, UdpIO
+from stt_runtime.udp_io import MAX_SEGMENTS, UdpIO
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO")
 

@@ -19,8 +19,8 @@ from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
 import stt_anyio
 import stt_asyncio
-from stt_asyncio._ws import MAX_MESSAGE, WsError, WsFramer
 from stt_proto import ConnectionRefused, SessionClosed
+from stt_proto.websocket import MAX_MESSAGE, WsError, WsFramer
 
 
 async def _digest_server(node: stt_asyncio.STTNode, streams: int) -> None:
@@ -228,7 +228,7 @@ def test_a_peers_close_reason_reaches_the_error_sanitised() -> None:
     client, server = WsFramer(True, "h", 1), WsFramer(False)
     server.feed(client.take_output())  # the HTTP upgrade
     client.feed(server.take_output())
-    payload = (4000).to_bytes(2, "big") + "\x1b[2J\x1b]0;pwned\x07 [/bold]".encode()
+    payload = (4000).to_bytes(2, "big") + b"\x1b[2J\x1b]0;pwned\x07 [/bold]"
     mask = b"\x01\x02\x03\x04"
     masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
     with pytest.raises(WsError) as error:

@@ -2,7 +2,7 @@
 
 Real loopback sockets against ``STTNode(transport="websocket", host="127.0.0.1")``; the attacker
 is a raw socket. Each test runs on asyncio (``stt_asyncio``) and on trio (``stt_anyio``): the two
-runtimes share ``stt_asyncio._ws``'s limits and must behave alike.
+runtimes share ``stt_runtime.websocket``'s limits and must behave alike.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping
 
 import stt_anyio
 import stt_asyncio
-from stt_asyncio import _ws
-from stt_asyncio._ws import WsError, WsFramer
 from stt_proto import ConnectionRefused
+from stt_proto.websocket import MAX_MESSAGE, WsError, WsFramer
+from stt_runtime import websocket as _ws
 
 RUNTIMES = ["asyncio", "trio"]
 PINGS_ALONE = 4000  # PINGs sent one by one: ~500 KB of PONGs, past a 64 KiB send buffer
 FLOOD = 16 << 20  # bytes of PINGs: ~16 MiB of PONGs owed to a peer that never reads
 # Output one connection may hold: the high-water mark, one datagram's message and one PONG.
-BOUND = _ws.WRITE_HIGH_WATER + _ws.MAX_MESSAGE + 256
+BOUND = _ws.WRITE_HIGH_WATER + MAX_MESSAGE + 256
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -193,7 +193,7 @@ def test_pings_one_read_at_a_time_are_answered_within_the_bound(
                 await anyio.sleep(0.2)
                 peak = max(peak, node._ws.max_buffered)
                 assert await anyio.to_thread.run_sync(_read_to_pong, sock, ws, b"last")
-            assert peak <= 2048 + _ws.MAX_MESSAGE + 256
+            assert peak <= 2048 + MAX_MESSAGE + 256
 
     _run(runtime, body)
 
@@ -303,12 +303,12 @@ def test_connections_that_never_upgrade_are_closed_after_the_upgrade_timeout(
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_an_upgraded_connection_without_an_stt_handshake_is_closed(
-        runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_ws, "HANDSHAKE_IDLE_TIMEOUT", 2.0)
-
+def test_an_upgraded_connection_without_an_stt_handshake_is_closed(runtime: str) -> None:
+    # The node's handshake_timeout bounds an upgraded connection's wait for a handshake
+    # (HANDSHAKE_IDLE_TIMEOUT is only the default of a transport made without one).
     async def body(node_class: Any) -> None:
-        async with _node(node_class) as node, _node(node_class) as client:
+        async with node_class(transport="websocket", host="127.0.0.1",
+                              handshake_timeout=2.0) as node, _node(node_class) as client:
             session = await client.connect(node.address, node.node_id)
             peer = await node.accept()
             await _round_trip(session, peer)  # a completed handshake: the node sent DATA

@@ -119,7 +119,7 @@ def test_a_worker_that_dies_is_replaced_and_new_sessions_are_served(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
-    from stt_asyncio import workers
+    from stt_runtime import workers
 
     monkeypatch.setattr(workers, "RESTART_BACKOFF", 0.5)
 

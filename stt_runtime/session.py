@@ -3,7 +3,8 @@
 Every decision (what to send, when, whether a send fits) is the protocol core's; these classes
 only wait for the events that the node's driver dispatches to them. They are independent of the
 event loop: the node supplies the wake-up signal type (asyncio futures here, anyio events in
-``stt_anyio``), so both runtimes share them.
+``stt_anyio``), so both runtimes share them. (Moved from ``stt_asyncio``; ``stt_runtime`` imports
+no event loop.)
 """
 
 from __future__ import annotations

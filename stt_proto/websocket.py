@@ -1,24 +1,14 @@
-"""WebSocket framing for the websocket transport, shared by both runtimes (no I/O here).
+"""WebSocket framing for the websocket transport (sans-I/O: wsproto turns bytes into STT
+datagrams and back; the runtimes move the bytes).
 
-Each STT datagram travels as one binary WebSocket message over a TCP connection; the runtimes
-move bytes, this class turns them into datagrams and back with wsproto. Everything from the
-network is hostile: a message larger than any STT datagram, a text message or a broken frame
-closes that one connection (the sessions on it then time out or recover elsewhere).
-
-Limits, the same in both runtimes (module attributes, read when used, so tests may patch them):
-every connection's queued output is bounded (``WRITE_HIGH_WATER``: above it datagrams are
-dropped and PINGs are answered by one PONG for the latest, as RFC 6455 allows), so a peer that
-floods PINGs and never reads costs a bounded amount; a protocol error aborts the connection
-(RST, nothing left queued); at most ``MAX_CONNECTIONS`` accepted (and, apart, dialled)
-connections; an upgrade must finish within ``UPGRADE_TIMEOUT`` and an accepted connection must
-carry a completed STT handshake within ``HANDSHAKE_IDLE_TIMEOUT`` of its upgrade.
+Each STT datagram travels as one binary WebSocket message over a TCP connection. Everything from
+the network is hostile: a message larger than any STT datagram, a text message or a broken frame
+raises :class:`WsError`, and the runtime drops that one connection (the sessions on it then time
+out or recover elsewhere). The transport's limits (queues, connection caps, timeouts) and its
+socket options are the runtimes' (``stt_runtime.websocket``).
 """
 
 from __future__ import annotations
-
-import contextlib
-import socket
-import struct
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -33,23 +23,15 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from stt_proto.packet import DATA_KEY_PHASE, VERSION
-from stt_proto.peer_text import sanitize
+from .packet import DATA_KEY_PHASE, VERSION
+from .peer_text import sanitize
 
 MAX_MESSAGE = 65536  # above max_frame_size (65,507): anything longer is not an STT datagram
-DIAL_TIMEOUT = 10.0  # seconds a background dial (for output with no connection) may take
 MAX_HANDSHAKE = 16384  # bytes of HTTP upgrade we accept before giving up on a peer
 PATH = "/stt"
 MESSAGE_TOO_BIG = 1009
 POLICY_VIOLATION = 1008
 NORMAL_CLOSE_CODES = (1000, 1001, 1005)  # normal, going away, no code given
-WRITE_HIGH_WATER = 256 * 1024  # bytes queued for one connection's TCP before output is held
-WRITE_LOW_WATER = 64 * 1024  # held output is released once the queue drains below this
-MAX_CONNECTIONS = 512  # accepted connections per node; dialled ones are capped apart, alike
-UPGRADE_TIMEOUT = 10.0  # seconds from TCP connect to a completed WebSocket upgrade
-HANDSHAKE_IDLE_TIMEOUT = 10.0  # seconds from an accepted upgrade to the first STT DATA packet
-CLOSE_LINGER = 2.0  # seconds a graceful close may take before the connection is aborted
-_LINGER_OFF = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops the queue
 
 
 class WsError(Exception):
@@ -178,22 +160,5 @@ def is_data(datagram: bytes | bytearray) -> bool:
     return len(datagram) > 1 and datagram[0] == VERSION and datagram[1] in DATA_KEY_PHASE
 
 
-def reset_on_close(sock: object) -> None:
-    """SO_LINGER 0 on a connection's socket: its coming close sends RST and drops what is
-    queued at once, instead of lingering ESTABLISHED behind a peer that does not read."""
-    setsockopt = getattr(sock, "setsockopt", None)
-    if setsockopt is not None:
-        with contextlib.suppress(OSError):
-            setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
-
-
-def tune_stream_socket(sock: socket.socket, recv: int, send: int) -> tuple[int, int] | None:
-    """TCP_NODELAY (datagrams must not wait for Nagle) and the node's buffer sizes on one
-    WebSocket connection's socket; returns the granted sizes, or None if the OS refused."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send)
-        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
-    return None
+__all__ = ["MAX_HANDSHAKE", "MAX_MESSAGE", "MESSAGE_TOO_BIG", "NORMAL_CLOSE_CODES", "PATH",
+           "POLICY_VIOLATION", "WsError", "WsFramer", "is_data"]

@@ -1,0 +1,127 @@
+"""The asyncio binding's driver: ``loop.add_reader`` on the socket (drained in bounded
+slices), one timer handle per node, a writer callback while the socket is full, and kicks that
+coalesce API calls into one poll per loop pass. ``STTNode`` (``node.py``) adds the lifetime and
+the API around it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from stt_proto import Identity
+from stt_runtime._drain import drain_bounded
+from stt_runtime._signal import Signal
+from stt_runtime.node_core import NodeCore
+from stt_runtime.session import Session
+
+from ._signal import AsyncioSignal
+from .websocket import WebSocketIO
+
+
+class AsyncioDriver(NodeCore[Session]):
+    """The loop-facing half of the asyncio ``STTNode``: its clock, signals, socket callbacks
+    and timer."""
+
+    _ws: WebSocketIO | None
+
+    def __init__(self, identity: Identity | None, settings: dict[str, Any]) -> None:
+        super().__init__(Session, identity, settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._kicked = False
+        self._writing = False
+
+    def _new_signal(self) -> Signal:
+        return AsyncioSignal()
+
+    def _now(self) -> float:
+        # Not loop.time(): uvloop's is cached per iteration at millisecond resolution, which
+        # rounds every RTT sample on loopback to 0 or 1 ms and confuses pacing and BBR.
+        return time.monotonic()
+
+    def _kick(self) -> None:
+        """Service the endpoint soon (once, however many API calls asked)."""
+        if not self._kicked and self._loop is not None and not self._closed:
+            self._kicked = True
+            self._loop.call_soon(self._kicked_service)
+
+    def _kicked_service(self) -> None:
+        """The poll a kick deferred, unless one since (``_send_now``, a readable socket) has
+        done its work: a reader that answers each message at once would otherwise pay a
+        second, empty poll per message."""
+        if self._kicked:
+            self._service()
+
+    def _send_now(self) -> None:
+        """Poll the endpoint at once (a no_delay stream's message leaves before send() returns)
+        instead of on the next loop pass."""
+        if self._endpoint is not None and not self._closed:
+            self._service()
+
+    def _on_readable(self) -> None:
+        udp, endpoint = self._udp, self._endpoint
+        if udp is None or endpoint is None:
+            return
+        # Bounded by time and count (_drain.py): what is left keeps the socket readable, and
+        # the loop calls again once timers and other tasks have had their turn.
+        drain_bounded(udp, endpoint.receive_datagram, self._now)
+        self._service()
+
+    def _service(self, timers: bool = False) -> None:
+        """Send what the endpoint has ready, hand out its events (``NodeCore._poll``) and
+        re-arm the timer."""
+        self._kicked = False
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        if self._ws is None and (self._sock is None or self._sock.fileno() < 0):
+            return
+        self._poll(endpoint, timers)
+        self._arm_timer(endpoint.get_timer())
+
+    def _send(self) -> None:
+        sock, udp, out = self._sock, self._udp, self._out
+        if self._ws is not None:
+            self._send_websocket(self._ws)
+            return
+        if sock is None or udp is None:
+            return
+        if not udp.send(out):
+            if not self._writing and self._loop is not None:
+                self._writing = True
+                self._loop.add_writer(sock.fileno(), self._on_writable)
+            return
+        if self._writing and self._loop is not None:
+            self._writing = False
+            self._loop.remove_writer(sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._send()
+        if not self._out:
+            self._kick()  # the endpoint may hold more than the last batch
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        """Have ``_on_timer`` run by ``deadline``. A timer already armed for an earlier time is
+        kept even when the deadline moved later or went away: it fires early, finds nothing due
+        and re-arms. Replacing it on every change (a loss timer set and cleared per round trip)
+        cost a cancelled handle and a new one each time."""
+        armed = self._timer_at
+        if deadline == armed or (armed is not None and (deadline is None or deadline > armed)):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._service(timers=True)
+
+
+__all__ = ["AsyncioDriver"]
