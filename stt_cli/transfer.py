@@ -1,20 +1,28 @@
-"""File transfer over one STT stream: a JSON header message, then 1 MiB data messages.
+"""File transfer over STT: the protocol both ends of ``stt send`` / ``stt receive`` share.
 
-Everything the peer supplies (the file name, its digest, close reasons in errors) is shown as
-plain text: passed through :func:`stt_proto.peer_text.sanitize` and printed as ``Text`` or in
-columns with markup off, so escapes and rich markup in it are displayed, never interpreted.
+One session carries one or more files, each on its own stream:
+
+1. sender -> receiver: a JSON header ``{"name", "size", "folder": [..], "resume": bool}``;
+2. receiver -> sender: ``{"offset": N}``: how much of this file (same sender, path and size) it
+   holds already (0 unless the sender asked to resume), or it closes the session with one of the
+   application codes below and a reason;
+3. sender -> receiver: ``size - N`` bytes of data in messages of up to 1 MiB, then
+   ``{"sha256": HEX}`` (of the whole file), then FIN. More data than declared is refused;
+4. receiver -> sender: ``{"saved": NAME, "sha256": HEX}`` once the digest matched and the file
+   was moved to its final name (or a close with ``CHECKSUM``).
+
+The sender closes the session with code 0 after its last file. Everything the peer supplies
+(names, digests, close reasons) is shown as plain text: passed through
+:func:`stt_proto.peer_text.sanitize` and printed as ``Text`` or in columns with markup off.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,118 +34,179 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from stt_asyncio import Session, StreamClosed, STTError, STTNode
+from stt_proto import STTError
 from stt_proto.peer_text import sanitize
 
+from .names import FALLBACK, MAX_NAME, safe_folder, safe_name
+
+__all__ = ["CHUNK", "FAILURES", "FALLBACK", "MAX_NAME", "Header", "parse_header", "receive_file",
+           "receive_files", "report_failure", "send_file", "summary"]
+
 CHUNK = 1024 * 1024
-MAX_NAME = 200  # UTF-8 bytes of a received file's name (filesystems allow 255)
-FAILURES = (STTError, RuntimeError, ValueError, KeyError, TimeoutError)
+MAX_SIZE = 1 << 62  # a declared size beyond any disk
+MAX_MESSAGE = CHUNK + 4096  # the largest message either side reads in a transfer
+
+# Application error codes of a session the receiver (or the sender) ends.
+REFUSED = 0x100          # this sender is not allowed here, or the user said no
+BAD_REQUEST = 0x101      # a malformed header, trailer or reply
+TOO_MUCH_DATA = 0x102    # more data than the header declared
+CHECKSUM = 0x103         # the whole file's sha256 did not match
+IDLE = 0x104             # nothing arrived for the idle timeout
+BUSY = 0x105             # too many transfers at once, or this file is being received already
+RECEIVER_FAILED = 0x106  # the receiver could not store the file (disk full, permissions, ...)
+SENDER_FAILED = 0x107    # the sender could not read its file
+SHUTTING_DOWN = 0x108    # the receiver was stopped
 
 
-def _progress(console: Console) -> Progress:
+class TransferFailed(Exception):
+    """A transfer that ended early, phrased for the user; ``keep`` says whether its partial
+    file is worth keeping for a resume (the sender vanished or went quiet), ``refused`` that
+    the sender was turned away before it sent anything."""
+
+    def __init__(self, message: str, keep: bool = False, refused: bool = False) -> None:
+        super().__init__(message)
+        self.keep = keep
+        self.refused = refused
+
+
+FAILURES = (STTError, TransferFailed, RuntimeError, ValueError, KeyError, TimeoutError, OSError)
+
+
+@attrs.frozen
+class Header:
+    """What the sender says about a file, made safe: ``name`` a base name, ``folder`` the safe
+    components of its place in a directory send."""
+
+    name: str
+    size: int
+    folder: tuple[str, ...] = ()
+    resume: bool = False
+
+    @property
+    def relative(self) -> str:
+        return "/".join((*self.folder, self.name))
+
+
+def _malformed(detail: str) -> ValueError:
+    return ValueError(f"the sender's header is malformed: {detail}")
+
+
+def parse_header(raw: bytes) -> Header:
+    """The sender's header, every field checked and made safe; anything else a ValueError."""
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _malformed("not JSON") from None
+    if not isinstance(header, dict):
+        raise _malformed("not a JSON object")
+    name, size = header.get("name"), header.get("size")
+    folder, resume = header.get("folder", []), header.get("resume", False)
+    if not isinstance(name, str):
+        raise _malformed("no name")
+    if type(size) is not int or not 0 <= size <= MAX_SIZE:
+        raise _malformed("the size is not a byte count")
+    if not isinstance(folder, list) or not all(isinstance(part, str) for part in folder):
+        raise _malformed("the folder is not a list of names")
+    if type(resume) is not bool:
+        raise _malformed("resume is not true or false")
+    return Header(safe_name(name), size, tuple(safe_folder(folder)), resume)
+
+
+def _parse_header(raw: bytes) -> tuple[str, int]:
+    """``(name, size)`` of a header (the earlier form of :func:`parse_header`)."""
+    header = parse_header(raw)
+    return header.name, header.size
+
+
+def parse_json(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object message from the peer, or a ValueError naming ``what`` it should be."""
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"the peer's {what} is malformed")
+    return value
+
+
+def encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode()
+
+
+def progress_bar(console: Console, show: bool = True) -> Progress:
+    """A transfer's bar, on a terminal only (and only when ``show``: one live display at a
+    time per terminal)."""
     # markup off: the description holds a file name, perhaps the peer's
     return Progress(TextColumn("{task.description}", style="progress.description",
                                markup=False), BarColumn(),
                     "[progress.percentage]{task.percentage:>3.0f}%", TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)
+                    TimeRemainingColumn(), console=console, transient=True,
+                    disable=not (show and console.is_terminal))
 
 
-def summary(console: Console, title: str, size: int, elapsed: float, session: Session,
-            digest: str) -> None:
+_progress = progress_bar
+
+
+def summary(console: Console, title: str, size: int, elapsed: float, session: Any,
+            digest: str, extra: dict[str, str] | None = None, moved: int | None = None) -> None:
+    """The figures of one transfer: a table on a terminal, plain ``key: value`` lines (the
+    sha256 whole) anywhere else. ``moved``: the bytes that crossed the network (less than
+    ``size`` after a resume), what the throughput is of."""
     stats = session.get_stats()
-    table = Table(title=Text(sanitize(title)), show_header=False)
-    table.add_row("size", f"{size:,} bytes")
-    table.add_row("time", f"{elapsed:.3f} s")
-    table.add_row("throughput", f"{size / max(elapsed, 1e-9) / 1e6:,.1f} MB/s")
-    table.add_row("rtt", f"{stats.rtt_ms:.2f} ms (min {stats.rtt_min_ms:.2f})")
-    table.add_row("loss", f"{stats.loss_rate:.2%} ({stats.packets_lost} packets)")
-    table.add_row("sha256", digest)
+    moved = size if moved is None else moved
+    rows = {**(extra or {}),
+            "size": f"{size:,} bytes",
+            "time": f"{elapsed:.3f} s",
+            "throughput": f"{moved / max(elapsed, 1e-9) / 1e6:,.1f} MB/s",
+            "rtt": f"{stats.rtt_ms:.2f} ms (min {stats.rtt_min_ms:.2f})",
+            "loss": f"{stats.loss_rate:.2%} ({stats.packets_lost} packets)",
+            "sha256": digest}
+    if not console.is_terminal:
+        console.print(Text(sanitize(title, 2 * MAX_NAME + 1000)), soft_wrap=True)
+        for key, value in rows.items():
+            console.print(Text(f"  {key}: {sanitize(value, 1000)}"), soft_wrap=True)
+        return
+    table = Table(title=Text(sanitize(title, 2 * MAX_NAME + 1000)), show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, Text(sanitize(value, 1000)))
     console.print(table)
 
 
-async def send_file(node: STTNode, path: Path, to: tuple[str, int], peer_id: bytes,
+def report_failure(console: Console, exc: BaseException) -> None:
+    """Print why a transfer failed; the message may quote the peer, so it is plain text."""
+    console.print(Text.assemble(("transfer failed: ", "red"), sanitize(str(exc))),
+                  soft_wrap=True)
+
+
+async def send_file(node: Any, path: Path, to: tuple[str, int], peer_id: bytes,
                     console: Console) -> str:
-    session = await node.connect(to, peer_id)
-    stream = session.open_stream()
-    size = path.stat().st_size
-    await stream.send(json.dumps({"name": path.name, "size": size}).encode())
-    digest = hashlib.sha256()
-    start = time.perf_counter()
-    with _progress(console) as progress, path.open("rb") as handle:
-        task = progress.add_task(f"sending {sanitize(path.name)}", total=size)
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            await stream.send(chunk)
-            progress.advance(task, len(chunk))
-        await stream.close()
-        await stream.flush()
-    verdict = sanitize((await stream.receive()).decode("utf-8", "replace"), 100)
-    elapsed = time.perf_counter() - start
-    if verdict != digest.hexdigest():
-        raise RuntimeError(f"the receiver computed sha256 {verdict}, we sent "
-                           f"{digest.hexdigest()}")
-    summary(console, f"sent {path.name}", size, elapsed, session, digest.hexdigest())
-    await session.close(0, "transfer complete")
-    return digest.hexdigest()
+    """Send one file (the library form of ``stt send FILE``); returns its sha256."""
+    from .sender import send_paths
+
+    results = await send_paths(node, path, to, peer_id, console)
+    return results[0].sha256
 
 
-async def receive_file(session: Session, directory: Path, console: Console) -> dict[str, Any]:
-    stream = await session.accept_stream()
-    name, size = _parse_header(await stream.receive())
-    target = directory / name
-    digest = hashlib.sha256()
-    received = 0
-    start = time.perf_counter()
-    with _progress(console) as progress, target.open("wb") as handle:
-        task = progress.add_task(f"receiving {name}", total=size)
-        while True:
-            try:
-                chunk = await stream.receive()
-            except StreamClosed:
-                break
-            handle.write(chunk)
-            digest.update(chunk)
-            received += len(chunk)
-            progress.advance(task, len(chunk))
-    elapsed = time.perf_counter() - start
-    await stream.send(digest.hexdigest().encode())
-    await stream.close()
-    # The sender closes the session once it has checked the digest: wait for that, so that
-    # the digest is never cut off by our own close.
-    with contextlib.suppress(STTError, TimeoutError):
-        await asyncio.wait_for(session.accept_stream(), 10.0)
-    summary(console, f"received {name} -> {target}", received, elapsed, session,
-            digest.hexdigest())
-    if received != size:
-        raise RuntimeError(f"expected {size} bytes, got {received}")
-    return {"path": target, "size": received, "sha256": digest.hexdigest()}
+async def receive_file(session: Any, directory: Path, console: Console) -> dict[str, Any]:
+    """Receive the first file of ``session`` into ``directory`` from whoever sent it (the
+    caller decided to accept this peer): ``{"path", "size", "sha256"}``."""
+    from .allow import Allowed
+    from .receiver import ReceiveOptions, receive_session
+
+    options = ReceiveOptions(directory, Allowed(any=True))
+    received = await receive_session(options, session, console, raise_failures=True)
+    if not received:
+        raise RuntimeError("the sender sent no file")
+    first = received[0]
+    return {"path": first.path, "size": first.size, "sha256": first.sha256}
 
 
-async def receive_files(directory: Path, session: Session) -> None:
-    """``stt listen``'s handler for one session: receive a file into ``directory``. Module-level,
-    so that ``--workers`` can hand it to worker processes."""
+async def receive_files(directory: Path, session: Any) -> None:
+    """A ``serve()`` handler taking files from anyone into ``directory``; failures printed.
+    ``stt listen`` uses :func:`stt_cli.receiver.serve_session`, which checks the sender."""
     console = Console()
     try:
         await receive_file(session, directory, console)
     except FAILURES as exc:
         report_failure(console, exc)
 
-
-def _parse_header(raw: bytes) -> tuple[str, int]:
-    """The sender's header as ``(name, size)``: the name made a safe file name (no path, no
-    control characters, bounded), anything malformed a ValueError."""
-    try:
-        header = json.loads(raw)
-        name, size = header["name"], header["size"]
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
-        raise ValueError("the sender's header is malformed") from None
-    if not isinstance(name, str) or type(size) is not int or size < 0:
-        raise ValueError("the sender's header is malformed")
-    name = Path(sanitize(name, MAX_NAME)).name  # never a path from the peer
-    name = name.encode()[:MAX_NAME].decode("utf-8", "ignore")  # printable: no surrogates
-    return (name if name not in ("", ".", "..") else "received.bin"), size
-
-
-def report_failure(console: Console, exc: BaseException) -> None:
-    """Print why a transfer failed; the message may quote the peer, so it is plain text."""
-    console.print(Text.assemble(("transfer failed: ", "red"), sanitize(str(exc))))

@@ -65,7 +65,7 @@ def test_send_and_receive_a_file_through_the_cli(tmp_path: Path) -> None:
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     out = tmp_path / "out"
     out.mkdir()
-    receiver, line = _start_server("receive", "--output", str(out))
+    receiver, line = _start_server("receive", "--output", str(out), "--allow-any")
     try:
         words = line.split()
         address, node_id = words[2], words[5]
@@ -87,7 +87,8 @@ def test_listen_with_two_workers_receives_files_and_stops_its_workers(tmp_path: 
 
     out = tmp_path / "out"
     out.mkdir()
-    listener, line = _start_server("listen", "--workers", "2", "--output", str(out))
+    listener, line = _start_server("listen", "--workers", "2", "--output", str(out),
+                                    "--allow-any")
     try:
         assert "2 worker processes" in line
         words = line.split()

@@ -97,6 +97,8 @@ def _console() -> tuple[Console, io.StringIO]:
 class _ClosedByPeer:
     """A session the peer has closed with a hostile reason (what ``stt listen`` may accept)."""
 
+    peer_id = bytes(32)
+
     async def accept_stream(self) -> object:
         raise SessionClosed(1, "closed [/bold] " + EVIL, by_peer=True)
 
