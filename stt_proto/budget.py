@@ -27,10 +27,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .stream import RecvSide, Stream
 from .varint import varint_size
+
+if TYPE_CHECKING:  # (the streams import this module: names for annotations only)
+    from .streams.recv import RecvSide
+    from .streams.stream import Stream
 
 
 class BudgetUser(Protocol):

@@ -70,7 +70,7 @@ def _copy_of_the_build(tmp_path: Path) -> Path:
 
 
 def _compiled_here() -> bool:
-    return any((PACKAGE / f"session{suffix}").exists() for suffix in EXTENSIONS)
+    return any((PACKAGE / "session" / f"core{suffix}").exists() for suffix in EXTENSIONS)
 
 
 needs_build = pytest.mark.skipif(not _compiled_here(),
@@ -106,15 +106,15 @@ def test_the_compiled_build_runs_when_current(tmp_path: Path) -> None:
 @needs_build
 def test_an_edited_source_selects_all_the_sources_with_a_warning(tmp_path: Path) -> None:
     root = _copy_of_the_build(tmp_path)
-    edited = root / "stt_proto" / "stream.py"
-    (built,) = [p for p in edited.parent.glob("stream.*") if p.name.endswith(EXTENSIONS)]
+    edited = root / "stt_proto" / "streams" / "recv.py"
+    (built,) = [p for p in edited.parent.glob("recv.*") if p.name.endswith(EXTENSIONS)]
     later = built.stat().st_mtime + 60  # saved a minute after the build
     os.utime(edited, (later, later))
     report = _probe(root)
     assert report["compiled"] is False
-    assert report["sources"] == sorted(COMPILED_MODULES)  # all of them, not just stream
+    assert report["sources"] == sorted(COMPILED_MODULES)  # all of them, not just recv
     (warning,) = report["warnings"]
-    assert "stream changed after the last build" in str(warning)
+    assert "streams.recv changed after the last build" in str(warning)
     assert "pip install -e ." in str(warning)
 
 

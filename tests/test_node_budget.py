@@ -15,7 +15,7 @@ import pytest
 from stt_proto import Endpoint, NodeConfig, Session, SettingsError
 from stt_proto.budget import MemoryBudget
 from stt_proto.events import SessionTerminated
-from stt_proto.stream import RecvSide
+from stt_proto.streams import RecvSide
 
 from .conftest import Pair, make_pair
 from .test_node_lifecycle import run_in

@@ -9,7 +9,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stt_proto.stream import SEGMENT_MIN, RecvSide
+from stt_proto.streams import SEGMENT_MIN, RecvSide
 from stt_proto.varint import encode_varint
 
 WINDOW = 1 << 20
@@ -18,9 +18,10 @@ WINDOW = 1 << 20
 def _check_segments(recv: RecvSide) -> None:
     """Segments are disjoint, above the read offset, indexed by their ends, and of two that
     touch, one holds at least SEGMENT_MIN bytes (tiny pieces are merged)."""
-    spans = sorted((start, start + len(data)) for start, data in recv._segments.items())
+    segments = recv._segments or {}  # (an idle side holds the shared empty tuple)
+    spans = sorted((start, start + len(data)) for start, data in segments.items())
     assert all(a > recv.read_offset for a, _ in spans)
-    assert recv._ends == {b: a for a, b in spans}
+    assert (recv._ends or {}) == {b: a for a, b in spans}
     for (a, b), (c, d) in itertools.pairwise(spans):
         assert b <= c
         assert b < c or max(b - a, d - c) >= SEGMENT_MIN

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -303,18 +305,35 @@ def test_stream_end_is_reported_once_even_for_a_duplicated_fin(pair: Pair) -> No
     assert [e for e in _drain(server) if isinstance(e, StreamEnded)] == [StreamEnded(sid)]
 
 
-def test_shared_empty_containers_are_never_written() -> None:
-    """Idle stream sides share empty containers (stt_proto.stream); every write site must swap
-    in its own first. Run traffic with loss and reordering, then check they are still empty."""
-    from stt_proto import stream as stream_module
-    from stt_proto.rangeset import _NONE
-    from stt_proto.streams import _NO_IDS
+def test_shared_empty_containers_are_immutable_and_idle_sides_hold_them() -> None:
+    """Idle stream sides and sessions share one empty container per kind (stt_proto.streams)
+    and each write site swaps in its own first. The shared ones are immutable, so a missed
+    swap raises at once instead of leaking state across streams and sessions (they were
+    mutable, a list, a dict, a set and a deque(maxlen=0) that silently dropped appends).
+    After traffic with loss and reordering, every side that went idle holds them again."""
+    from stt_proto.streams import RecvSide, SendSide, packetizer, recv, send
 
     from .test_streams_sim import test_32_mib_mixed_messages_arrive_exactly as transfer
 
+    side, other = RecvSide(1 << 20, 1 << 20), SendSide(1 << 20)
+    for empty in (side._parts, side.messages, side._heap, other._starts, other._chunks):
+        with pytest.raises(AttributeError):
+            empty.append(b"leak")  # type: ignore[union-attr,arg-type]
+    with pytest.raises(TypeError):
+        side._segments[0] = b"leak"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        packetizer._NO_IDS.add(1)  # type: ignore[attr-defined]
+    assert recv._NONE == () and send._NO_CHUNKS == ()
+    assert type(packetizer._NO_IDS) is frozenset and not packetizer._NO_IDS
+
     transfer(0.05)  # 5 % loss: retransmissions, reordered segments, partial acks
-    assert not stream_module._EMPTY and not stream_module._NO_LIST
-    assert not stream_module._NO_SEGMENTS and not _NONE and not _NO_IDS
+    side.on_data(2, b"b", False)  # out of order: a segment of its own
+    side.on_data(0, b"\x02a", False)  # fills the gap: the segment drains, a message is cut
+    assert side.pop_message() == b"ab" and side.pop_message() is None
+    assert side._parts is side.messages is side._heap is side._segments is recv._NONE
+    other.write_message(b"x")
+    other.on_acked(0, 2, False)
+    assert other._starts is other._chunks is send._NO_CHUNKS
 
 
 def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair) -> None:
@@ -331,7 +350,7 @@ def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair)
     assert [server.receive_message(stream) for _ in messages] == messages
 
 
-def _manager_with_sent_packets(events: list[object]) -> tuple[object, list[list[object]]]:
+def _manager_with_sent_packets(events: list[object]) -> tuple[object, list[list[Any]]]:
     """A StreamManager with two streams, one closed, whose data went out in small packets;
     returns it and each packet's items."""
     from stt_proto.config import NodeConfig
@@ -347,7 +366,7 @@ def _manager_with_sent_packets(events: list[object]) -> tuple[object, list[list[
     manager.send_message(first, bytes(8000), 0.0, 0.0)  # alone in the later packets
     manager.send_message(second, bytes(1500), 0.0, 0.0)
     manager.close_stream(second)
-    packets: list[list[object]] = []
+    packets: list[list[Any]] = []
     while manager.has_pending():
         payload, items = bytearray(), []  # type: ignore[var-annotated]
         manager.fill(payload, 700, items, 0.0, 0)
@@ -363,8 +382,8 @@ def test_acks_applied_in_one_batch_equal_acks_applied_one_by_one(skip: tuple[int
     single_events: list[object] = []
     batch, packets = _manager_with_sent_packets(batch_events)
     single, _ = _manager_with_sent_packets(single_events)
-    assert len(packets) > 10 and any(item[4] for items in packets for item in items)
-    assert {items[0][1] for items in packets[7:]} == {0}  # consecutive packets of one stream
+    assert len(packets) > 10 and any(item.fin for items in packets for item in items)
+    assert {items[0].stream_id for items in packets[7:]} == {0}  # consecutive packets of one stream
     acked = [item for i, items in enumerate(packets) if i not in skip for item in items]
     batch.on_items_acked(acked)  # type: ignore[attr-defined]
     for item in acked:
@@ -378,14 +397,14 @@ def test_acks_applied_in_one_batch_equal_acks_applied_one_by_one(skip: tuple[int
     assert state(batch) == state(single)
     assert sorted(map(repr, batch_events)) == sorted(map(repr, single_events))
     flushed = {e.stream_id for e in batch_events if isinstance(e, StreamFlushed)}
-    unacked = {item[1] for i in skip for item in packets[i]}
+    unacked = {item.stream_id for i in skip for item in packets[i]}
     assert flushed == {0, 2} - unacked  # a stream is flushed once all its packets are acked
 
 
 def test_an_idle_session_holds_no_sets_of_its_own(pair: Pair) -> None:
     """Ready, blocked and window-dirty stream ids live in sets only while there are any: an
     idle session shares one empty set (216 B saved per set and session end)."""
-    from stt_proto.streams import _NO_IDS
+    from stt_proto.streams.packetizer import _NO_IDS
 
     client, server = pair.established()
     stream = client.open_stream()

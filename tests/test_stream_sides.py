@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stt_proto.errors import ProtocolViolation
-from stt_proto.stream import RecvSide, SendSide
+from stt_proto.streams import RecvSide, SendSide
 from stt_proto.varint import encode_varint
 
 
@@ -41,7 +41,7 @@ def test_read_spanning_chunks_and_inside_one_chunk() -> None:
 def test_a_small_message_leaves_as_one_view_with_its_prefix() -> None:
     """Messages up to SMALL_MESSAGE are stored with their prefix in one chunk, so a frame
     takes them without a join; larger ones keep the caller's bytes uncopied."""
-    from stt_proto.stream import SMALL_MESSAGE
+    from stt_proto.streams import SMALL_MESSAGE
 
     send = SendSide(max_data=1 << 30)
     small, large = bytearray(b"s" * SMALL_MESSAGE), bytes(SMALL_MESSAGE + 1)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from stt_proto.config import NodeConfig
 from stt_proto.handshake import local_settings
 from stt_proto.handshake_payload import TransportSettings
-from stt_proto.streams import STREAM_FRAME_OVERHEAD, StreamManager
+from stt_proto.streams import STREAM_FRAME_OVERHEAD, StreamManager, StreamRange
 
 SPACE = 1200 - 40
 
@@ -112,7 +112,7 @@ def test_a_dialogue_message_takes_the_small_path() -> None:
     manager.send_message(ids[0], b"ping", 0.0, 0.005)
     payload, items = bytearray(b"ack!"), []
     assert manager.write_small(payload, SPACE, items, 0.0, 5000)
-    assert items == [("stream", ids[0], 0, 5, False)]
+    assert items == [StreamRange(ids[0], 0, 5, False)]
     assert not manager.has_pending()
     manager.send_message(ids[0], bytes(SPACE - STREAM_FRAME_OVERHEAD), 0.0, 0.005)
     assert not manager.write_small(bytearray(), SPACE, [], 0.0, 0)  # a full frame: bulk path
@@ -140,4 +140,4 @@ def test_data_beyond_the_connection_credit_is_left_to_fill() -> None:
     assert not manager.write_small(bytearray(), SPACE, [], 0.0, 0)
     items: list[Any] = []
     manager.fill(bytearray(), SPACE, items, 0.0, 0)
-    assert items == [("stream", sid, 0, 400, False)]  # fill sends what the credit allows
+    assert items == [StreamRange(sid, 0, 400, False)]  # fill sends what the credit allows

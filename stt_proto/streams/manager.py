@@ -1,20 +1,20 @@
-"""All streams of a session: ids, limits, connection-level flow control, scheduling, and the
-translation between stream state and STREAM / flow-control frames.
+"""All streams of a session: ids, limits, connection-level flow control, and the translation
+between stream state and incoming STREAM / flow-control frames, acknowledgements and losses.
+Filling packets is the :class:`~.packetizer.Packetizer` base's part.
 
 Ids: the initiator opens even ids, the responder odd ones, so they never collide. Each side may
 have at most the peer's ``max_concurrent_streams`` open at once; MAX_STREAMS raises that allowance
-as streams finish. Sending is scheduled by priority (higher first) and round-robin among equals;
-a stream that is blocked by its own window is skipped, so it never holds up the others.
+as streams finish.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .budget import MemoryBudget, SessionBudget
-from .errors import ProtocolViolation, StreamLimitError, UsageError
-from .events import (
+from ..budget import MemoryBudget, SessionBudget
+from ..errors import ProtocolViolation, StreamLimitError, UsageError
+from ..events import (
     StreamEnded,
     StreamFlushed,
     StreamOpened,
@@ -23,8 +23,7 @@ from .events import (
     StreamStopped,
     StreamWritable,
 )
-from .frames import (
-    MAX_FILL_FRAMES,
+from ..frames import (
     DataBlockedFrame,
     Frame,
     MaxDataFrame,
@@ -33,40 +32,28 @@ from .frames import (
     ResetStreamFrame,
     StopSendingFrame,
     StreamDataBlockedFrame,
-    StreamFrame,
-    encode_frame,
-    encode_stream_frame,
-    stream_frame_bytes,
 )
-from .handshake_payload import TransportSettings
+from ..handshake_payload import TransportSettings
+from ..varint import MAX_VARINT
+from .packetizer import _NO_IDS, Packetizer
+from .records import RetransmitItem, StreamRange
 from .stream import Stream
-from .varint import MAX_VARINT
-
-STREAM_FRAME_OVERHEAD = 1 + 8 + 8 + 4  # type, id, offset, length varints at their largest
-
-# Every session with no stream in a given state shares this empty set: an empty set costs
-# 216 B, and a session held three. Each add site swaps in a set of its own first, and a set
-# that empties is swapped back, so an idle session holds none.
-_NO_IDS: set[int] = set()
 
 
-class StreamManager:
+class StreamManager(Packetizer):
     """Every stream of one session, and the session's share of flow control."""
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
-    __slots__ = ("_blocked_writers", "_budget", "_conn_window_at", "_control", "_data_blocked_at",
-                 "_emit", "_in_ready", "_is_initiator", "_local", "_local_allowed",
-                 "_max_streams_pending",
-                 "_next_local_index", "_no_delay", "_peer", "_peer_allowed", "_peer_closed",
-                 "_peer_opened", "_ready", "_send_buffer", "_window_dirty", "bytes_received",
-                 "bytes_sent", "conn_consumed", "conn_received", "conn_recv_max",
-                 "conn_recv_window", "conn_send_max", "conn_sent", "max_recv_window",
-                 "send_buffer_floor", "streams")
+    __slots__ = ("_blocked_writers", "_budget", "_conn_window_at", "_emit", "_is_initiator",
+                 "_local", "_local_allowed", "_next_local_index", "_no_delay", "_peer",
+                 "_peer_closed", "_peer_opened", "_send_buffer", "_window_dirty",
+                 "bytes_received", "bytes_sent", "conn_consumed", "conn_received",
+                 "conn_recv_max", "conn_recv_window", "max_recv_window", "send_buffer_floor")
 
     def __init__(self, *, is_initiator: bool, local: TransportSettings,
                  peer: TransportSettings, send_buffer: int, recv_buffer: int,
-                 no_delay: bool, emit: Any) -> None:
-        self.streams: dict[int, Stream] = {}
+                 no_delay: bool, emit: Callable[[Any], None]) -> None:
+        super().__init__(peer.initial_max_data, local.max_concurrent_streams)
         self._is_initiator = is_initiator
         self._local = local
         self._peer = peer
@@ -76,26 +63,18 @@ class StreamManager:
         self._no_delay = no_delay
         self._next_local_index = 0
         self._local_allowed = peer.max_concurrent_streams  # cumulative streams we may open
-        self._peer_allowed = local.max_concurrent_streams  # cumulative the peer may open
         self._peer_opened = 0  # highest peer stream index + 1
         self._peer_closed = 0
-        self._max_streams_pending = False
-        # connection-level flow control
-        self.conn_send_max = peer.initial_max_data
-        self.conn_sent = 0  # highest new-data offsets summed over streams
+        # connection-level flow control (the sending half's is the Packetizer's)
         self.conn_recv_max = local.initial_max_data
         self.conn_recv_window = local.initial_max_data
         self.conn_received = 0
         self.conn_consumed = 0  # session-level credit given back (sum of stream credits)
         self._budget: SessionBudget | None = None  # the node's memory budget (budget.py)
-        self._window_dirty: set[int] = _NO_IDS
+        self._window_dirty: set[int] | frozenset[int] = _NO_IDS
         self._conn_window_at = 0.0
         self.max_recv_window = max(recv_buffer * 4, local.initial_max_data)
-        self._control: list[Frame] = []  # usually empty; a deque's block costs 600 B a session
-        self._ready: dict[int, deque[int]] = {}
-        self._in_ready: set[int] = _NO_IDS
-        self._blocked_writers: set[int] = _NO_IDS
-        self._data_blocked_at = -1
+        self._blocked_writers: set[int] | frozenset[int] = _NO_IDS
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -175,9 +154,10 @@ class StreamManager:
             raise UsageError(f"message of {len(data)} bytes exceeds the peer's max_message_size "
                              f"{self._peer.max_message_size}")
         if send.unacked_bytes >= self.send_buffer_limit:
-            if self._blocked_writers is _NO_IDS:
-                self._blocked_writers = set()
-            self._blocked_writers.add(stream_id)
+            blocked = self._blocked_writers
+            if isinstance(blocked, frozenset):
+                blocked = self._blocked_writers = set()
+            blocked.add(stream_id)
             return False
         send.write_message(data)
         self.bytes_sent += len(data)
@@ -235,16 +215,13 @@ class StreamManager:
             recv.reset_code = error_code
             self._control.append(StopSendingFrame(stream_id, error_code))
         if recv.messages:  # unread and never to be read: it would keep the stream alive
-            recv.messages.clear()
+            recv.discard_messages()
             recv.unread_bytes = 0  # discarded counts as taken (credit)
             if self._budget is not None:
                 self._budget.on_read(stream)
         self._maybe_forget(stream)
 
     # -- flow control -----------------------------------------------------------------------------
-
-    def conn_credit_left(self) -> int:
-        return self.conn_send_max - self.conn_sent
 
     def collect_window_updates(self, now: float, srtt: float) -> None:
         """Queue MAX_STREAM_DATA / MAX_DATA where the application has freed half a window.
@@ -304,7 +281,7 @@ class StreamManager:
     def windows_dirty(self) -> bool:
         return bool(self._window_dirty)
 
-    def attach_budget(self, budget: MemoryBudget, wake: Any) -> None:
+    def attach_budget(self, budget: MemoryBudget, wake: Callable[[], None]) -> None:
         """Ask the node's ``budget`` from now on (budget.py); ``wake()`` asks the endpoint to
         build this session's output when a queued reservation is granted."""
         if self._budget is None:
@@ -324,9 +301,9 @@ class StreamManager:
     # -- incoming frames --------------------------------------------------------------------------
 
     def on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, StreamFrame):
-            self._on_stream(frame)
-        elif isinstance(frame, MaxStreamDataFrame):
+        """A flow-control or stream-control frame. (STREAM frames take :meth:`on_stream_data`:
+        the session decodes them in place, without a frame object.)"""
+        if isinstance(frame, MaxStreamDataFrame):
             stream = self._peer_stream(frame.stream_id)
             if stream is not None and frame.maximum > stream.send.max_data:
                 stream.send.max_data = frame.maximum
@@ -345,7 +322,7 @@ class StreamManager:
                 if recv.final_size is not None and recv.final_size != frame.final_size:
                     raise ProtocolViolation("RESET_STREAM changes the final size")
                 recv.reset_code = frame.error_code
-                recv.messages.clear()
+                recv.discard_messages()
                 self._emit(StreamResetByPeer(frame.stream_id, frame.error_code))
                 self._maybe_forget(stream)
         elif isinstance(frame, StopSendingFrame):
@@ -361,12 +338,9 @@ class StreamManager:
         else:  # pragma: no cover - the session routes only these frames here
             raise ProtocolViolation(f"unexpected {type(frame).__name__}")
 
-    def _on_stream(self, frame: StreamFrame) -> None:
-        self.on_stream_data(frame.stream_id, frame.offset, frame.data, frame.fin)
-
     def on_stream_data(self, stream_id: int, offset: int, data: bytes | memoryview,
                        fin: bool) -> None:
-        """A STREAM frame's contents (the session's receive path calls this directly)."""
+        """A STREAM frame's contents, as the session's receive path decodes them."""
         stream = self.streams.get(stream_id) or self._peer_stream(stream_id)
         if stream is None or stream.recv.reset_code is not None:
             return
@@ -374,7 +348,7 @@ class StreamManager:
         had, cut = recv.message_bytes, recv.messages_cut
         grown = recv.on_data(offset, data, fin)
         dirty = self._window_dirty
-        if dirty is _NO_IDS:
+        if isinstance(dirty, frozenset):
             dirty = self._window_dirty = set()
         dirty.add(stream_id)
         self.conn_received += grown
@@ -389,22 +363,23 @@ class StreamManager:
 
     # -- acknowledgement and loss -----------------------------------------------------------------
 
-    def on_items_acked(self, items: list[tuple[Any, ...]]) -> None:
+    def on_items_acked(self, items: Sequence[RetransmitItem]) -> None:
         """What newly acknowledged packets carried, in packet order. A bulk transfer's ACK
         covers dozens of packets holding consecutive ranges of one stream: each such run is
         applied as one range (the same outcome as one by one, at a fraction of the cost)."""
-        run: tuple[Any, ...] | None = None
+        sid = start = stop = -1  # the run so far (none while sid < 0)
+        fin = False
         for item in items:
-            if item[0] != "stream":
+            if type(item) is not StreamRange:
                 continue
-            if run is not None:
-                if item[1] == run[1] and item[2] == run[3] and not run[4]:
-                    run = ("stream", run[1], run[2], item[3], item[4])
+            if sid >= 0:
+                if item.stream_id == sid and item.start == stop and not fin:
+                    stop, fin = item.stop, item.fin
                     continue
-                self._stream_range_acked(run[1], run[2], run[3], run[4])
-            run = item
-        if run is not None:
-            self._stream_range_acked(run[1], run[2], run[3], run[4])
+                self._stream_range_acked(sid, start, stop, fin)
+            sid, start, stop, fin = item.stream_id, item.start, item.stop, item.fin
+        if sid >= 0:
+            self._stream_range_acked(sid, start, stop, fin)
 
     def _stream_range_acked(self, stream_id: int, start: int, stop: int, fin: bool) -> None:
         stream = self.streams.get(stream_id)
@@ -420,26 +395,26 @@ class StreamManager:
             self._emit(StreamWritable(stream_id))
         self._maybe_forget(stream)
 
-    def on_item_lost(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind == "stream":
-            _, stream_id, start, stop, fin = item
-            stream = self.streams.get(stream_id)
+    def on_item_lost(self, item: RetransmitItem) -> None:
+        """A packet carrying ``item`` was lost: its stream range is queued again, and its
+        control frame sent again if still current."""
+        if type(item) is StreamRange:
+            stream = self.streams.get(item.stream_id)
             if stream is not None:
-                stream.send.on_lost(start, stop, fin)
+                stream.send.on_lost(item.start, item.stop, item.fin)
                 self._make_ready(stream)
-        elif kind == "control":
-            frame = item[1]
-            if isinstance(frame, ResetStreamFrame | StopSendingFrame):
+            return
+        frame = item.frame
+        if isinstance(frame, ResetStreamFrame | StopSendingFrame):
+            self._control.append(frame)
+        elif isinstance(frame, MaxStreamsFrame):
+            self._max_streams_pending = True
+        elif isinstance(frame, MaxDataFrame) and frame.maximum == self.conn_recv_max:
+            self._control.append(frame)
+        elif isinstance(frame, MaxStreamDataFrame):
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None and stream.recv.max_data == frame.maximum:
                 self._control.append(frame)
-            elif isinstance(frame, MaxStreamsFrame):
-                self._max_streams_pending = True
-            elif isinstance(frame, MaxDataFrame) and frame.maximum == self.conn_recv_max:
-                self._control.append(frame)
-            elif isinstance(frame, MaxStreamDataFrame):
-                stream = self.streams.get(frame.stream_id)
-                if stream is not None and stream.recv.max_data == frame.maximum:
-                    self._control.append(frame)
 
     # -- forgetting finished streams --------------------------------------------------------------
 
@@ -463,203 +438,18 @@ class StreamManager:
         if self._budget is not None:
             self._budget.on_forget(stream.stream_id)
 
-    # -- scheduling and packet filling ------------------------------------------------------------
-
-    def compact(self) -> None:
-        """Idle: drop the emptied ready table and control list (see DataPlane.compact)."""
-        if not self._ready:
-            self._ready = {}
-        if not self._control:
-            self._control = []
-
     def _mark_window(self, stream_id: int) -> None:
-        if self._window_dirty is _NO_IDS:
-            self._window_dirty = set()
-        self._window_dirty.add(stream_id)
-
-    def _drop_ready(self, stream_id: int) -> None:
-        self._in_ready.discard(stream_id)
-        if not self._in_ready:
-            self._in_ready = _NO_IDS
+        dirty = self._window_dirty
+        if isinstance(dirty, frozenset):
+            dirty = self._window_dirty = set()
+        dirty.add(stream_id)
 
     def _drop_blocked(self, stream_id: int) -> None:
-        self._blocked_writers.discard(stream_id)
-        if not self._blocked_writers:
-            self._blocked_writers = _NO_IDS
-
-    def _make_ready(self, stream: Stream) -> None:
-        sid = stream.stream_id
-        if sid in self._in_ready:
-            return
-        if self._in_ready is _NO_IDS:
-            self._in_ready = set()
-        self._in_ready.add(sid)
-        self._ready.setdefault(stream.priority, deque()).append(sid)
-
-    def next_hold_deadline(self) -> float | None:
-        deadlines = [s.hold_until for sid in self._in_ready
-                     if (s := self.streams.get(sid)) is not None and s.hold_until is not None]
-        return min(deadlines) if deadlines else None
-
-    def has_pending(self) -> bool:
-        return bool(self._control) or self._max_streams_pending or bool(self._in_ready)
-
-    def fill(self, payload: bytearray, space: int, items: list[Any], now: float,
-             in_flight: int) -> None:
-        """Append control and STREAM frames to ``payload`` within ``space`` bytes, at most
-        MAX_FILL_FRAMES of them (receivers refuse packets of very many frames)."""
-        control = self._control
-        if self._max_streams_pending:
-            control.append(MaxStreamsFrame(self._peer_allowed))
-            self._max_streams_pending = False
-        taken = 0
-        for frame in control:
-            if len(items) >= MAX_FILL_FRAMES:
-                break
-            scratch = bytearray()
-            encode_frame(frame, scratch)
-            if len(scratch) > space - len(payload):
-                break
-            taken += 1
-            payload += scratch
-            items.append(("control", frame))
-        if taken:
-            del control[:taken]
-        if control:
-            return
-        ready = self._ready
-        for priority in (tuple(ready) if len(ready) == 1 else sorted(ready, reverse=True)):
-            queue = self._ready[priority]
-            rounds = len(queue)
-            while queue and rounds > 0:
-                rounds -= 1
-                room = space - len(payload) - STREAM_FRAME_OVERHEAD
-                if room <= 0 or len(items) >= MAX_FILL_FRAMES:
-                    return
-                sid = queue.popleft()
-                stream = self.streams.get(sid)
-                if stream is None:
-                    self._drop_ready(sid)
-                    continue
-                keep = self._write_stream(stream, payload, room, items, now, in_flight)
-                if keep:
-                    queue.append(sid)
-                else:
-                    self._drop_ready(sid)
-            if not queue:
-                del self._ready[priority]
-        if self.conn_sent >= self.conn_send_max:  # _note_blocked's own first test, inline
-            self._note_blocked()
-
-    def write_small(self, payload: bytearray, space: int, items: list[Any], now: float,
-                    in_flight: int) -> bool:
-        """:meth:`fill` for a dialogue's usual packet: no control frame waits and one stream
-        is ready, whose unsent data is all new, carries no FIN and fits in one frame. Writes
-        exactly what :meth:`fill` would and returns True; returns False, having done
-        nothing, in every other case (the caller then calls :meth:`fill`)."""
-        ready = self._ready
-        if self._control or self._max_streams_pending or len(ready) != 1:
-            return False
-        (priority, queue), = ready.items()
-        if len(queue) != 1:
-            return False
-        sid = queue[0]
-        stream = self.streams.get(sid)
-        if stream is None:
-            return False
-        send = stream.send
-        start, stop = send.sent_end, send.buffered_end
-        limit = min(space - len(payload), stream.max_frame_size) - STREAM_FRAME_OVERHEAD
-        if (send.retransmit._stops or send.reset_sent is not None or send.fin_offset is not None
-                or not 0 < stop - start < limit or stop > send.max_data
-                or stop - start > self.conn_send_max - self.conn_sent):
-            return False
-        if not (stream.no_delay or not in_flight or stream.hold_until is None
-                or now >= stream.hold_until):
-            return False  # held for coalescing (_may_send_now): fill() keeps it queued
-        send.sent_end = stop
-        self.conn_sent += stop - start
-        encode_stream_frame(payload, sid, start, send.read(start, stop), False)
-        items.append(("stream", sid, start, stop, False))
-        stream.hold_until = None
-        del ready[priority]
-        self._drop_ready(sid)
-        if self.conn_sent >= self.conn_send_max:
-            self._note_blocked()
-        return True
-
-    def bulk_source(self, space: int) -> tuple[Stream, int, int] | None:
-        """For a bulk transfer: ``(stream, chunk, count)`` when the session has nothing to send
-        but new data of one stream, ``count`` full frames of ``chunk`` bytes of it. Those
-        frames are what :meth:`fill` would write, one per packet, so the caller may write them
-        with :meth:`write_full_frame` and skip the general scheduling; None otherwise."""
-        if self._control or self._max_streams_pending or len(self._in_ready) != 1:
-            return None
-        stream = self.streams.get(next(iter(self._in_ready)))
-        if stream is None:
-            return None
-        send = stream.send
-        if send.retransmit._stops or send.reset_sent is not None:
-            return None
-        chunk = min(space, stream.max_frame_size) - STREAM_FRAME_OVERHEAD
-        start = send.sent_end
-        end = min(send.buffered_end, send.max_data, start + self.conn_send_max - self.conn_sent)
-        if send.fin_offset is not None:
-            end -= 1  # the frame that reaches the FIN carries it: fill() writes that one
-        count = (end - start) // chunk if chunk > 0 else 0
-        return (stream, chunk, count) if count > 0 else None
-
-    def write_full_frame(self, stream: Stream, chunk: int) -> tuple[bytes, tuple[Any, ...]]:
-        """The next ``chunk`` new bytes of ``stream`` (see :meth:`bulk_source`) as a packet
-        payload of one STREAM frame, and the item to remember for the packet."""
-        send = stream.send
-        start = send.sent_end
-        stop = send.sent_end = start + chunk
-        self.conn_sent += chunk
-        sid = stream.stream_id
-        payload = stream_frame_bytes(sid, start, send.read(start, stop))
-        if stop >= send.buffered_end:
-            stream.hold_until = None
-        return payload, ("stream", sid, start, stop, False)
-
-    def _write_stream(self, stream: Stream, payload: bytearray, room: int,
-                      items: list[Any], now: float, in_flight: int) -> bool:
-        send = stream.send
-        credit = self.conn_send_max - self.conn_sent
-        if not send.has_data(credit):
-            if (send.sent_end < send.buffered_end and send.sent_end >= send.max_data
-                    and send.blocked_at != send.max_data):
-                send.blocked_at = send.max_data
-                self._control.append(StreamDataBlockedFrame(stream.stream_id, send.max_data))
-            return False
-        limit = min(room, stream.max_frame_size - STREAM_FRAME_OVERHEAD)
-        if not send.retransmit._stops and not self._may_send_now(stream, limit, in_flight, now):
-            return True
-        start, stop, fin, is_new = send.next_range(limit, credit)
-        if is_new:
-            self.conn_sent += stop - start
-        data = send.read(start, stop) if stop > start else b""
-        encode_stream_frame(payload, stream.stream_id, start, data, fin)
-        items.append(("stream", stream.stream_id, start, stop, fin))
-        if send.sent_end >= send.buffered_end:
-            stream.hold_until = None
-        return send.has_data(self.conn_send_max - self.conn_sent)
-
-    def _may_send_now(self, stream: Stream, limit: int, in_flight: int, now: float) -> bool:
-        """Small-message coalescing: without ``no_delay`` a partial frame waits while earlier
-        data is unacknowledged, at most until ``hold_until``."""
-        send = stream.send
-        if stream.no_delay or in_flight == 0 or send.fin_offset is not None:
-            return True
-        if send.buffered_end - send.sent_end >= limit:
-            return True
-        return stream.hold_until is None or now >= stream.hold_until
-
-    def _note_blocked(self) -> None:
-        if (self.conn_credit_left() <= 0 and self._data_blocked_at != self.conn_send_max
-                and any(s.send.sent_end < s.send.buffered_end for s in self.streams.values())):
-            self._data_blocked_at = self.conn_send_max
-            self._control.append(DataBlockedFrame(self.conn_send_max))
+        blocked = self._blocked_writers
+        if isinstance(blocked, set):
+            blocked.discard(stream_id)
+            if not blocked:
+                self._blocked_writers = _NO_IDS
 
 
 __all__ = ["StreamManager"]

@@ -1,0 +1,169 @@
+"""The handshake phase of a session: the Noise messages in long-header packets, their
+retransmission, RETRY tokens and REFUSE answers, up to the moment keys are installed.
+
+:class:`HandshakePhase` holds what only this phase needs; the session hands itself to each
+call for what the phase changes there (keys, connection ids, the handshake timers).
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2s
+from typing import TYPE_CHECKING
+
+from ..errors import ConnectionRefused, HandshakeError, UsageError
+from ..handshake import InitiatorHandshake, ResponderHandshake
+from ..packet import Packet, PacketType, RefuseCode, build_long_packet
+from ..stats import DropReason
+from .state import HANDSHAKING
+from .timers import T_HANDSHAKE_RESEND
+
+if TYPE_CHECKING:
+    from .core import Session
+
+HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
+
+
+def _digest(message: bytes) -> bytes:
+    """Identifies a handshake message for retransmission checks without keeping it."""
+    return blake2s(message, digest_size=16).digest()
+
+
+class HandshakePhase:
+    """The Noise handshake in flight, and what recognises its retransmissions later."""
+
+    __slots__ = ("finish_message", "initiator", "packet", "peer_message", "responder",
+                 "retransmits", "sent_at", "token")
+
+    def __init__(self, now: float) -> None:
+        self.initiator: InitiatorHandshake | None = None
+        self.responder: ResponderHandshake | None = None
+        self.packet: bytes | None = None  # the handshake datagram we retransmit
+        self.sent_at = now
+        self.retransmits = 0
+        # Digests, not copies, of the peer's last handshake messages (an INITIAL is padded to
+        # 1,200 bytes): enough to recognise a retransmission.
+        self.peer_message: bytes | None = None
+        self.token = b""
+        self.finish_message: bytes | None = None  # responder: the peer's message 3 (digest)
+
+    def initial_packet(self, session: Session) -> bytes:
+        hs = self.initiator
+        if hs is None:  # pragma: no cover
+            raise UsageError("not an initiator")
+        return build_long_packet(PacketType.INITIAL, session.remote_cid, session.local_cid,
+                                 hs.message1, token=self.token)
+
+    def send(self, session: Session, datagram: bytes, now: float) -> None:
+        self.packet = datagram
+        self.sent_at = now
+        session._outbox.append(datagram)
+        session._timers.set(T_HANDSHAKE_RESEND,
+                            now + max(2 * session.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN))
+
+    def retransmit(self, session: Session, now: float) -> None:
+        if self.packet is None or session.confirmed:
+            session._timers.clear(T_HANDSHAKE_RESEND)
+            return
+        if self.packet not in session._outbox:
+            session._outbox.append(self.packet)
+        self.retransmits += 1
+        backoff = max(2 * session.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN) * 2 ** min(
+            self.retransmits, 6)
+        session._timers.set(T_HANDSHAKE_RESEND, now + backoff)
+
+    def confirmed(self) -> None:
+        self.packet = None
+        self.initiator = None  # its padded message 1 is no longer needed
+
+    def rtt_sample(self, session: Session, now: float) -> None:
+        if self.retransmits == 0:
+            session.rtt.update(now - self.sent_at)
+
+    def refuse(self, session: Session, peer_cid: bytes, code: RefuseCode) -> None:
+        """Tell the initiator its handshake failed, so it fails fast with a clear error."""
+        session._outbox.append(build_long_packet(PacketType.REFUSE, peer_cid, session.local_cid,
+                                                 refuse_code=code))
+
+    def receive(self, session: Session, packet: Packet, now: float) -> DropReason | None:
+        """Handle one long-header packet; raises HandshakeError or ConnectionRefused to end
+        the session."""
+        body = bytes(packet.body)
+        session.counters.packets_received += 1
+        if session.is_initiator:
+            return self._receive_as_initiator(session, packet, body, now)
+        return self._receive_as_responder(session, packet, body, now)
+
+    def _receive_as_initiator(self, session: Session, packet: Packet, body: bytes,
+                              now: float) -> DropReason | None:
+        ptype = packet.type
+        hs = self.initiator
+        if ptype is PacketType.HANDSHAKE and hs is not None and hs.result is None:
+            self.rtt_sample(session, now)
+            message3, result = hs.read_message2(body, packet.scid)
+            self.peer_message = _digest(body)
+            session.remote_cid = packet.scid
+            session._install_keys(result, now)
+            self.send(session, build_long_packet(PacketType.FINISH, session.remote_cid,
+                                                 session.local_cid, message3), now)
+            return None
+        if ptype is PacketType.HANDSHAKE and _digest(body) == self.peer_message:
+            if session.confirmed:
+                return DropReason.REPLAY
+            self.retransmit(session, now)  # our message 3 was lost
+            return None
+        if ptype is PacketType.RETRY and hs is not None and hs.result is None:
+            if self.token or not packet.token:
+                return DropReason.UNEXPECTED
+            self.token = packet.token
+            self.retransmits = 0
+            self.send(session, self.initial_packet(session), now)
+            return None
+        if ptype is PacketType.REFUSE and not session.confirmed:
+            if packet.refuse_code == RefuseCode.SERVER_BUSY:
+                raise ConnectionRefused("the peer refused the session: it is at max_sessions")
+            raise HandshakeError("the peer rejected the handshake (refuse code "
+                                 f"{packet.refuse_code}): most often the psk settings differ")
+        return DropReason.UNEXPECTED
+
+    def _receive_as_responder(self, session: Session, packet: Packet, body: bytes,
+                              now: float) -> DropReason | None:
+        ptype = packet.type
+        rhs = self.responder
+        if rhs is None:
+            return DropReason.UNEXPECTED
+        if ptype is PacketType.INITIAL:
+            if self.peer_message is None:
+                try:
+                    if not rhs.peer_cid:  # else the endpoint has read message 1 already
+                        rhs.read_message1(body, packet.scid)
+                except HandshakeError:
+                    self.refuse(session, packet.scid, RefuseCode.HANDSHAKE_FAILED)
+                    raise
+                self.peer_message = _digest(body)
+                session.remote_cid = rhs.peer_cid
+                message2 = rhs.write_message2(session.local_cid)
+                self.send(session, build_long_packet(PacketType.HANDSHAKE, session.remote_cid,
+                                                     session.local_cid, message2), now)
+                return None
+            if _digest(body) == self.peer_message and session.state is HANDSHAKING:
+                self.retransmit(session, now)  # our message 2 was lost
+                return None
+            return DropReason.REPLAY
+        if ptype is PacketType.FINISH:
+            if rhs.result is None and self.peer_message is not None:
+                try:
+                    result = rhs.read_message3(body)
+                except HandshakeError:
+                    self.refuse(session, session.remote_cid, RefuseCode.HANDSHAKE_FAILED)
+                    raise
+                self.rtt_sample(session, now)
+                self.finish_message = _digest(body)
+                session.address_validated = True
+                session._install_keys(result, now)
+                session._confirm()
+                session._handshake_done_pending = True
+                return None
+            if rhs.result is not None and _digest(body) == self.finish_message:
+                session._handshake_done_pending = True  # our HANDSHAKE_DONE was lost
+                return None
+        return DropReason.UNEXPECTED

@@ -1,0 +1,373 @@
+"""The receiving half of a stream: out-of-order data is reassembled, in-order data is cut into
+whole messages, and the peer is granted more window only as the application reads, so a
+reader that stops throttles the sender. Buffered bytes stay within the window plus one
+partial message."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+from typing import cast
+
+from ..errors import DecodeError, ProtocolViolation
+from ..rangeset import RangeSet
+from ..varint import MAX_VARINT, decode_varint, varint_size
+
+Piece = bytes | bytearray | memoryview
+
+# A receive side with nothing buffered holds this shared, immutable empty in place of each
+# container it would otherwise own (a deque costs about 760 B, and an idle stream would hold
+# two). Each write site swaps in a container of its own first; one that forgot to would raise
+# AttributeError at once instead of leaking one stream's bytes into every other's.
+_NONE: tuple[()] = ()
+SEGMENT_MIN = 512  # out-of-order pieces below this are merged with their neighbours (copied)
+
+
+def _compact(data: Piece) -> Piece:
+    """A view that would pin a much larger packet is copied: buffered memory stays proportional
+    to buffered bytes, whatever frame sizes a peer chooses."""
+    if isinstance(data, memoryview) and len(data) * 2 < len(data.obj):  # type: ignore[arg-type]
+        return bytes(data)
+    return data
+
+
+def _window_exceeded(end: int, limit: int) -> ProtocolViolation:
+    return ProtocolViolation(f"stream data to offset {end} exceeds the window {limit}")
+
+
+class RecvSide:
+    """In-order bytes are kept as views of the decrypted packets they arrived in; a message is
+    copied exactly once, when it is complete (large messages never grow a reassembly buffer).
+
+    Out-of-order bytes are kept as disjoint segments: a frame is trimmed on arrival to the
+    parts nothing buffered or delivered covers yet, so whatever the frame layout (overlapping,
+    duplicated, each one byte past the last), the bytes held never exceed the window. Small
+    parts are merged into the segments they touch (see ``_store``), so tiny frames do not
+    cost a segment each."""
+
+    __slots__ = (
+        "_ends",
+        "_head",
+        "_heap",
+        "_highest",
+        "_parts",
+        "_parts_bytes",
+        "_received",
+        "_segments",
+        "consumed",
+        "final_size",
+        "max_data",
+        "max_message",
+        "message_bytes",
+        "messages",
+        "messages_cut",
+        "read_offset",
+        "reported",
+        "reset_code",
+        "unread_bytes",
+        "window",
+        "window_updated_at",
+    )
+
+    def __init__(self, window: int, max_message: int) -> None:
+        self._segments: dict[int, Piece] | tuple[()] = _NONE
+        self._ends: dict[int, int] | tuple[()] = _NONE  # a segment's end offset -> its start
+        self._heap: list[int] | tuple[()] = _NONE  # segment starts (and starts merged away)
+        self._received = RangeSet()
+        self._highest = 0  # the highest offset received
+        self._parts: deque[Piece] | tuple[()] = _NONE  # in-order bytes not yet cut
+        self._parts_bytes = 0
+        self._head: int | None = None  # body length of the message being assembled, if known
+        self.read_offset = 0  # everything below is in _parts or already messages
+        self.messages: deque[bytes] | tuple[()] = _NONE
+        self.message_bytes = 0  # payload bytes of every message cut so far
+        self.messages_cut = 0
+        self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
+        self.reported = 0  # credit already counted toward the session-level window
+        self.window = window
+        self.max_data = window  # the limit we advertised
+        self.max_message = max_message
+        self.final_size: int | None = None
+        self.reset_code: int | None = None
+        self.window_updated_at = 0.0
+
+    @property
+    def finished(self) -> bool:
+        """The peer's FIN arrived and every byte before it was received and cut into messages."""
+        return self.final_size is not None and self.read_offset == self.final_size \
+            and self._parts_bytes == 0
+
+    def on_data(self, offset: int, data: bytes | memoryview, fin: bool) -> int:
+        """Take a STREAM frame; returns how many new bytes extend the highest offset seen.
+
+        The fast path: in order, with nothing waiting out of order, no FIN, a transfer's
+        common case. It does what :meth:`on_data_general` does for such a frame (proven
+        state by state in tests/test_recv_fast_path.py), skipping what cannot apply: the
+        data is all new, so neither the duplicate check nor ``_received`` is needed (it
+        records only what arrived above read_offset, and everything below is known)."""
+        if offset != self.read_offset or self._heap or fin or not data or \
+                self.final_size is not None:
+            return self.on_data_general(offset, data, fin)
+        end = offset + len(data)
+        if end > self.max_data:
+            raise _window_exceeded(end, self.max_data)
+        before = self._highest
+        if end > before:
+            self._highest = end
+        parts = self._parts
+        if isinstance(parts, tuple):
+            parts = self._parts = deque()
+        parts.append(data)
+        self._parts_bytes += end - offset
+        self.read_offset = end
+        head = self._head
+        if head is None or self._parts_bytes >= head:
+            self._cut_messages()
+            parts = self._parts
+        # Compacted after cutting (see _compact): only what is left of this packet, the
+        # last part if any, can pin it, and a small message cut whole is copied once.
+        if parts:
+            last = parts[-1]
+            if type(last) is memoryview and len(last) * 2 < len(last.obj):  # type: ignore[arg-type]
+                parts[-1] = bytes(last)
+        return self._highest - before
+
+    def on_data_general(self, offset: int, data: bytes | memoryview, fin: bool) -> int:
+        """:meth:`on_data` for any frame: out of order, overlapping, duplicated, with a FIN."""
+        end = offset + len(data)
+        if end > self.max_data:
+            raise _window_exceeded(end, self.max_data)
+        if self.final_size is not None and end > self.final_size:
+            raise ProtocolViolation("stream data past its final size")
+        if fin:
+            if self.final_size is not None and self.final_size != end:
+                raise ProtocolViolation("stream final size changed")
+            if end < self._highest:
+                raise ProtocolViolation("stream final size below data already received")
+            self.final_size = end
+        before = self._highest
+        if data and end > self.read_offset and not self._received.covers(offset, end):
+            if offset <= self.read_offset:
+                self._received.add(offset, end)
+                self._take(data[self.read_offset - offset:])
+                if self._heap:
+                    self._drain_segments()
+            else:
+                self._buffer(offset, data)  # (before _received records it)
+                self._received.add(offset, end)
+            if end > before:
+                self._highest = end
+            self._cut_messages()
+        return self._highest - before
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held out of order (in-order bytes not yet cut are ``_parts_bytes``)."""
+        segments = self._segments
+        return sum(len(segment) for segment in segments.values()) if segments else 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Every received byte the stream holds: complete messages not yet read, the message
+        being assembled, and what arrived out of order."""
+        return self.unread_bytes + self._parts_bytes + self.buffered_bytes
+
+    def _buffer(self, offset: int, data: bytes | memoryview) -> None:
+        """Keep the parts of an out-of-order frame that no segment holds yet. Called before
+        ``_received`` records the frame: its ranges above ``read_offset`` are exactly what
+        the segments hold, so the gaps between them are the new bytes."""
+        segments, ends, heap = self._segments, self._ends, self._heap
+        if isinstance(segments, tuple) or isinstance(ends, tuple) or isinstance(heap, tuple):
+            segments, ends, heap = self._segments, self._ends, self._heap = {}, {}, []
+        end = offset + len(data)
+        starts, stops = self._received._starts, self._received._stops
+        i = bisect_right(stops, offset)  # the first range that ends past ``offset``
+        pos = offset
+        count = len(starts)
+        while pos < end:
+            if i < count and starts[i] <= pos:
+                pos = stops[i]  # held already: skip it
+                i += 1
+                continue
+            stop = starts[i] if i < count and starts[i] < end else end
+            self._store(segments, ends, heap, pos,
+                        data[pos - offset : stop - offset] if stop - pos < len(data) else data)
+            pos = stop
+
+    @staticmethod
+    def _store(segments: dict[int, Piece], ends: dict[int, int], heap: list[int], start: int,
+               data: bytes | memoryview) -> None:
+        """Add bytes no segment holds, as a segment of their own or merged with the segments
+        either side. Merging copies, so full packets of an honest transfer stay views of their
+        packets; small pieces are merged, and of two adjacent segments left unmerged one holds
+        at least SEGMENT_MIN bytes: a peer's tiny frames cannot make a segment per byte, except
+        with a gap between each (ranges of ``_received`` cost as much). A merged run is a
+        bytearray, appended to in amortised O(1); a small segment after it, or one no longer
+        than the run, is appended too, so each byte is copied O(log window) times at most."""
+        size = len(data)
+        first = ends.get(start)
+        segment: Piece
+        if first is not None and (type(segments[first]) is bytearray or (
+                size < SEGMENT_MIN and len(segments[first]) < SEGMENT_MIN)):
+            del ends[start]
+            segment = segments[first]
+            if type(segment) is not bytearray:
+                segment = bytearray(segment)
+            segment += data
+        else:
+            first, segment = start, _compact(data)
+            heapq.heappush(heap, start)
+        stop = start + size
+        after = segments.get(stop)
+        if after is not None and (len(after) < SEGMENT_MIN or (
+                type(segment) is bytearray and len(after) <= len(segment))):
+            if type(segment) is not bytearray:
+                segment = bytearray(segment)
+            segment += after
+            del segments[stop], ends[stop + len(after)]  # its heap entry stays: skipped
+        segments[first] = segment
+        ends[first + len(segment)] = first
+
+    def _take(self, data: Piece) -> None:
+        data = _compact(data)
+        parts = self._parts
+        if isinstance(parts, tuple):
+            parts = self._parts = deque()
+        parts.append(data)
+        self._parts_bytes += len(data)
+        self.read_offset += len(data)
+
+    def _drain_segments(self) -> None:
+        heap, segments, ends = self._heap, self._segments, self._ends
+        if isinstance(heap, tuple) or isinstance(segments, tuple) or isinstance(ends, tuple):
+            return  # nothing held out of order
+        while heap and heap[0] <= self.read_offset:
+            offset = heapq.heappop(heap)
+            data = segments.pop(offset, None)
+            if data is None:
+                continue  # merged into the segment before it
+            end = offset + len(data)
+            del ends[end]
+            if end > self.read_offset:
+                # (a bytearray's slice would copy it: a segment starting here goes whole)
+                self._take(data if offset == self.read_offset else
+                           data[self.read_offset - offset:])
+        if not segments:
+            self._segments = self._ends = self._heap = _NONE
+
+    def _consume(self, count: int) -> bytes:
+        """Remove and return the first ``count`` buffered bytes (one copy). Only called with
+        ``count`` bytes buffered, so ``_parts`` is a deque of this side's own."""
+        parts = cast("deque[Piece]", self._parts)
+        self._parts_bytes -= count
+        first = parts[0]
+        if len(first) >= count:
+            if len(first) == count:
+                parts.popleft()
+                if not parts:
+                    self._parts = _NONE
+            else:
+                parts[0] = memoryview(first)[count:]
+            return bytes(first[:count])
+        pieces = []
+        while count:
+            part = parts[0]
+            if len(part) <= count:
+                pieces.append(parts.popleft())
+                count -= len(part)
+            else:
+                pieces.append(memoryview(part)[:count])
+                parts[0] = memoryview(part)[count:]
+                count = 0
+        if not parts:
+            self._parts = _NONE
+        return b"".join(pieces)
+
+    def _deliver(self, message: bytes) -> None:
+        messages = self.messages
+        if isinstance(messages, tuple):
+            messages = self.messages = deque()
+        messages.append(message)
+
+    def _cut_messages(self) -> None:
+        while True:
+            parts = self._parts
+            length = self._head
+            if length is None:
+                if not parts:
+                    return
+                first = parts[0]
+                size = len(first)
+                prefix = first if size >= 8 or len(parts) == 1 else b"".join(list(parts)[:8])
+                try:
+                    length, header = decode_varint(prefix, 0)
+                except DecodeError:
+                    return  # the length prefix is still incomplete
+                if length > self.max_message:
+                    raise ProtocolViolation(f"message of {length} bytes exceeds "
+                                            f"max_message_size {self.max_message}")
+                if header != varint_size(length):
+                    raise ProtocolViolation("message length prefix is not minimally encoded")
+                end = header + length
+                if size >= end:
+                    # The whole message in the first part, a small message's usual case: one
+                    # copy of its body, without taking the prefix off first.
+                    if size == end:
+                        parts.popleft()
+                        if not parts:
+                            self._parts = _NONE
+                    else:
+                        parts[0] = memoryview(first)[end:]
+                    self._parts_bytes -= end
+                    self._deliver(bytes(first[header:end]))
+                    self.unread_bytes += end
+                    self.message_bytes += length
+                    self.messages_cut += 1
+                    continue
+                self._consume(header)
+                self._head = length
+            if self._parts_bytes < length:
+                return
+            self._head = None
+            self._deliver(self._consume(length) if length else b"")
+            self.unread_bytes += varint_size(length) + length
+            self.message_bytes += length
+            self.messages_cut += 1
+
+    def pop_message(self) -> bytes | None:
+        messages = self.messages
+        if not messages:
+            return None
+        message = messages.popleft()
+        if not messages:
+            self.messages = _NONE
+        self.unread_bytes -= len(message) + varint_size(len(message))
+        return message
+
+    def discard_messages(self) -> None:
+        """Drop the complete messages not yet read (the stream was reset or stopped)."""
+        self.messages = _NONE
+
+    def credit(self) -> int:
+        """The stream offset the application has taken off our hands (complete messages read,
+        plus the partial message being assembled, which must be allowed to complete)."""
+        return self.read_offset - self.unread_bytes
+
+    def window_update(self, now: float, srtt: float, max_window: int,
+                      credit: int = -1) -> int | None:
+        """A new MAX_STREAM_DATA limit when half the window has been used, else None.
+        The window doubles (up to ``max_window``) when it was used up within two RTTs.
+        ``credit``: the node's budget's say (budget.py), if not :meth:`credit`."""
+        if credit < 0:
+            credit = self.credit()
+        if self.final_size is not None or self.max_data - credit > self.window // 2:
+            return None
+        if now - self.window_updated_at < 2 * srtt and self.window < max_window:
+            self.window = min(self.window * 2, max_window)
+        self.window_updated_at = now
+        new_limit = min(credit + self.window, MAX_VARINT)
+        if new_limit <= self.max_data:
+            return None
+        self.max_data = new_limit
+        return new_limit
