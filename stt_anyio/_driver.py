@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from stt_proto import Endpoint, Identity
+from stt_proto import Identity, Node
 from stt_runtime._drain import drain_bounded
 from stt_runtime._signal import Signal
 from stt_runtime.node_core import NodeCore
@@ -58,7 +58,7 @@ class AnyioDriver(NodeCore[Session]):
         if scope is not None:
             scope.cancel()
 
-    async def _drive_websocket(self, endpoint: Endpoint) -> None:
+    async def _drive_websocket(self, endpoint: Node) -> None:
         timers = True
         new_scope = self._primitives.scope
         while not self._closed:

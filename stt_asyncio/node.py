@@ -1,5 +1,5 @@
 """``STTNode`` for asyncio: owns a non-blocking UDP socket and one timer, and drives the
-``stt_proto`` endpoint with them.
+``stt_proto`` node core (``stt_proto.Node``: the endpoint and the DHT beside it) with them.
 
 The socket is read with ``loop.add_reader`` and drained (by ``stt_runtime.udp_io.UdpIO``, with
 GRO where the kernel has it) into one reused buffer, every datagram before timers run and output

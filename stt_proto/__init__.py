@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import HandshakeCompleted, KeyUpdated, SessionAccepted, SessionTerminated
 from .identity import Identity, node_id_for
+from .node import Node
 from .randomness import DeterministicRandom, RandomSource, SystemRandom
 from .session import Session, State
 from .stats import DropReason, SessionStats
@@ -70,6 +71,7 @@ __all__ = [
     "Identity",
     "KeepAliveTimeout",
     "KeyUpdated",
+    "Node",
     "NodeConfig",
     "NoiseError",
     "PacketError",

@@ -4,6 +4,10 @@ statelessly under load, and keeps one timer heap for all its sessions.
 A runtime feeds it every datagram (:meth:`Endpoint.receive_datagram`), sends what
 :meth:`Endpoint.datagrams_to_send` returns, and arms a single timer at :meth:`Endpoint.get_timer`.
 Nothing a remote host sends can make it raise: junk is dropped and counted by reason.
+
+The endpoint knows only sessions. Sessions opened for a service (``Purpose.DHT``) go to the
+:class:`SessionService` set as :attr:`Endpoint.service`; the node core (``node.py``) sets the
+DHT's there. A bare endpoint, with none, refuses such inbound sessions.
 """
 
 from __future__ import annotations
@@ -12,14 +16,13 @@ import heapq
 import logging
 from collections import deque
 from functools import partial
+from typing import Protocol
 
 import attrs
 
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .budget import MemoryBudget
 from .config import NodeConfig
-from .dht import DHT, DHTConfig
-from .dht.links import DHTLinks
 from .errors import ProtocolError, UsageError
 from .events import Address, SessionAccepted
 from .handshake_payload import Purpose
@@ -44,7 +47,7 @@ from .stats import DropReason
 log = logging.getLogger("stt.endpoint")
 
 HEAP_SLACK = 64  # stale timer entries tolerated beyond two per scheduled session
-_APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session.py)
+_APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session/state.py)
 _INITIAL = PacketType.INITIAL
 _DATA_KEY_PHASE = DATA_KEY_PHASE
 _DCID_END = 2 + CID_LEN  # every header: version, flags, then the destination id
@@ -63,18 +66,28 @@ class EndpointStats:
     dropped: dict[str, int]
     retries_sent: int
     refusals_sent: int
-    dht: dict[str, int]
+    dht: dict[str, int]  # the DHT's counters, filled by the node core (empty for a bare endpoint)
     half_open: int = 0  # inbound handshakes in progress
     evicted: int = 0  # half-open handshakes dropped for the budget or the load timeout
     receive_budget_used: int = 0  # reserved on receive_budget: reassembly and window growth
     receive_budget_denials: int = 0  # reservations that waited, window growth cut short
 
 
+class SessionService(Protocol):
+    """Where the endpoint hands sessions opened for a service (not ``Purpose.APPLICATION``)."""
+
+    def adopt(self, session: Session, now: float) -> None:
+        """An inbound service session has completed its handshake."""
+
+    def touch(self, session: Session) -> None:
+        """A service session ran (input or a timer): it may have events to read."""
+
+
 class Endpoint:
     """All sessions bound to one local address."""
 
     def __init__(self, config: NodeConfig, identity: Identity | None = None,
-                 rng: RandomSource | None = None, dht_config: DHTConfig | None = None) -> None:
+                 rng: RandomSource | None = None) -> None:
         self.config = config
         self.rng = rng or SystemRandom()
         self.identity = identity or Identity.generate(self.rng)
@@ -106,10 +119,8 @@ class Endpoint:
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.retries_sent = self.refusals_sent = 0
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
-        # The node's Kademlia DHT, whose messages travel on sessions of their own.
-        self.dht = DHT(self.identity.node_id, self.rng, dht_config, identity=self.identity)
-        self._links = DHTLinks(self.dht, self._connect_dht,
-                               advertised_ports=config.transport == "websocket")
+        # Takes the service sessions (the DHT's, set by the node core); None refuses them.
+        self.service: SessionService | None = None
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -121,9 +132,6 @@ class Endpoint:
                                    local_cid=self._new_cid(), purpose=purpose)
         self._add(session, now)
         return session
-
-    def _connect_dht(self, address: Address, peer_id: bytes, now: float) -> Session:
-        return self.connect(address, peer_id, now, Purpose.DHT)
 
     def _new_cid(self) -> bytes:
         while True:
@@ -152,8 +160,9 @@ class Endpoint:
 
     def take_touched(self) -> list[Session]:
         """Sessions that ran since the last call (and so may have events to read), including
-        ones that have just been forgotten. Runtimes call this after datagrams_to_send."""
-        touched = [s for s in self._touched.values() if s.purpose is _APPLICATION]
+        ones that have just been forgotten, whatever their purpose (the node core keeps the
+        application's). Runtimes call this after datagrams_to_send."""
+        touched = list(self._touched.values())
         self._touched.clear()
         return touched
 
@@ -293,7 +302,9 @@ class Endpoint:
             cid = session.local_cid
             if session.confirmed and session.peer_id is not None:
                 over = self._admission.accept(cid, session.peer_id)
-                if over is not None:  # over a per-identity or per-address limit
+                if over is None and session.purpose is not _APPLICATION and self.service is None:
+                    over = "no service for this session's purpose"
+                if over is not None:  # over a per-identity or per-address limit, or no service
                     self.handshakes_failed += 1
                     session.close(SESSION_LIMIT_CODE, over, now, application=False)
             else:
@@ -303,10 +314,10 @@ class Endpoint:
                 self._accepted.add(session.local_cid)
                 if session.purpose is _APPLICATION:
                     self._events.append(SessionAccepted(session.local_cid))
-                else:
-                    self._links.adopt(session, now)
-        if session.purpose is not _APPLICATION:
-            self._links.touch(session)
+                elif self.service is not None:
+                    self.service.adopt(session, now)
+        if session.purpose is not _APPLICATION and self.service is not None:
+            self.service.touch(session)
         if session.is_terminated:
             self._forget(session)
 
@@ -352,19 +363,15 @@ class Endpoint:
             heapq.heapify(self._heap)
 
     def get_timer(self) -> float | None:
-        """The one deadline the runtime arms: the earliest of all sessions' and the DHT's."""
+        """The one deadline the runtime arms: the earliest of all sessions'."""
         self._flush_schedule()
         heap = self._heap
-        deadline = self.dht.get_timer()
-        links = self._links.get_timer()
-        if links is not None and (deadline is None or links < deadline):
-            deadline = links
         while heap:
             at, _, cid = heap[0]
             if self._scheduled.get(cid) == at:
-                return at if deadline is None or at < deadline else deadline
+                return at
             heapq.heappop(heap)  # stale entry
-        return deadline
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Run every session whose deadline has come, each once (output is taken afterwards)."""
@@ -385,10 +392,6 @@ class Endpoint:
             self._dirty[session.local_cid] = session
             self._reschedule(session)
             self._after_session_input(session, was_handshaking, now)
-        dht_deadline = self.dht.get_timer()
-        if dht_deadline is not None and dht_deadline <= now:
-            self.dht.handle_timer(now)
-        self._links.handle_timer(now)
 
     # -- output -----------------------------------------------------------------------------------
 
@@ -398,8 +401,6 @@ class Endpoint:
         until it returns nothing (sending each batch first keeps memory flat under a window
         of megabytes). A batch shorter than ``max_datagrams`` means nothing more is ready at
         ``now``, so the runtime can skip the call that would return nothing."""
-        if self._links.pending:
-            self._links.service(now)  # DHT input read, DHT output written to its sessions
         out = self._stateless_out
         self._stateless_out = []
         dirty = self._dirty
@@ -489,7 +490,8 @@ class Endpoint:
         if log.isEnabledFor(logging.DEBUG):  # hostile floods come here: no formatting unless on
             log.debug("dropped a datagram: %s", reason.value)
 
-    def get_stats(self) -> EndpointStats:
+    def get_stats(self, dht: dict[str, int] | None = None) -> EndpointStats:
+        """The endpoint's counters; ``dht`` is the service's, which the node core passes in."""
         return EndpointStats(
             sessions_open=len(self.sessions), sessions_total=self.sessions_total,
             handshakes_ok=self.handshakes_ok, handshakes_failed=self.handshakes_failed,
@@ -498,7 +500,5 @@ class Endpoint:
             retries_sent=self.retries_sent, refusals_sent=self.refusals_sent,
             half_open=self._admission.half_open, evicted=self._admission.evicted,
             receive_budget_used=self.budget.reserved,
-            receive_budget_denials=self.budget.denials,
-            dht={**self.dht.stats(), "dht_sessions": len(self._links),
-                 "dht_dropped": self._links.dropped},
+            receive_budget_denials=self.budget.denials, dht={} if dht is None else dht,
         )

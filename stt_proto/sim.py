@@ -10,12 +10,30 @@ from __future__ import annotations
 import heapq
 import random as _random
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import attrs
 
-from .endpoint import Endpoint
 from .events import Address
 from .packet import Datagram
+
+
+class Driven(Protocol):
+    """What the network drives: an :class:`~stt_proto.endpoint.Endpoint` or a node core
+    (:class:`~stt_proto.node.Node`, the endpoint with the DHT beside it)."""
+
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Address,
+                         now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float, max_datagrams: int | None = None,
+                          ) -> list[tuple[Datagram, Address]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+DrivenT = TypeVar("DrivenT", bound=Driven)
 
 
 @attrs.frozen(slots=True)
@@ -69,7 +87,7 @@ class Network:
         self.now = 0.0
         self._rng = _random.Random(seed)
         self.default_profile = default_profile or LinkProfile()
-        self.endpoints: dict[Address, Endpoint] = {}
+        self.endpoints: dict[Address, Driven] = {}
         self._links: dict[tuple[Address, Address], _Link] = {}
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
@@ -77,7 +95,7 @@ class Network:
         self.trace: list[TraceEntry] = []
         self.tamper: Tamper | None = None  # a man in the middle, for tests
 
-    def add_endpoint(self, endpoint: Endpoint, address: Address) -> Endpoint:
+    def add_endpoint(self, endpoint: DrivenT, address: Address) -> DrivenT:
         if address in self.endpoints:
             raise ValueError(f"address {address} already in use")
         self.endpoints[address] = endpoint

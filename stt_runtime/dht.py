@@ -1,5 +1,5 @@
 """``node.dht``: the node's Kademlia DHT, awaited. Shared by both runtimes, which inject the
-signal type, the clock and the kick that services the endpoint; every protocol decision is in
+signal type, the clock and the kick that services the node core; every protocol decision is in
 :mod:`stt_proto.dht`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stt_proto import Endpoint, UsageError
+from stt_proto import Node, UsageError
 from stt_proto.dht import Contact, DHTRecord, Operation, RoutingTable
 
 from ._signal import Signal
@@ -19,9 +19,9 @@ class NodeDHT:
     records signed by their publisher, re-published hourly and expiring after a day at the
     nodes holding them."""
 
-    def __init__(self, endpoint: Callable[[], Endpoint], now: Callable[[], float],
+    def __init__(self, node: Callable[[], Node], now: Callable[[], float],
                  kick: Callable[[], None], new_signal: Callable[[], Signal]) -> None:
-        self._endpoint = endpoint  # raises UsageError while the node is not running
+        self._node = node  # raises UsageError while the node is not running
         self._now = now
         self._kick = kick
         self._new_signal = new_signal
@@ -31,44 +31,44 @@ class NodeDHT:
     @property
     def routing_table(self) -> RoutingTable:
         """The contacts this node knows, by bucket (iterate it, ``len()`` it, ``closest()``)."""
-        return self._endpoint().dht.routing_table
+        return self._node().dht.routing_table
 
     async def bootstrap(self, peers: Iterable[tuple[str, int, bytes]]) -> int:
         """Join the DHT through known nodes ``(host, port, node_id)``; returns how many contacts
         the routing table then holds. Raises DHTError when none of them answers."""
         seeds = [Contact(bytes(node_id), (host, int(port))) for host, port, node_id in peers]
-        endpoint = self._endpoint()
-        result: int = await self._run(endpoint.dht.bootstrap(seeds, self._now()))
+        node = self._node()
+        result: int = await self._run(node.dht.bootstrap(seeds, self._now()))
         return result
 
     async def put(self, key: bytes, value: bytes, ttl: float | None = None) -> int:
         """Sign ``value`` (at most 8 KiB) and store it under the 32-byte ``key`` at the k nodes
         nearest it, and keep re-publishing it; returns how many nodes stored it. The record
         carries this node's wall clock (Unix ms), which readers rank publishers by."""
-        endpoint = self._endpoint()
-        result: int = await self._run(endpoint.dht.put(
+        node = self._node()
+        result: int = await self._run(node.dht.put(
             key, value, self._now(), ttl, timestamp_ms=int(time.time() * 1000)))
         return result
 
     async def get(self, key: bytes, *, publisher: bytes | None = None) -> bytes | None:
         """The freshest verified value stored under ``key`` (only ``publisher``'s, when given),
         or None when nobody holds one."""
-        endpoint = self._endpoint()
-        result: bytes | None = await self._run(endpoint.dht.get(key, self._now(),
+        node = self._node()
+        result: bytes | None = await self._run(node.dht.get(key, self._now(),
                                                                 publisher=publisher))
         return result
 
     async def get_all(self, key: bytes) -> list[DHTRecord]:
         """Every publisher's verified record under ``key`` (publisher, value, seq,
         timestamp_ms), freshest first; empty when nobody holds one."""
-        endpoint = self._endpoint()
-        result: list[DHTRecord] = await self._run(endpoint.dht.get_all(key, self._now()))
+        node = self._node()
+        result: list[DHTRecord] = await self._run(node.dht.get_all(key, self._now()))
         return result
 
     async def find_node(self, node_id: bytes) -> list[Contact]:
         """The k nodes nearest ``node_id`` that answered (the node itself first, if it exists)."""
-        endpoint = self._endpoint()
-        result: list[Contact] = await self._run(endpoint.dht.find_node(node_id, self._now()))
+        node = self._node()
+        result: list[Contact] = await self._run(node.dht.find_node(node_id, self._now()))
         return result
 
     async def _run(self, op: Operation) -> Any:
@@ -89,7 +89,7 @@ class NodeDHT:
 
     def _abandon(self, op: Operation) -> None:
         try:
-            self._endpoint().dht.cancel(op)
+            self._node().dht.cancel(op)
         except UsageError:
             op.done = True
 
@@ -99,9 +99,9 @@ class NodeDHT:
             raise op.error
         return op.result
 
-    def dispatch(self, endpoint: Endpoint) -> None:
+    def dispatch(self, node: Node) -> None:
         """Wake the callers whose operations finished (the runtime calls this after output)."""
-        while (op := endpoint.dht.next_done()) is not None:
+        while (op := node.dht.next_done()) is not None:
             signal = self._waiters.get(op.id)
             if signal is not None:
                 signal.set()

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from stt_proto import Endpoint, EndpointStats, Identity, NodeConfig, UsageError, preset
+from stt_proto import EndpointStats, Identity, Node, NodeConfig, UsageError, preset
 from stt_proto import Session as ProtoSession
 
 from ._address import check_dial, dial_host, open_udp_socket
@@ -49,7 +49,8 @@ class WsTransport(Protocol):
 
 
 class NodeCore(Generic[SessionT]):
-    """The loop-independent half of a node: one endpoint, one socket (or the websocket
+    """The loop-independent half of a node: one sans-I/O node core (``stt_proto.Node``: the
+    endpoint and the DHT beside it, kept in ``_endpoint``), one socket (or the websocket
     transport), any number of sessions of the binding's ``Session`` class."""
 
     _ws: WsTransport | None  # the websocket transport, instead of _sock
@@ -61,7 +62,7 @@ class NodeCore(Generic[SessionT]):
         self._datagram_budget = DatagramBudget(self.config.datagram_budget)
         self.identity = identity or Identity.generate()
         self._session_class = session_class
-        self._endpoint: Endpoint | None = None
+        self._endpoint: Node | None = None  # the sans-I/O core the driver feeds
         self._sock: socket.socket | None = None
         self._udp: UdpIO | None = None
         self._ws = None
@@ -133,10 +134,10 @@ class NodeCore(Generic[SessionT]):
         host, port = self._sock.getsockname()[:2]
         return host, port
 
-    def _new_endpoint(self, port: int) -> Endpoint:
-        endpoint = Endpoint(self.config, self.identity)
-        endpoint.dht.port = port  # announced to DHT peers, who may only see a client port
-        return endpoint
+    def _new_endpoint(self, port: int) -> Node:
+        node = Node(self.config, self.identity)
+        node.dht.port = port  # announced to DHT peers, who may only see a client port
+        return node
 
     def _bind_udp(self) -> socket.socket:
         """Bind the UDP socket and make the endpoint for it."""
@@ -146,7 +147,7 @@ class NodeCore(Generic[SessionT]):
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
         return sock
 
-    def _require_endpoint(self) -> Endpoint:
+    def _require_endpoint(self) -> Node:
         if self._endpoint is None or self._closed:
             raise UsageError("the node is not running: use 'async with node' or 'await "
                              "node.start()'")
@@ -245,7 +246,7 @@ class NodeCore(Generic[SessionT]):
             data, addr = out.popleft()
             ws.send(data, addr)
 
-    def _poll(self, endpoint: Endpoint, timers: bool) -> None:
+    def _poll(self, endpoint: Node, timers: bool) -> None:
         """Send what the endpoint has ready and hand out its events. Only the timer's own call
         (``timers``) runs due deadlines: the armed timer is never later than the endpoint's
         deadline, and input or an API call never moves a deadline to the past (an ACK owed at

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 import attrs
 
 from stt_proto import (
-    Endpoint,
     HandshakeCompleted,
     SessionAccepted,
     SessionClosed,
@@ -26,6 +25,7 @@ from stt_proto import (
     StreamReset,
     STTError,
 )
+from stt_proto import Node as ProtoNode
 from stt_proto import Session as ProtoSession
 from stt_proto.events import (
     DatagramReceived,
@@ -393,7 +393,7 @@ class Session:
 SessionT = TypeVar("SessionT", bound="Session")
 
 
-def dispatch_events(endpoint: Endpoint, sessions: dict[bytes, SessionT],
+def dispatch_events(endpoint: ProtoNode, sessions: dict[bytes, SessionT],
                     wrap: Callable[[ProtoSession], SessionT], accepted: deque[SessionT],
                     accept_signal: Signal) -> None:
     """Hand the endpoint's and its sessions' new events to the waiting wrappers."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig, UsageError, hash_data
+from stt_proto import DeterministicRandom, Node, NodeConfig, UsageError, hash_data
 from stt_proto.dht import DHTConfig, Operation
 from stt_proto.dht.ids import Contact, distance
 from stt_proto.errors import DHTError
@@ -19,13 +19,13 @@ class Swarm:
                  profile: LinkProfile | None = None) -> None:
         self.net = Network(seed=seed, default_profile=profile or LinkProfile(latency=0.005),
                            record_trace=False)
-        self.nodes: list[Endpoint] = []
+        self.nodes: list[Node] = []
         for i in range(size):
             self.add(i, seed, config)
 
-    def add(self, i: int, seed: int, config: DHTConfig) -> Endpoint:
-        node = Endpoint(NodeConfig.build(), rng=DeterministicRandom(seed * 1000 + i),
-                        dht_config=config)
+    def add(self, i: int, seed: int, config: DHTConfig) -> Node:
+        node = Node(NodeConfig.build(), rng=DeterministicRandom(seed * 1000 + i),
+                    dht_config=config)
         address = (f"10.0.{i // 250}.{i % 250 + 1}", 4000)
         node.dht.port = address[1]
         self.net.add_endpoint(node, address)
@@ -36,7 +36,7 @@ class Swarm:
         node = self.nodes[i]
         return Contact(node.identity.node_id, self.address(node))
 
-    def address(self, node: Endpoint) -> tuple[str, int]:
+    def address(self, node: Node) -> tuple[str, int]:
         return next(a for a, e in self.net.endpoints.items() if e is node)
 
     def wait(self, *ops: Operation, timeout: float = 30.0) -> None:

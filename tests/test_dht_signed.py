@@ -9,7 +9,7 @@ import hashlib
 import attrs
 import pytest
 
-from stt_proto import AuthenticationError, Endpoint, Identity, NodeConfig, SessionTerminated
+from stt_proto import AuthenticationError, Endpoint, Identity, Node, NodeConfig, SessionTerminated
 from stt_proto.dht import DHTConfig, DHTRecord, SignedRecord, record_key
 from stt_proto.dht.ids import distance
 from stt_proto.dht.messages import Kind, Message, encode
@@ -29,24 +29,24 @@ def small_swarm(seed: int = 21, size: int = 8, config: DHTConfig = FAST) -> Swar
     return swarm
 
 
-def nearest(swarm: Swarm, key: bytes) -> Endpoint:
+def nearest(swarm: Swarm, key: bytes) -> Node:
     return min(swarm.nodes, key=lambda n: distance(n.identity.node_id, key))
 
 
-def get(swarm: Swarm, reader: Endpoint, key: bytes, **kwargs: bytes) -> object:
+def get(swarm: Swarm, reader: Node, key: bytes, **kwargs: bytes) -> object:
     op = reader.dht.get(key, swarm.net.now, **kwargs)
     swarm.wait(op)
     return op.result
 
 
-def get_all(swarm: Swarm, reader: Endpoint, key: bytes) -> list[DHTRecord]:
+def get_all(swarm: Swarm, reader: Node, key: bytes) -> list[DHTRecord]:
     op = reader.dht.get_all(key, swarm.net.now)
     swarm.wait(op)
     assert isinstance(op.result, list)
     return op.result
 
 
-def send_store(swarm: Swarm, sender: Endpoint, target: Endpoint, key: bytes,
+def send_store(swarm: Swarm, sender: Node, target: Node, key: bytes,
                record: SignedRecord) -> None:
     """Send ``target`` a raw STORE from ``sender``, bypassing ``sender``'s own DHT logic."""
     session = sender.connect(swarm.address(target), target.identity.node_id, swarm.net.now,
@@ -123,7 +123,7 @@ def test_a_genuine_record_is_stored_only_by_its_publisher() -> None:
     assert target.get_stats().dht["dht_bad_records"] == 1
 
 
-def _ordered_publishers(swarm: Swarm) -> tuple[Endpoint, Endpoint]:
+def _ordered_publishers(swarm: Swarm) -> tuple[Node, Node]:
     """Two nodes, the one with the smaller id first (so a tie on time would favour it)."""
     first, second = sorted(swarm.nodes[1:3], key=lambda n: n.identity.node_id)
     return first, second

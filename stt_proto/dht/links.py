@@ -5,6 +5,10 @@ idle; each side sends its messages as stream messages on a stream it opens itsel
 stream the peer opens. Messages wait (a bounded few) while the handshake runs. Because the
 handshake proves the peer's node id, the DHT only ever hears from authenticated contacts. A
 session that fails, or dies with messages still queued, tells the DHT the contact is unreachable.
+
+:class:`DHTLinks` is the endpoint's :class:`~stt_proto.endpoint.SessionService`: the node core
+(``node.py``) sets it there, and the endpoint calls :meth:`DHTLinks.adopt` and
+:meth:`DHTLinks.touch` for DHT-purpose sessions without knowing what the DHT is.
 """
 
 from __future__ import annotations
