@@ -268,7 +268,16 @@ def test_a_protocol_error_resets_the_connection_at_once(runtime: str, flood: int
                     return _wait_state(sock, 3.0)
 
             state = await anyio.to_thread.run_sync(attack)
-            assert state == TCP_CLOSE, f"TCP state {state} after a protocol error"
+            if flood:
+                # The client never read and its window is shut: Linux may answer the node's
+                # RST with a rate-limited challenge ACK and stay ESTABLISHED until it next
+                # sends. What the node controls is that it dropped the connection at once.
+                assert state in (TCP_CLOSE, TCP_ESTABLISHED)
+                with anyio.fail_after(3):
+                    while node._ws.connection_count != 1:  # only the real client's is left
+                        await anyio.sleep(0.01)
+            else:
+                assert state == TCP_CLOSE, f"TCP state {state} after a protocol error"
             assert node.get_stats()["websocket_protocol_errors"] == 1
             await _round_trip(session, peer)
 
