@@ -6,75 +6,31 @@ remote measurement and ``--to HOST:PORT --peer-id HEX`` measures against it (goo
 ping-pong latency, raw UDP baselines when the server runs one). ``--json`` prints one JSON
 document instead of tables; a transient status line shows progress on a terminal. Failures
 (a wrong peer id, an unreachable peer) are one line through ``stt_cli.errors``.
+
+The measurements, baselines, remote protocol and tables are the ``stt_bench`` package's; this
+module parses the command line and picks them (imported when a measurement runs, so ``stt``'s
+other commands load none of them).
 """
 
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from rich.console import Console
-from rich.table import Table
 
 import stt_proto
-from stt_proto import PRESETS, DeterministicRandom, Endpoint, Identity, NodeConfig
-from stt_proto.packet import PacketCipher, parse_packet
-from stt_proto.sim import LinkProfile, Network
+from stt_bench.common import MiB, one_peer_sessions
+from stt_bench.report import render, to_json
+from stt_proto import PRESETS, Identity
 
-MiB = 1024 * 1024
+from .errors import CLIError
+
 KINDS = ("throughput", "latency", "sessions", "core")
 console = Console()
-
-
-def _raw_aead_rate(cipher: str, size: int, seconds: float) -> float:
-    """Baseline: seal+open with the bare AEAD, nothing else. Bytes per second."""
-    aead = AESGCM(bytes(32)) if cipher == "AESGCM" else ChaCha20Poly1305(bytes(32))
-    payload = bytes(size)
-    n = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        nonce = n.to_bytes(12, "big")
-        aead.decrypt(nonce, aead.encrypt(nonce, payload, b"header-bytes"), b"header-bytes")
-        n += 1
-    return n * size / (time.perf_counter() - start)
-
-
-def _packet_rate(cipher: str, size: int, seconds: float) -> float:
-    """STT packet protection: seal into a packet, parse the header, open. Bytes per second."""
-    send, recv = PacketCipher(cipher, bytes(32)), PacketCipher(cipher, bytes(32))
-    payload = bytes(size)
-    cid = bytes(8)
-    n = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        recv.open(parse_packet(send.seal(cid, n, 0, payload)))
-        n += 1
-    return n * size / (time.perf_counter() - start)
-
-
-def _handshakes(count: int) -> tuple[float, float]:
-    """Complete ``count`` handshakes between two endpoints in the simulator (no link delay);
-    returns (handshakes per second of CPU, median virtual handshake time)."""
-    net = Network(seed=1, default_profile=LinkProfile(latency=0.0), record_trace=False)
-    a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
-    client = net.add_endpoint(Endpoint(NodeConfig(max_sessions=count + 1),
-                                       rng=DeterministicRandom(1)), a)
-    server = net.add_endpoint(Endpoint(NodeConfig(max_sessions=count + 1,
-                                                  retry_threshold=count + 1),
-                                       rng=DeterministicRandom(2)), b)
-    start = time.perf_counter()
-    sessions = [client.connect(b, server.identity.node_id, net.now) for _ in range(count)]
-    net.run_until(lambda: all(s.confirmed for s in sessions), 10.0)
-    elapsed = time.perf_counter() - start
-    done = sum(s.confirmed for s in sessions)
-    return done / elapsed, statistics.median(s.rtt.smoothed for s in sessions)
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -98,16 +54,16 @@ def live_status(as_json: bool) -> Iterator[Progress]:
 
 def local_throughput(runtime: str, base: dict[str, Any], sizes: tuple[int, ...],
                      seconds: float, progress: Progress) -> dict[str, Any]:
-    from . import bench as b
+    from stt_bench.registry import run_on
 
     rows = []
     for size in sizes:
         settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB, **base,
                     "max_frame_size": size}
         progress(f"raw UDP+AEAD blast, {size}-byte frames ({seconds:g} s)…")
-        raw = b.run_on(runtime, "raw_aead_blast", size, seconds)
+        raw = run_on(runtime, "raw_aead_blast", size, seconds)
         progress(f"STT, one stream, {size}-byte frames ({seconds:g} s)…")
-        ours, info = b.run_on(runtime, "stt_throughput", settings, seconds)
+        ours, info = run_on(runtime, "stt_throughput", settings, seconds)
         rows.append({"frame_size": size, "raw_bytes_per_s": raw, "stt_bytes_per_s": ours,
                      "ratio": ours / raw if raw else None, "stt_rtt_ms": info["rtt_ms"]})
     return {"goodput": rows}
@@ -115,37 +71,40 @@ def local_throughput(runtime: str, base: dict[str, Any], sizes: tuple[int, ...],
 
 def local_latency(runtime: str, base: dict[str, Any], count: int,
                   progress: Progress) -> dict[str, Any]:
-    from . import bench as b
-    from .bench_client import latency_summary
+    from stt_bench.registry import run_on
+    from stt_bench.remote.client import latency_summary
 
     progress(f"raw UDP ping-pong, {count} round trips…")
-    raw = b.run_on(runtime, "raw_ping_pong", count)
+    raw = run_on(runtime, "raw_ping_pong", count)
     progress(f"STT ping-pong, {count} round trips…")
-    ours = b.run_on(runtime, "stt_ping_pong", {**base, "no_delay": True}, count)
+    ours = run_on(runtime, "stt_ping_pong", {**base, "no_delay": True}, count)
     return {"latency": latency_summary(ours, raw)}
 
 
 def local_sessions(runtime: str, base: dict[str, Any], count: int,
                    progress: Progress) -> dict[str, Any]:
-    from . import bench as b
+    from stt_bench.registry import run_on
 
     n = min(count, 5000)
     progress(f"{n} concurrent handshakes…")
     return {"sessions": {"sessions": n,
-                         "handshakes_per_s": b.run_on(runtime, "handshakes", base, n)}}
+                         "handshakes_per_s": run_on(runtime, "handshakes", base, n)}}
 
 
 def local_core(seconds: float, sizes: tuple[int, ...], progress: Progress) -> dict[str, Any]:
+    from stt_bench.baselines.aead import bare_aead_rate
+    from stt_bench.workloads.core import packet_rate, simulator_handshakes
+
     rows = []
     for cipher in ("AESGCM", "ChaChaPoly"):
         for size in sizes:
             progress(f"{cipher}, {size}-byte frames ({2 * seconds:g} s)…")
-            raw = _raw_aead_rate(cipher, size, seconds)
-            ours = _packet_rate(cipher, size, seconds)
+            raw = bare_aead_rate(cipher, size, seconds)
+            ours = packet_rate(cipher, size, seconds)
             rows.append({"cipher": cipher, "frame_size": size, "raw_bytes_per_s": raw,
                          "stt_bytes_per_s": ours, "ratio": ours / raw})
     progress("Noise XX handshakes in the simulator…")
-    rate, _ = _handshakes(500)
+    rate, _ = simulator_handshakes(500)
     return {"packet_protection": rows, "handshakes_per_s": rate}
 
 
@@ -163,61 +122,6 @@ def _runner(runtime: str) -> tuple[Any, Callable[..., Any]]:
     options = {"use_uvloop": runtime == "uvloop"}
     return STTNode, lambda fn, *args: anyio.run(fn, *args, backend="asyncio",
                                                 backend_options=options)
-
-
-# -- output --------------------------------------------------------------------------------------
-
-def _mb(value: float | None) -> str:
-    return "—" if value is None else f"{value / 1e6:,.0f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def render(doc: dict[str, Any], where: str, against: str) -> None:
-    """The tables of ``doc`` (the --json document) on the console."""
-    if "goodput" in doc:
-        rows = doc["goodput"]
-        table = Table(title=f"Goodput {against} ({where}), one stream of 1 MiB messages")
-        columns = ["frame bytes", "raw UDP+AEAD MB/s", "STT MB/s", "ratio", "STT RTT ms"]
-        remote = any("direction" in row for row in rows)
-        for column in (["direction", *columns] if remote else columns):
-            table.add_column(column, justify="right")
-        for row in rows:
-            cells = [str(row["frame_size"]), _mb(row["raw_bytes_per_s"]),
-                     _mb(row["stt_bytes_per_s"]), _ratio(row["ratio"]),
-                     f"{row['stt_rtt_ms']:.2f}"]
-            table.add_row(*([row["direction"], *cells] if remote else cells))
-        console.print(table)
-    if "latency" in doc:
-        lat = doc["latency"]
-        table = Table(title=f"Ping-pong {against} ({where}), {lat['count']} round trips")
-        for column in ("", "p50 us", "p99 us"):
-            table.add_column(column, justify="right")
-        for name, key in (("raw UDP", "raw"), ("STT no_delay stream", "stt")):
-            figures = lat[key] or {}
-            table.add_row(name, *(f"{figures[k]:.0f}" if k in figures else "—"
-                                  for k in ("p50_us", "p99_us")))
-        ratio = lat["ratio"] or {}
-        table.add_row("ratio", _ratio(ratio.get("p50")), _ratio(ratio.get("p99")))
-        console.print(table)
-    if "sessions" in doc:
-        sessions = doc["sessions"]
-        console.print(f"{sessions['sessions']} concurrent handshakes {against} ({where}): "
-                      f"[bold]{sessions['handshakes_per_s']:,.0f}/s[/bold]")
-    if "packet_protection" in doc:
-        table = Table(title="STT packet protection vs bare AEAD (same process, same run)")
-        for column in ("cipher", "frame bytes", "bare AEAD MB/s", "STT packets MB/s", "ratio"):
-            table.add_column(column, justify="right")
-        for row in doc["packet_protection"]:
-            table.add_row(row["cipher"], str(row["frame_size"]), _mb(row["raw_bytes_per_s"]),
-                          _mb(row["stt_bytes_per_s"]), _ratio(row["ratio"]))
-        console.print(table)
-        console.print(f"Noise XX handshakes (both ends in this process, simulator): "
-                      f"[bold]{doc['handshakes_per_s']:,.0f}/s[/bold]")
-    if doc.get("raw_note"):
-        console.print(doc["raw_note"], markup=False)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -338,15 +242,15 @@ def bench(ctx: click.Context, kind: str | None, seconds: float, frame_sizes: tup
         else:
             doc.update(local_core(seconds, sizes, progress))
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(to_json(doc))
     else:
-        render(doc, where, f"with {to}" if to else "on loopback")
+        render(doc, where, f"with {to}" if to else "on loopback", console)
 
 
 def _remote(runtime: str, settings: dict[str, Any], address: tuple[str, int], node_id: bytes,
             kind: str, sizes: tuple[int, ...], seconds: float, count: int, use_raw: bool,
             progress: Progress) -> dict[str, Any]:
-    from .bench_client import run_remote
+    from stt_bench.remote.client import RemoteError, run_remote
 
     node_class, run = _runner(runtime)
     settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB, **settings}
@@ -357,15 +261,32 @@ def _remote(runtime: str, settings: dict[str, Any], address: tuple[str, int], no
                                                       seconds, count, use_raw, progress)
             return result
 
-    result: dict[str, Any] = run(go)
+    try:
+        result: dict[str, Any] = run(go)
+    except BaseException as exc:
+        failure = _remote_failure(exc, RemoteError)
+        if failure is None:
+            raise
+        raise CLIError(str(failure)) from None
     return result
+
+
+def _remote_failure(exc: BaseException, kind: type[Exception]) -> Exception | None:
+    """The ``kind`` error (the bench server's refusal) that ``exc`` is or leads with in a task
+    group's exception group, unless the group also holds a Ctrl-C; None otherwise. ``stt``
+    shows it as its own one-line failure (stt_bench does not import the command-line tool)."""
+    if isinstance(exc, BaseExceptionGroup):
+        interrupts, _ = exc.split((KeyboardInterrupt, click.Abort))
+        if interrupts is not None or not exc.exceptions:
+            return None
+        return _remote_failure(exc.exceptions[0], kind)
+    return exc if isinstance(exc, kind) else None
 
 
 def _serve(runtime: str, host: str | None, port: int, raw_port: int | None,
            identity: Path | None, psk: str | None, as_json: bool) -> None:
-    from ._loopback import one_peer_sessions
-    from .bench_client import MAX_REMOTE_SESSIONS
-    from .bench_serve import serve
+    from stt_bench.remote.client import MAX_REMOTE_SESSIONS
+    from stt_bench.remote.serve import serve
 
     node_class, run = _runner(runtime)
     settings = {**_node_settings(identity, psk), "host": host, "port": port,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from .alloc import tune_heap
+from stt_bench.alloc import tune_heap
+
 from .bench_command import bench
 from .commands import COMMANDS
 from .errors import STTGroup

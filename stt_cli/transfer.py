@@ -19,7 +19,6 @@ The sender closes the session with code 0 after its last file. Everything the pe
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -39,8 +38,8 @@ from stt_proto.peer_text import sanitize
 
 from .names import FALLBACK, MAX_NAME, safe_folder, safe_name
 
-__all__ = ["CHUNK", "FAILURES", "FALLBACK", "MAX_NAME", "Header", "parse_header", "receive_file",
-           "receive_files", "report_failure", "send_file", "summary"]
+__all__ = ["CHUNK", "FAILURES", "FALLBACK", "MAX_NAME", "Header", "parse_header",
+           "report_failure", "summary"]
 
 CHUNK = 1024 * 1024
 MAX_SIZE = 1 << 62  # a declared size beyond any disk
@@ -176,37 +175,3 @@ def report_failure(console: Console, exc: BaseException) -> None:
     """Print why a transfer failed; the message may quote the peer, so it is plain text."""
     console.print(Text.assemble(("transfer failed: ", "red"), sanitize(str(exc))),
                   soft_wrap=True)
-
-
-async def send_file(node: Any, path: Path, to: tuple[str, int], peer_id: bytes,
-                    console: Console) -> str:
-    """Send one file (the library form of ``stt send FILE``); returns its sha256."""
-    from .sender import send_paths
-
-    results = await send_paths(node, path, to, peer_id, console)
-    return results[0].sha256
-
-
-async def receive_file(session: Any, directory: Path, console: Console) -> dict[str, Any]:
-    """Receive the first file of ``session`` into ``directory`` from whoever sent it (the
-    caller decided to accept this peer): ``{"path", "size", "sha256"}``."""
-    from .allow import Allowed
-    from .receiver import ReceiveOptions, receive_session
-
-    options = ReceiveOptions(directory, Allowed(any=True))
-    received = await receive_session(options, session, console, raise_failures=True)
-    if not received:
-        raise RuntimeError("the sender sent no file")
-    first = received[0]
-    return {"path": first.path, "size": first.size, "sha256": first.sha256}
-
-
-async def receive_files(directory: Path, session: Any) -> None:
-    """A ``serve()`` handler taking files from anyone into ``directory``; failures printed.
-    ``stt listen`` uses :func:`stt_cli.receiver.serve_session`, which checks the sender."""
-    console = Console()
-    try:
-        await receive_file(session, directory, console)
-    except FAILURES as exc:
-        report_failure(console, exc)
-

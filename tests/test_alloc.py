@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from stt_cli.alloc import TOP_PAD, TRIM_THRESHOLD
+from stt_bench.alloc import TOP_PAD, TRIM_THRESHOLD
+
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 CHILD = """
 import multiprocessing, os, sys
-from stt_cli.alloc import tune_heap
+from stt_bench.alloc import tune_heap
 
 def report(queue):
     queue.put((os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_TOP_PAD_")))
@@ -33,6 +35,8 @@ if __name__ == "__main__":
 def _run(env: dict[str, str], folder: Path) -> list[str]:
     script = folder / "child.py"  # a file: a spawned process re-imports its parent's main
     script.write_text(CHILD)
+    # the script's folder, not the checkout, heads the child's path: import this checkout
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=60, check=True)
     return done.stdout.split()

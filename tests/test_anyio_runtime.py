@@ -226,7 +226,7 @@ def test_anyio_echo_round_trip_polls_each_node_twice(backend: str,
     receive() wakes the driver only when a window update is owed: no second, empty poll
     (and empty read) per message."""
     from stt_anyio import STTNode as Node
-    from stt_cli.bench_trio import echo_stream
+    from stt_bench.workloads.on_trio import echo_stream
 
     from .conftest import CallCounter, polls_per_round_trip
 
@@ -308,7 +308,7 @@ def test_anyio_on_uvloop_resolves_sub_millisecond_round_trips() -> None:
     not use it, or every loopback RTT sample is 0 or 1 ms (it read 1.13 ms smoothed)."""
     pytest.importorskip("uvloop")
     from stt_anyio import STTNode as Node
-    from stt_cli.bench_trio import echo_stream
+    from stt_bench.workloads.on_trio import echo_stream
 
     async def main() -> None:
         async with Node(no_delay=True) as server, Node(no_delay=True) as client, \

@@ -1,5 +1,6 @@
 """The layering of docs/architecture.md, checked on the sources: stt_proto (sans-I/O core) <-
-stt_runtime (shared I/O and facades) <- stt_asyncio | stt_anyio (loop bindings) <- stt_cli.
+stt_runtime (shared I/O and facades) <- stt_asyncio | stt_anyio (loop bindings) <- stt_bench
+(benchmarks) <- stt_cli.
 
 Imports are read with ``ast`` (nothing is imported to find them). The first cycle check uses
 module-level imports only, as the interpreter runs them at import time: those under
@@ -15,9 +16,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("stt_proto", "stt_runtime", "stt_asyncio", "stt_anyio", "stt_cli",
+PACKAGES = ("stt_proto", "stt_runtime", "stt_asyncio", "stt_anyio", "stt_bench", "stt_cli",
             "seigr_toolset_transmissions")
 LIBRARY = ("stt_proto", "stt_runtime", "stt_asyncio", "stt_anyio")
+TOOLS = ("stt_bench", "stt_cli")  # the benchmarks, and the command that runs them
 EVENT_LOOPS = {"asyncio", "trio", "anyio", "sniffio", "uvloop"}
 IO_MODULES = EVENT_LOOPS | {"socket", "select", "selectors", "threading", "time",
                             "multiprocessing"}
@@ -172,12 +174,14 @@ def test_no_import_cycles() -> None:
 
 
 def test_no_library_import_cycles_through_deferred_imports() -> None:
-    """Nor, in the library, through imports deferred into functions: a node's worker entry
-    point that imported its node module lazily (node <-> workers) hid a cycle from the check
-    above. (stt_cli's lazy ``bench`` <-> ``bench_*`` lookups are the command's business.)"""
-    graph = {module: {name for name in targets if _top(name) in LIBRARY}
+    """Nor, in the library, the benchmarks and the command-line tool, through imports deferred
+    into functions: a node's worker entry point that imported its node module lazily (node <->
+    workers) hid a cycle from the check above, and so did the benchmarks' lookups by name
+    (``bench`` <-> ``bench_*``) before ``stt_bench.registry`` named every workload."""
+    checked = (*LIBRARY, *TOOLS)
+    graph = {module: {name for name in targets if _top(name) in checked}
              for module, targets in _project_graph(in_functions=True).items()
-             if _top(module) in LIBRARY}
+             if _top(module) in checked}
     cycle = _find_cycle(graph)
     assert cycle is None, " -> ".join(cycle or [])
 
@@ -215,3 +219,74 @@ def test_library_modules_stay_short() -> None:
         if lines > ceiling:
             too_long[name] = lines
     assert too_long == {}, f"modules over {MAX_LINES} lines (or their listed ceiling)"
+
+
+def test_the_benchmarks_never_import_the_command_line_tool() -> None:
+    """stt_bench sits below stt_cli: ``stt bench`` imports it, never the other way round."""
+    assert _offenders("stt_bench", {"stt_cli"}) == {}
+    assert _offenders("stt_cli", {"stt_bench"})  # the command does use the package
+
+
+# Third-party objects a benchmark may reach into, with the reason: what the scan below allows.
+FOREIGN_PRIVATE = {
+    "stt_bench/baselines/quic.py": "aioquic's server and connection expose their transport "
+                                   "and QUIC state only as _transport and _quic",
+}
+
+
+def _private_uses(path: Path, foreign_ok: bool = False) -> list[str]:
+    """The private names ``path`` reaches: a name or module starting with ``_`` of stt_proto,
+    stt_runtime, stt_asyncio or stt_anyio, imported (``from stt_proto.x import _y``,
+    ``import stt_proto._x``) or as an attribute (``stt_proto._x``); and, unless ``foreign_ok``,
+    a private attribute of any object but ``self``/``cls`` (``node._require_endpoint()``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[str] = []
+
+    def private(dotted: str) -> bool:
+        parts = dotted.split(".")
+        return parts[0] in LIBRARY and any(part.startswith("_") for part in parts[1:])
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if private(alias.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found += [f"{node.module}.{alias.name}" for alias in node.names
+                      if private(f"{node.module}.{alias.name}")]
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+              and not node.attr.startswith("__")):
+            chain = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if not isinstance(value, ast.Name):
+                continue
+            dotted = ".".join([value.id, *reversed(chain)])
+            if private(dotted) or (not foreign_ok and value.id not in ("self", "cls")):
+                found.append(dotted)
+    return found
+
+
+def test_private_uses_are_found(tmp_path: Path) -> None:
+    """The scan below sees each form it forbids (else it would pass on anything)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("import stt_proto._native\nfrom stt_proto.endpoint import _x, Endpoint\n"
+                      "from stt_runtime import _drain\nimport stt_proto\n"
+                      "y = stt_proto._native.COMPILED\nz = stt_proto.COMPILED\n"
+                      "from .common import _local\nnode._require_endpoint()\n"
+                      "self._own = node.__class__\n", encoding="utf-8")
+    expected = ["stt_proto._native", "stt_proto.endpoint._x", "stt_runtime._drain",
+                "stt_proto._native", "node._require_endpoint"]
+    assert sorted(_private_uses(sample)) == sorted(expected)
+    assert sorted(_private_uses(sample, foreign_ok=True)) == sorted(expected[:-1])
+
+
+def test_no_benchmark_reaches_a_private_name_of_the_library() -> None:
+    """The benchmarks measure what a user can reach: the public API, nothing behind it."""
+    found = {}
+    for folder in ("stt_bench", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            if names := _private_uses(path, foreign_ok=name in FOREIGN_PRIVATE):
+                found[name] = names
+    assert found == {}

@@ -20,7 +20,7 @@ from stt_asyncio import (
     STTNode,
     UsageError,
 )
-from stt_cli.bench import echo_stream
+from stt_bench.workloads.on_asyncio import echo_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stt_cli.bench_serve import BenchProtocolError, parse_request
+from stt_bench.remote.serve import BenchProtocolError, parse_request
 from stt_cli.main import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
@@ -213,7 +213,7 @@ def test_the_server_answers_hostile_requests_with_errors_and_keeps_serving(
 async def _in_process(server: Any, kind: str) -> dict[str, Any]:
     """``run_remote`` from one node against ``server`` (a BenchServer) on another, both here."""
     from stt_asyncio import STTNode
-    from stt_cli.bench_client import run_remote
+    from stt_bench.remote.client import run_remote
 
     async with STTNode(host="127.0.0.1", no_delay=True) as far, \
             STTNode(host="127.0.0.1") as near:
@@ -227,7 +227,7 @@ async def _in_process(server: Any, kind: str) -> dict[str, Any]:
 
 
 def test_an_unreachable_raw_port_leaves_the_raw_figures_out_with_a_note() -> None:
-    from stt_cli.bench_serve import BenchServer, open_raw_socket
+    from stt_bench.remote.serve import BenchServer, open_raw_socket
 
     sock = open_raw_socket("127.0.0.1", 0)
     server = BenchServer(sock)  # announces the port, but nothing will ever answer on it
@@ -240,8 +240,8 @@ def test_an_unreachable_raw_port_leaves_the_raw_figures_out_with_a_note() -> Non
 
 def test_a_server_that_stops_answering_is_a_one_line_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import stt_cli.bench_client as client
-    from stt_cli.bench_serve import BenchServer
+    import stt_bench.remote.client as client
+    from stt_bench.remote.serve import BenchServer
 
     class Silent(BenchServer):
         async def dispatch(self, session: Any, stream: Any, request: dict[str, Any]) -> None:
@@ -252,3 +252,34 @@ def test_a_server_that_stops_answering_is_a_one_line_error(
     monkeypatch.setattr(client, "REPLY_TIMEOUT", 0.5)
     with pytest.raises(client.RemoteError, match="stopped answering during the STT ping-pong"):
         asyncio.run(_in_process(Silent(None), "latency"))
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_refusal_from_the_bench_server_is_stts_one_line_failure(
+        monkeypatch: pytest.MonkeyPatch, grouped: bool) -> None:
+    """stt_bench does not import the command-line tool, so its RemoteError is no CLIError: the
+    command turns it into one (also when a task group wraps it), not an "internal error"."""
+    import stt_bench.remote.client as client
+
+    async def refused(*args: Any) -> dict[str, Any]:
+        error = client.RemoteError("the bench server refused: no more [bold]room")
+        if grouped:
+            raise ExceptionGroup("a task group", [error])
+        raise error
+
+    monkeypatch.setattr(client, "run_remote", refused)
+    result = CliRunner().invoke(main, ["bench", "--to", "127.0.0.1:9", "--peer-id", "ab" * 32])
+    assert result.exit_code == 1
+    assert result.output.strip() == "stt: the bench server refused: no more [bold]room"
+
+
+def test_an_interrupt_beside_a_refusal_stays_an_interrupt() -> None:
+    from stt_bench.remote.client import RemoteError
+    from stt_cli.bench_command import _remote_failure
+
+    refusal = RemoteError("refused")
+    assert _remote_failure(refusal, RemoteError) is refusal
+    assert _remote_failure(ExceptionGroup("g", [refusal, ValueError()]), RemoteError) is refusal
+    assert _remote_failure(ValueError("x"), RemoteError) is None
+    assert _remote_failure(BaseExceptionGroup("g", [refusal, KeyboardInterrupt()]),
+                           RemoteError) is None

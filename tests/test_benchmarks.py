@@ -1,5 +1,6 @@
 """The benchmark suite's parts run and measure what they claim (tiny sizes; the full suite is
-``python -m benchmarks``, and its quick mode runs under the slow marker)."""
+``python -m stt_bench`` or ``python -m benchmarks``, and its quick mode runs under the slow
+marker)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import warnings
 
 import pytest
 
-from stt_cli.bench import median, run_on
-from stt_cli.bench_extra import _category
+from stt_bench.common import median
+from stt_bench.registry import run_on
+from stt_bench.workloads.profile import category
 
 
 def test_tcp_tls_baseline_moves_bytes() -> None:
@@ -56,18 +58,18 @@ def test_idle_sessions_reports_memory_and_close() -> None:
 
 
 def test_profile_categories() -> None:
-    assert _category("~", "<method 'encrypt_into' of 'builtins.AESGCM' objects>") == "AEAD"
-    assert _category("~", "<method 'sendto' of '_socket.socket' objects>") == "socket I/O"
-    assert _category("/x/stt_proto/frames.py", "parse_frames") == "framing"
-    assert _category("/x/stt_proto/congestion/bbr.py", "on_ack") == "recovery + congestion"
-    assert _category("/x/stt_asyncio/node.py", "_service") == "runtime (stt_asyncio + asyncio)"
-    assert _category("/x/somewhere.py", "f") == "other"
+    assert category("~", "<method 'encrypt_into' of 'builtins.AESGCM' objects>") == "AEAD"
+    assert category("~", "<method 'sendto' of '_socket.socket' objects>") == "socket I/O"
+    assert category("/x/stt_proto/frames.py", "parse_frames") == "framing"
+    assert category("/x/stt_proto/congestion/bbr.py", "on_ack") == "recovery + congestion"
+    assert category("/x/stt_asyncio/node.py", "_service") == "runtime (stt_asyncio + asyncio)"
+    assert category("/x/somewhere.py", "f") == "other"
 
 
 @pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 def test_the_profile_sees_the_core_whichever_build_runs() -> None:
     """cProfile sees nothing inside compiled modules: the summary is taken over the sources."""
-    from stt_cli.bench_extra import profile_summary_of_sources
+    from stt_bench.workloads.profile import profile_summary_of_sources
 
     shares = profile_summary_of_sources(16384, 0.3)
     assert abs(sum(shares.values()) - 1) < 1e-6
@@ -78,7 +80,7 @@ def test_the_profile_sees_the_core_whichever_build_runs() -> None:
 def test_quick_suite_runs(tmp_path: object) -> None:
     from pathlib import Path
 
-    from benchmarks.__main__ import main
+    from stt_bench.suite import main
 
     out = Path(str(tmp_path)) / "r.json"
     assert main(["--quick", "--json", str(out)]) == 0
@@ -94,7 +96,7 @@ def test_quick_suite_runs(tmp_path: object) -> None:
 def test_offload_table_compares_with_its_own_run_and_aioquic() -> None:
     from rich.console import Console
 
-    from benchmarks.__main__ import offload_table
+    from stt_bench.report import offload_table
 
     rows = [
         {"runtime": "asyncio", "frame": 4096, "raw": 600e6, "stt": 270e6,

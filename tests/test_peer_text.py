@@ -105,7 +105,7 @@ class _ClosedByPeer:
 
 def test_the_cli_prints_a_peers_close_reason_with_unbalanced_markup_literally(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from stt_cli.transfer import receive_files
+    from stt_cli.files import receive_files
 
     asyncio.run(receive_files(tmp_path, cast(Any, _ClosedByPeer())))
     text = capsys.readouterr().out
@@ -119,7 +119,7 @@ def test_a_file_whose_name_has_markup_and_escapes_is_received_and_shown_plainly(
     (a name holds no "/", so no closing tag): both ends show the name as it is, markup
     unread, escapes defused, and the receiver saves it under a safe name."""
     from stt_asyncio import STTNode
-    from stt_cli.transfer import receive_file, send_file
+    from stt_cli.files import receive_file, send_file
 
     name = "a[bold red]\x1b[2J\x1b]0;pwned\x07[blink].bin"
     source = tmp_path / "in" / name

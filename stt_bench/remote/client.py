@@ -1,5 +1,5 @@
 """The near end of ``stt bench --to HOST:PORT --peer-id HEX``: goodput both ways and ping-pong
-latency against ``stt bench --serve`` (protocol in :mod:`stt_cli.bench_serve`), each beside the
+latency against ``stt bench --serve`` (protocol in :mod:`stt_bench.remote.serve`), each beside the
 raw UDP baseline when the server runs one.
 
 Timing matches the loopback benchmarks': goodput is what the receiving end counts after its first
@@ -23,10 +23,9 @@ from cryptography.exceptions import InvalidTag
 
 from stt_proto.peer_text import sanitize
 
-from .bench import MiB, make_sealer, median, percentile
-from .bench_remote import _Meter
-from .bench_serve import CHALLENGE, HELLO, HELLO_SIZE, PING, TOKEN_SIZE
-from .errors import CLIError
+from ..baselines.aead import make_sealer
+from ..common import Meter, MiB, median, percentile
+from .serve import CHALLENGE, HELLO, HELLO_SIZE, PING, TOKEN_SIZE
 
 Progress = Callable[[str], None]
 CONNECT_TIMEOUT = 10.0
@@ -34,9 +33,10 @@ REPLY_TIMEOUT = 30.0  # a reply after a measurement (the server finishes sending
 MAX_REMOTE_SESSIONS = 1000  # the server admits this many sessions per identity
 
 
-class RemoteError(CLIError):
+class RemoteError(Exception):
     """The bench server refused a request or answered something unexpected (one line for the
-    user; text from the server is sanitised)."""
+    user; text from the server is sanitised). ``stt bench`` shows it as its own one-line
+    failure; this package does not import the command-line tool."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -124,7 +124,7 @@ async def stt_down(session: Any, frame_size: int, seconds: float, progress: Prog
     control = await open_request(session, {"op": "source", "seconds": seconds,
                                            "frame_size": frame_size})
     ticker = Ticker(progress, f"STT download, {frame_size}-byte frames", seconds)
-    meter = _Meter()
+    meter = Meter()
     received = 0
     with deadline(seconds + REPLY_TIMEOUT, "the STT download"):
         stream = await session.accept_stream()
@@ -231,7 +231,7 @@ class RawLink:
     async def down(self, frame_size: int, seconds: float, progress: Progress) -> float:
         """Bytes/s of the server's sealed datagrams that this end received and opened."""
         _, open_ = make_sealer(frame_size, self.key)
-        meter = _Meter()
+        meter = Meter()
         ticker = Ticker(progress, f"raw UDP download, {frame_size}-byte frames", seconds)
         buffer = bytearray(65536)
         received = 0

@@ -1,9 +1,9 @@
 """Benchmarks with the far end in another process on the same runtime, for raw UDP and for STT
 alike: what a deployment sees, where each end has its own process (and, here, its own core).
 
-* ping-pong: the echo server in the other process, a kernel wakeup each way. ``stt_cli.bench``'s
-  in-process ping-pong serves both ends from one loop iteration, so its raw baseline never
-  waits for a wakeup; this one does, like any real peer.
+* ping-pong: the echo server in the other process, a kernel wakeup each way. The in-process
+  ping-pong (``baselines.on_asyncio``, ``workloads.on_asyncio``) serves both ends from one loop
+  iteration, so its raw baseline never waits for a wakeup; this one does, like any real peer.
 * goodput: the receiver in the other process. It counts what it receives (the raw AEAD
   blast's opened payload, or STT's messages) and reports the bytes after its first arrival
   over the time from the first to the last, so both are timed the same way at the same end.
@@ -20,8 +20,9 @@ from typing import Any
 
 from stt_asyncio import STTNode
 
-from ._loopback import on_loopback
-from .bench import MiB, blast, make_sealer, udp_pair
+from ..baselines.aead import make_sealer
+from ..baselines.on_asyncio import blast
+from ..common import Meter, MiB, on_loopback, udp_pair
 
 START_TIMEOUT = 60.0
 
@@ -130,27 +131,6 @@ async def _stt_client(address: Any, node_id: bytes, settings: dict[str, Any],
         return times
 
 
-class _Meter:
-    """Bytes received after the first arrival, and the span from the first to the last."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.first: float | None = None
-        self.last = 0.0
-
-    def note(self, count: int) -> None:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = now  # the start of the span: its own bytes arrived before it
-        else:
-            self.bytes += count
-        self.last = now
-
-    def rate(self) -> float:
-        span = self.last - (self.first or self.last)
-        return self.bytes / span if span > 0 else 0.0
-
-
 def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: int,
                  key: bytes, ready: Any, control: Any) -> None:
     """A process that receives until it is terminated, and answers every message on
@@ -160,7 +140,7 @@ def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: 
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        meter = _Meter()
+        meter = Meter()
 
         def report() -> None:
             control.recv()
@@ -197,7 +177,7 @@ def _sink_server(runtime: str, kind: str, settings: dict[str, Any], frame_size: 
 
 async def remote_goodput(kind: str, settings: dict[str, Any], seconds: float) -> float:
     """Bytes/s that a receiver in another process takes in while this one sends for
-    ``seconds``: ``kind`` "raw" (the AEAD blast of ``stt_cli.bench``) or "stt" (one stream
+    ``seconds``: ``kind`` "raw" (the AEAD blast of ``baselines.on_asyncio``) or "stt" (one stream
     of 1 MiB messages); frames of ``settings["max_frame_size"]`` bytes either way."""
     loop = asyncio.get_running_loop()
     runtime = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
@@ -228,7 +208,7 @@ async def remote_goodput(kind: str, settings: dict[str, Any], seconds: float) ->
 
 
 async def _raw_source(address: Any, frame_size: int, key: bytes, seconds: float) -> None:
-    """The sending half of ``stt_cli.bench.raw_aead_blast``."""
+    """The sending half of ``stt_bench.baselines.on_asyncio.raw_aead_blast``."""
     sock, spare = udp_pair()
     spare.close()
     seal, _ = make_sealer(frame_size, key)

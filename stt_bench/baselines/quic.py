@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench import MiB
-from .bench_extra import self_signed
+from ..common import MiB
+from .tls import self_signed
 
 WINDOW = 8  # MiB the sender may have written beyond what the sink has confirmed
 MAX_DATAGRAM = 16384

@@ -6,7 +6,7 @@ JSON request (``{"op": ...}``):
 * ``hello``: replies with the protocol version, the raw UDP baseline's port (or null) and the
   longest measurement it allows.
 * ``sink``: reads every message to the peer's FIN and replies with the bytes received after the
-  first arrival and the span from the first to the last (``bench_remote._Meter``'s timing).
+  first arrival and the span from the first to the last (``stt_bench.common.Meter``'s timing).
 * ``source`` (``seconds``, ``frame_size``): opens a stream of its own with that frame size,
   sends 1 MiB messages on it for ``seconds`` then closes it, and replies with the bytes sent.
 * ``echo``: sends every message back, to the peer's FIN.
@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidTag
 from stt_proto import STTError
 from stt_proto.config import frame_size as check_frame_size
 
-from .bench import MiB, make_sealer
-from .bench_remote import _Meter
+from ..baselines.aead import make_sealer
+from ..common import Meter, MiB
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 4096  # bytes of JSON in one request
@@ -114,7 +114,7 @@ class RawClient:
     open_: Callable[[bytearray, int], int]
     claimed: Any = None  # the socket address that sent the hello
     proven: Any = None  # the same, once the nonce came back over the session
-    meter: _Meter = attrs.field(factory=_Meter)
+    meter: Meter = attrs.field(factory=Meter)
 
 
 def open_raw_socket(host: str | None, port: int) -> socket.socket:
@@ -190,7 +190,7 @@ class BenchServer:
             await stream.send(encode({"version": PROTOCOL_VERSION, "raw_udp_port": self.raw_port,
                                       "max_seconds": MAX_SECONDS}))
         elif op == "sink":
-            meter = _Meter()
+            meter = Meter()
             async for message in stream:
                 meter.note(len(message))
             await stream.send(encode({"bytes": meter.bytes,
@@ -245,7 +245,7 @@ class BenchServer:
         if client.proven is None:
             raise BenchProtocolError("the raw UDP address is not proven yet")
         if op == "report":
-            meter, client.meter = client.meter, _Meter()
+            meter, client.meter = client.meter, Meter()
             return {"bytes": meter.bytes, "seconds": meter.last - (meter.first or meter.last)}
         if op == "source":
             seconds, size = seconds_of(request), frame_size_of(request)

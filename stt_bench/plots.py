@@ -7,10 +7,10 @@ from typing import Any
 
 
 def plot(results: dict[str, Any], folder: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = results["goodput"]

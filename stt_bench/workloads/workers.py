@@ -18,8 +18,7 @@ from typing import Any
 
 from stt_asyncio import STTNode
 
-from ._loopback import on_loopback
-from .bench import MiB
+from ..common import MiB, on_loopback
 
 CLIENT_TIMEOUT = 120.0
 

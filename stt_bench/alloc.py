@@ -1,4 +1,5 @@
-"""glibc heap tuning for the command-line tool (an application's choice, never the library's).
+"""glibc heap tuning for the tools (``stt`` and the benchmark suite): an application's choice,
+never the library's.
 
 Receiving large messages allocates and frees megabytes per message. With glibc's default dynamic
 trim threshold the top of the heap is returned to the kernel after each message and faulted back

@@ -1,0 +1,14 @@
+"""STT's benchmarks: every figure beside a baseline measured in the same run, as a ratio.
+
+* ``workloads``: STT's measurements per runtime (``on_asyncio``, ``on_trio``), the core alone
+  (``core``), idle sessions, worker scaling, the far end in another process (``processes``) and
+  the CPU profile.
+* ``baselines``: raw UDP+AEAD (per runtime), TCP+TLS 1.3 and aioquic.
+* ``remote``: both ends of ``stt bench --serve`` / ``--to`` (``serve``, ``client``).
+* ``registry``: which callable measures which workload on which runtime; ``run_on``.
+* ``report`` (tables and JSON), ``plots`` (PNGs), ``suite`` (``python -m stt_bench``, also
+  ``python -m benchmarks``), ``alloc`` (glibc heap tuning for the tools).
+
+``stt bench`` (in ``stt_cli``) imports this package; this package imports the library only, never
+the command-line tool, and no private name of it.
+"""

@@ -1,0 +1,1 @@
+"""``stt bench`` against a peer: the server (``--serve``) and the client (``--to``)."""
