@@ -29,7 +29,7 @@ def drain_bounded(udp: UdpIO, receive: Receive, clock: Callable[[], float], *,
     start = timer()
     total = 0
     while True:
-        want = min(DRAIN_SLICE, count - total)
+        want = count - total if count - total < DRAIN_SLICE else DRAIN_SLICE
         reads = udp.drain(receive, clock(), want)
         total += reads
         if reads < want:

@@ -181,8 +181,9 @@ class StreamManager(Packetizer):
         if message is not None:
             stream.bytes_received += len(message)
             stream.messages_received += 1
-            if self._budget is not None:
-                self._budget.on_read(stream)
+            budget = self._budget
+            if budget is not None and budget._reservations:  # a read may end one (no call)
+                budget.on_read(stream)
             self._mark_window(stream_id)
             self._maybe_forget(stream)
         return message
@@ -236,11 +237,12 @@ class StreamManager(Packetizer):
             credit = recv.credit()
             self.conn_consumed += credit - recv.reported
             recv.reported = credit
-            limit = recv.window_update(now, srtt, self.max_recv_window, credit if budget is None
-                                       else budget.stream_credit(stream, credit))
+            if budget is not None and recv._head is not None:  # only a partial message asks
+                credit = budget.stream_credit(stream, credit)
+            limit = recv.window_update(now, srtt, self.max_recv_window, credit)
             if limit is not None:
                 self._control.append(MaxStreamDataFrame(stream.stream_id, limit))
-        if budget is not None:
+        if budget is not None and budget.charged:  # window growth to give back
             budget.settle(self.conn_recv_max, self.conn_consumed)
         if self.conn_recv_max - self.conn_consumed <= self.conn_recv_window // 2:
             if now - self._conn_window_at < 2 * srtt and (budget is None
@@ -270,7 +272,7 @@ class StreamManager(Packetizer):
             recv = stream.recv
             credit = recv.credit()
             consumed += credit - recv.reported
-            if budget is not None:
+            if budget is not None and recv._head is not None:
                 credit = budget.stream_credit(stream, credit, ask=False)
             if recv.final_size is None and recv.max_data - credit <= recv.window // 2 \
                     and min(credit + recv.window, MAX_VARINT) > recv.max_data:
