@@ -146,3 +146,23 @@ def test_the_surface_is_one_class_without_stubs() -> None:
         except (OSError, TypeError):  # pragma: no cover - a compiled module has no source
             continue
         assert "NotImplementedError" not in source
+
+
+def test_a_packet_of_two_close_frames_drains_once() -> None:
+    """Found by the fuzz smoke run: the second CLOSE of one packet asked the state table for
+    DRAINING -> DRAINING, and the AssertionError escaped Endpoint.receive_datagram."""
+    from stt_proto.frames import CloseFrame, encode_frames
+    from stt_proto.session import DRAINING
+
+    from .conftest import A, make_pair
+
+    pair = make_pair()
+    client, server = pair.established()
+    keys = client._send_keys
+    assert keys is not None
+    frames = [CloseFrame(7, "first"), CloseFrame(8, "second")]
+    packet = bytes(keys.cipher.seal(server.local_cid, client._next_pn + 5, keys.phase,
+                                    encode_frames(frames)))
+    pair.server.receive_datagram(packet, A, pair.net.now)  # no exception
+    assert server.state is DRAINING
+    assert server.error is not None and server.error.error_code == 7

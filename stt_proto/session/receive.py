@@ -75,6 +75,8 @@ def handle_frame(session: Session, frame: Frame, now: float) -> None:
     elif isinstance(frame, (PingFrame, PaddingFrame)):
         pass
     elif isinstance(frame, CloseFrame):
+        if session.state is DRAINING:  # a second CLOSE in the same packet: the first one won
+            return
         reason = sanitize(frame.reason)  # peer text leaves the library here: peer_text
         error = SessionClosed(frame.error_code, reason, by_peer=True)
         session._enter_drain(DRAINING, now)
