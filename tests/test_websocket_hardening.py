@@ -51,8 +51,13 @@ def _run(runtime: str, body: Body, limit: float = 60) -> None:
         anyio.run(main, backend="trio")
 
 
-def _node(node_class: Any) -> Any:
-    return node_class(transport="websocket", host="127.0.0.1")
+def _node(node_class: Any, **settings: Any) -> Any:
+    return node_class(transport="websocket", host="127.0.0.1", **settings)
+
+
+# A raw flooder never completes an STT handshake: on a slow machine a long flood would meet the
+# pre-handshake timeout (handshake_timeout) and be reset, which is not what these tests check.
+PATIENT = {"handshake_timeout": 120.0}
 
 
 async def _round_trip(session: Any, peer: Any, payload: bytes = b"still served") -> None:
@@ -129,7 +134,7 @@ def test_a_ping_flood_that_never_reads_costs_a_bounded_amount(runtime: str) -> N
     """The node's output for the flooder stays under the bound until it has read every PING
     (the PONG for the last one arrives once the flooder reads); a real session goes on."""
     async def body(node_class: Any) -> None:
-        async with _node(node_class) as node, _node(node_class) as client:
+        async with _node(node_class, **PATIENT) as node, _node(node_class) as client:
             session = await client.connect(node.address, node.node_id)
             peer = await node.accept()
             sock, ws = await anyio.to_thread.run_sync(_upgraded, node.address[1], 4096)
@@ -173,7 +178,7 @@ def test_pings_one_read_at_a_time_are_answered_within_the_bound(
 
     async def body(node_class: Any) -> None:
         async with node_class(transport="websocket", host="127.0.0.1",
-                              send_buffer_size=65536) as node:
+                              send_buffer_size=65536, **PATIENT) as node:
             sock, ws = await anyio.to_thread.run_sync(_upgraded, node.address[1], 4096)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ping, peak = ws.send(Ping(payload=b"p" * 125)), 0
