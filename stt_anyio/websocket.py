@@ -137,8 +137,10 @@ class _Connection:
         if self.queued >= _ws.WRITE_HIGH_WATER and not final:
             return
         out = self.framer.take_output()
-        if out:
-            self._put(out)
+        if out and not self._put(out):
+            # The write queue is full by count (many small PONGs): keep the bytes in the
+            # framer, where the writer finds them once it has sent what is queued.
+            self.framer.pending = out + self.framer.pending
 
     def _put(self, data: bytes) -> bool:
         try:
