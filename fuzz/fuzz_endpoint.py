@@ -8,7 +8,7 @@ the endpoint must stay usable. Run: ``python fuzz/fuzz_endpoint.py -max_total_ti
 
 from __future__ import annotations
 
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig, Session
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig, Session
 from stt_proto.packet import PacketType, build_long_packet
 from stt_proto.sim import Network
 
@@ -18,8 +18,8 @@ SERVER = ("10.1.0.2", 2222)
 
 def _setup() -> tuple[Network, Endpoint, Session, Session]:
     net = Network(seed=5, record_trace=False)
-    client = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(11)), CLIENT)
-    server = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(12)), SERVER)
+    client = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(11)), CLIENT)
+    server = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(12)), SERVER)
     session = client.connect(SERVER, server.identity.node_id, 0.0)
     net.run(0.2)
     accepted = server.next_event()

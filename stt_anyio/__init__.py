@@ -4,28 +4,8 @@
 
 from __future__ import annotations
 
-from stt_proto.affinity import ContentAffinityPool
-from stt_proto.dht import Contact
-from stt_proto.errors import (
-    AuthenticationError,
-    ConnectionRefused,
-    CryptoError,
-    DecodeError,
-    DHTError,
-    FrameError,
-    HandshakeError,
-    HandshakeTimeout,
-    KeepAliveTimeout,
-    NoiseError,
-    PacketError,
-    PoolMissError,
-    ProtocolError,
-    ProtocolViolation,
-    SettingsError,
-    StreamLimitError,
-    STTError,
-    UsageError,
-)
+from stt_runtime import exports
+from stt_runtime.exports import *  # noqa: F403  (the errors, Contact, ContentAffinityPool)
 
 from .node import STTNode
 from .session import (
@@ -39,32 +19,13 @@ from .session import (
 )
 
 __all__ = [
-    "AuthenticationError",
-    "ConnectionRefused",
-    "Contact",
-    "ContentAffinityPool",
-    "CryptoError",
-    "DHTError",
-    "DecodeError",
-    "FrameError",
-    "HandshakeError",
-    "HandshakeTimeout",
-    "KeepAliveTimeout",
-    "NoiseError",
-    "PacketError",
-    "PoolMissError",
-    "ProtocolError",
-    "ProtocolViolation",
-    "STTError",
     "STTNode",
     "Session",
     "SessionClosed",
-    "SettingsError",
     "Stream",
     "StreamClosed",
     "StreamClosedLocally",
     "StreamEnd",
-    "StreamLimitError",
     "StreamReset",
-    "UsageError",
 ]
+__all__ += exports.__all__

@@ -10,9 +10,10 @@ from typing import Any
 import anyio
 
 from stt_proto import Identity, Node
-from stt_runtime._drain import drain_bounded
 from stt_runtime._signal import Signal
 from stt_runtime.node_core import NodeCore
+from stt_runtime.session import dispatch_events
+from stt_runtime.udp_io import drain_bounded
 
 from ._backend import ANYIO, Primitives, Scope
 from ._signal import AnyioSignal
@@ -96,7 +97,7 @@ class AnyioDriver(NodeCore[Session]):
             self._drain()
 
     def _drain(self) -> None:
-        """Socket input, bounded by time and count (stt_runtime/_drain.py): the driver then
+        """Socket input, bounded by time and count (``udp_io.drain_bounded``): the driver then
         sends, and its next wait on the still-readable socket lets other tasks run first."""
         udp, endpoint = self._udp, self._endpoint
         if udp is None or endpoint is None:
@@ -104,11 +105,16 @@ class AnyioDriver(NodeCore[Session]):
         drain_bounded(udp, endpoint.receive_datagram, self._now)
 
     def _service(self, timers: bool = False) -> None:
-        """Send what the endpoint has ready and hand out its events (``NodeCore._poll``). Due
-        deadlines run only when the driver's wait reached its deadline (``timers``)."""
+        """Send what the endpoint has ready (``NodeCore._poll``) and hand out its events. Due
+        deadlines run only when the driver's wait reached its deadline (``timers``). The
+        events go out from here, not from inside the poll, so that a datagram's way to
+        ``stream.receive()`` stays short (docs/architecture.md)."""
         endpoint = self._endpoint
         if endpoint is not None:
             self._poll(endpoint, timers)
+            dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
+                            self._accept_signal)
+            self.dht.dispatch(endpoint)
 
     def _send(self) -> None:
         sock, udp, out = self._sock, self._udp, self._out

@@ -49,11 +49,12 @@ class STTNode(AnyioDriver):
         be closed in any order."""
         if self._done is not None:
             raise UsageError("the node is already started")
-        if self.config.transport == "websocket" and self.config.workers > 1:
+        socket_settings = self.settings.socket
+        if socket_settings.transport == "websocket" and socket_settings.workers > 1:
             raise UsageError("workers > 1 needs the UDP transport")
         primitives = self._primitives = bind()
         self._accept_signal = AnyioSignal(primitives.event)
-        if self.config.transport != "websocket":
+        if socket_settings.transport != "websocket":
             self._bind_udp()
         self._scope = primitives.scope(math.inf)
         self._done = primitives.event()
@@ -95,11 +96,12 @@ class STTNode(AnyioDriver):
                 return
             with scope:
                 async with anyio.create_task_group() as group:
-                    if self.config.transport == "websocket":
+                    socket_settings = self.settings.socket
+                    if socket_settings.transport == "websocket":
                         ws = WebSocketIO(group, self._on_datagram, self._tune_stream_socket,
-                                         handshake_timeout=self.config.handshake_timeout)
+                                         handshake_timeout=self.config.session.handshake_timeout)
                         try:
-                            await ws.listen(self.config.host, self.config.port)
+                            await ws.listen(socket_settings.host, socket_settings.port)
                         except Exception as exc:
                             failure.append(exc)
                             group.cancel_scope.cancel()
@@ -107,8 +109,10 @@ class STTNode(AnyioDriver):
                         self._ws = ws
                         self._endpoint = self._new_endpoint(ws.address[1])
                     started.set()
-                    await self._drive()
-                    await anyio.sleep_forever()  # closing: until close() cancels the scope
+                    # A task of its own, so that a datagram's route starts in the driver
+                    # (docs/architecture.md); this one waits until close() cancels the scope.
+                    group.start_soon(self._drive)
+                    await anyio.sleep_forever()
         except Exception:
             log.exception("the node's driver failed; the node is closed")
             self._fail()
@@ -183,7 +187,7 @@ class STTNode(AnyioDriver):
         processes sharing its port, on this backend; ``handler`` must then be a module-level
         function, and this process handles only the peers hashed to it."""
         self._require_endpoint()
-        if self.config.workers == 1:
+        if self.settings.socket.workers == 1:
             await serve_sessions(self, handler)
             return
         pool = WorkerPool(anyio_worker,

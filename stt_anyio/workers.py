@@ -11,25 +11,17 @@ from typing import Any
 import anyio
 
 from stt_proto import UsageError
-from stt_runtime.workers import (
-    PARENT_POLL,
-    SUPERVISE_INTERVAL,
-    Handler,
-    WorkerPool,
-    WorkerSpec,
-    run_handler,
-    start_worker_node,
-)
+from stt_runtime import workers as shared  # the pool, the specs, run_handler
 
 
-async def supervise(pool: WorkerPool) -> None:
+async def supervise(pool: shared.WorkerPool) -> None:
     """Worker 0's watch: replace workers that exit, until cancelled."""
     while True:
-        await anyio.sleep(SUPERVISE_INTERVAL)
+        await anyio.sleep(shared.SUPERVISE_INTERVAL)
         await anyio.to_thread.run_sync(pool.replace_dead)
 
 
-async def serve_sessions(node: Any, handler: Handler) -> None:
+async def serve_sessions(node: Any, handler: shared.Handler) -> None:
     """Run ``handler`` for each session ``node`` accepts, until it closes; cancelling this
     cancels the handlers. One that raises closes its session (``run_handler``)."""
 
@@ -39,14 +31,14 @@ async def serve_sessions(node: Any, handler: Handler) -> None:
                 session = await node.accept()
             except UsageError:
                 return  # the node closed
-            group.start_soon(run_handler, handler, session)
+            group.start_soon(shared.run_handler, handler, session)
 
 
-def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
+def anyio_worker(spec: shared.WorkerSpec, ready: Any) -> None:
     """A spawned worker's main: rebuild the node on ``spec.runtime``, report, serve until
     SIGTERM or until the parent is gone."""
     async def main() -> None:
-        node = await start_worker_node(spec, ready)
+        node = await shared.start_worker_node(spec, ready)
         if node is None:
             return
         try:
@@ -59,7 +51,7 @@ def anyio_worker(spec: WorkerSpec, ready: Any) -> None:
 
                 async def watch_parent() -> None:
                     while os.getppid() == spec.parent_pid:
-                        await anyio.sleep(PARENT_POLL)
+                        await anyio.sleep(shared.PARENT_POLL)
                     group.cancel_scope.cancel()
 
                 group.start_soon(on_sigterm)

@@ -6,32 +6,9 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from stt_proto.affinity import ContentAffinityPool
-from stt_proto.dht import Contact
-from stt_proto.errors import (
-    AuthenticationError,
-    ConnectionRefused,
-    CryptoError,
-    DecodeError,
-    DHTError,
-    FrameError,
-    HandshakeError,
-    HandshakeTimeout,
-    KeepAliveTimeout,
-    NoiseError,
-    PacketError,
-    PoolMissError,
-    ProtocolError,
-    ProtocolViolation,
-    SessionClosed,
-    SettingsError,
-    StreamClosed,
-    StreamClosedLocally,
-    StreamLimitError,
-    StreamReset,
-    STTError,
-    UsageError,
-)
+from stt_proto.errors import SessionClosed, StreamClosed, StreamClosedLocally, StreamReset
+from stt_runtime import exports
+from stt_runtime.exports import *  # noqa: F403  (the errors, Contact, ContentAffinityPool)
 from stt_runtime.session import Session, Stream
 
 from .node import STTNode
@@ -49,32 +26,13 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 __all__ = [
-    "AuthenticationError",
-    "ConnectionRefused",
-    "Contact",
-    "ContentAffinityPool",
-    "CryptoError",
-    "DHTError",
-    "DecodeError",
-    "FrameError",
-    "HandshakeError",
-    "HandshakeTimeout",
-    "KeepAliveTimeout",
-    "NoiseError",
-    "PacketError",
-    "PoolMissError",
-    "ProtocolError",
-    "ProtocolViolation",
-    "STTError",
     "STTNode",
     "Session",
     "SessionClosed",
-    "SettingsError",
     "Stream",
     "StreamClosed",
     "StreamClosedLocally",
-    "StreamLimitError",
     "StreamReset",
-    "UsageError",
     "run",
 ]
+__all__ += exports.__all__

@@ -10,10 +10,10 @@ import time
 from typing import Any
 
 from stt_proto import Identity
-from stt_runtime._drain import drain_bounded
 from stt_runtime._signal import Signal
 from stt_runtime.node_core import NodeCore
-from stt_runtime.session import Session
+from stt_runtime.session import Session, dispatch_events
+from stt_runtime.udp_io import drain_bounded
 
 from ._signal import AsyncioSignal
 from .websocket import WebSocketIO
@@ -64,14 +64,15 @@ class AsyncioDriver(NodeCore[Session]):
         udp, endpoint = self._udp, self._endpoint
         if udp is None or endpoint is None:
             return
-        # Bounded by time and count (_drain.py): what is left keeps the socket readable, and
-        # the loop calls again once timers and other tasks have had their turn.
+        # Bounded by time and count (udp_io.drain_bounded): what is left keeps the socket
+        # readable, and the loop calls again once timers and other tasks have had their turn.
         drain_bounded(udp, endpoint.receive_datagram, self._now)
         self._service()
 
     def _service(self, timers: bool = False) -> None:
-        """Send what the endpoint has ready, hand out its events (``NodeCore._poll``) and
-        re-arm the timer."""
+        """Send what the endpoint has ready (``NodeCore._poll``), hand out its events and
+        re-arm the timer. The events go out from here, not from inside the poll, so that a
+        datagram's way to ``stream.receive()`` stays short (docs/architecture.md)."""
         self._kicked = False
         endpoint = self._endpoint
         if endpoint is None:
@@ -79,6 +80,9 @@ class AsyncioDriver(NodeCore[Session]):
         if self._ws is None and (self._sock is None or self._sock.fileno() < 0):
             return
         self._poll(endpoint, timers)
+        dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
+                        self._accept_signal)
+        self.dht.dispatch(endpoint)
         self._arm_timer(endpoint.get_timer())
 
     def _send(self) -> None:

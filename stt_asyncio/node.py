@@ -36,12 +36,12 @@ class STTNode(AsyncioDriver):
         if self._sock is not None or self._ws is not None:
             raise UsageError("the node is already started")
         self._loop = asyncio.get_running_loop()
-        if self.config.transport == "websocket":
-            if self.config.workers > 1:
+        if self.settings.socket.transport == "websocket":
+            if self.settings.socket.workers > 1:
                 raise UsageError("workers > 1 needs the UDP transport")
             ws = WebSocketIO(self._loop, self._on_datagram, self._tune_stream_socket,
-                             handshake_timeout=self.config.handshake_timeout)
-            await ws.listen(self.config.host, self.config.port)
+                             handshake_timeout=self.config.session.handshake_timeout)
+            await ws.listen(self.settings.socket.host, self.settings.socket.port)
             self._ws = ws
             self._endpoint = self._new_endpoint(ws.address[1])
             return
@@ -111,7 +111,7 @@ class STTNode(AsyncioDriver):
         processes sharing its port (``stt_runtime.workers``); ``handler`` must then be a
         module-level function, and this process handles only the peers hashed to it."""
         self._require_endpoint()
-        if self.config.workers == 1:
+        if self.settings.socket.workers == 1:
             await serve_sessions(self, handler)
             return
         loop = asyncio.get_running_loop()

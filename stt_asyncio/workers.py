@@ -10,32 +10,24 @@ import os
 import signal
 from typing import Any
 
-from stt_runtime.workers import (
-    PARENT_POLL,
-    SUPERVISE_INTERVAL,
-    Handler,
-    WorkerPool,
-    WorkerSpec,
-    run_handler,
-    start_worker_node,
-)
+from stt_runtime import workers as shared  # the pool, the specs, run_handler
 
 
-async def supervise(pool: WorkerPool) -> None:
+async def supervise(pool: shared.WorkerPool) -> None:
     """Worker 0's watch: replace workers that exit, until cancelled."""
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(SUPERVISE_INTERVAL)
+        await asyncio.sleep(shared.SUPERVISE_INTERVAL)
         await loop.run_in_executor(None, pool.replace_dead)
 
 
-async def serve_sessions(node: Any, handler: Handler) -> None:
+async def serve_sessions(node: Any, handler: shared.Handler) -> None:
     """Run ``handler`` for each session ``node`` accepts, until it closes; cancelling this
     cancels the handlers."""
     tasks: set[asyncio.Task[None]] = set()
     try:
         async for session in node.sessions():
-            task = asyncio.ensure_future(run_handler(handler, session))
+            task = asyncio.ensure_future(shared.run_handler(handler, session))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -45,21 +37,21 @@ async def serve_sessions(node: Any, handler: Handler) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def asyncio_worker(spec: WorkerSpec, ready: Any) -> None:
+def asyncio_worker(spec: shared.WorkerSpec, ready: Any) -> None:
     """A spawned worker's main on asyncio or uvloop: rebuild the node, report, serve."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        node = await start_worker_node(spec, ready)
+        node = await shared.start_worker_node(spec, ready)
         if node is None:
             return
         try:
             serving = asyncio.ensure_future(serve_sessions(node, spec.handler))
             while not stop.is_set() and os.getppid() == spec.parent_pid:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), PARENT_POLL)
+                    await asyncio.wait_for(stop.wait(), shared.PARENT_POLL)
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
         finally:

@@ -25,7 +25,8 @@ from rich.console import Console
 import stt_proto
 from stt_bench.common import MiB, one_peer_sessions
 from stt_bench.report import render, to_json
-from stt_proto import PRESETS, Identity
+from stt_proto import Identity
+from stt_runtime.settings import PRESETS
 
 from .errors import CLIError
 

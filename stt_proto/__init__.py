@@ -10,7 +10,7 @@ import hashlib
 
 from ._native import COMPILED
 from .affinity import ContentAffinityPool
-from .config import PRESETS, NodeConfig, preset
+from .config import EndpointConfig, SessionConfig
 from .endpoint import Endpoint, EndpointStats
 from .errors import (
     AuthenticationError,
@@ -53,7 +53,6 @@ def hash_data(data: bytes | bytearray | memoryview) -> bytes:
 
 __all__ = [
     "COMPILED",
-    "PRESETS",
     "AuthenticationError",
     "ConnectionRefused",
     "ContentAffinityPool",
@@ -63,6 +62,7 @@ __all__ = [
     "DeterministicRandom",
     "DropReason",
     "Endpoint",
+    "EndpointConfig",
     "EndpointStats",
     "FrameError",
     "HandshakeCompleted",
@@ -72,7 +72,6 @@ __all__ = [
     "KeepAliveTimeout",
     "KeyUpdated",
     "Node",
-    "NodeConfig",
     "NoiseError",
     "PacketError",
     "PoolMissError",
@@ -82,6 +81,7 @@ __all__ = [
     "STTError",
     "Session",
     "SessionAccepted",
+    "SessionConfig",
     "SessionClosed",
     "SessionStats",
     "SessionTerminated",
@@ -96,5 +96,4 @@ __all__ = [
     "__version__",
     "hash_data",
     "node_id_for",
-    "preset",
 ]

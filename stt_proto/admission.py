@@ -29,7 +29,7 @@ from collections import OrderedDict
 from hashlib import blake2s
 from typing import TypeVar
 
-from .config import NodeConfig
+from .config import EndpointConfig, SessionConfig
 from .errors import HandshakeError, ProtocolError
 from .events import Address
 from .handshake import ResponderHandshake
@@ -170,7 +170,7 @@ class RetryTokens:
         return hmac.compare_digest(token[8:], self._mac(stamp, addr, dcid))
 
 
-def read_message1(config: NodeConfig, identity: Identity, rng: RandomSource, body: bytes,
+def read_message1(config: SessionConfig, identity: Identity, rng: RandomSource, body: bytes,
                   scid: bytes) -> ResponderHandshake | None:
     """The responder handshake having read an INITIAL's Noise message 1 (version, connection
     id, cipher list and, with a psk, its authentication), or None if it does not read: done
@@ -190,7 +190,7 @@ class Admission:
     __slots__ = ("_accepted", "_by_address", "_by_identity", "_half_open",
                  "_half_open_by_address", "config", "evicted", "refusals", "retries")
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: EndpointConfig) -> None:
         self.config = config
         # cid -> (address key, time of its INITIAL), in the order they were admitted
         self._half_open: OrderedDict[bytes, tuple[str, float]] = OrderedDict()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .config import NodeConfig
+from .config import SessionConfig
 from .congestion import CongestionController, make_controller
 from .errors import UsageError
 from .events import DatagramReceived
@@ -53,7 +53,7 @@ class DataPlane:
                  "datagram_bytes_sent", "datagrams_dropped", "max_datagram", "more", "pacer",
                  "probes", "recovery", "rtt", "send_rate", "streams")
 
-    def __init__(self, *, config: NodeConfig, is_initiator: bool, local: TransportSettings,
+    def __init__(self, *, config: SessionConfig, is_initiator: bool, local: TransportSettings,
                  peer: TransportSettings, rtt: RttEstimator,
                  emit: Callable[[Any], None], seed: int = 0) -> None:
         self.max_datagram = min(config.max_frame_size, peer.max_frame_size)

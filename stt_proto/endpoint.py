@@ -22,7 +22,7 @@ import attrs
 
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .budget import MemoryBudget
-from .config import NodeConfig
+from .config import EndpointConfig
 from .errors import ProtocolError, UsageError
 from .events import Address, SessionAccepted
 from .handshake_payload import Purpose
@@ -86,7 +86,7 @@ class SessionService(Protocol):
 class Endpoint:
     """All sessions bound to one local address."""
 
-    def __init__(self, config: NodeConfig, identity: Identity | None = None,
+    def __init__(self, config: EndpointConfig, identity: Identity | None = None,
                  rng: RandomSource | None = None) -> None:
         self.config = config
         self.rng = rng or SystemRandom()
@@ -105,6 +105,8 @@ class Endpoint:
         # next read, not once per datagram.
         self._unscheduled: dict[bytes, Session] = {}
         self._touched: dict[bytes, Session] = {}  # sessions that may have new events
+        # Sessions that want the next poll (Session.woken): no session calls up into the endpoint.
+        self._woken: dict[bytes, Session] = {}
         self._stateless_out: list[tuple[Datagram, Address]] = []
         self._events: deque[SessionAccepted] = deque()
         self._tokens = RetryTokens(self.rng.token_bytes(32))
@@ -127,7 +129,7 @@ class Endpoint:
     def connect(self, address: Address, peer_id: bytes, now: float,
                 purpose: Purpose = Purpose.APPLICATION) -> Session:
         """Start a handshake to ``address``; the session reports HandshakeCompleted or ends."""
-        session = Session.initiate(config=self.config, identity=self.identity, rng=self.rng,
+        session = Session.initiate(config=self.config.session, identity=self.identity, rng=self.rng,
                                    remote_address=address, peer_id=peer_id, now=now,
                                    local_cid=self._new_cid(), purpose=purpose)
         self._add(session, now)
@@ -142,16 +144,20 @@ class Endpoint:
     def _add(self, session: Session, now: float) -> None:
         self.sessions[session.local_cid] = session
         self.sessions_total += 1
-        session.wakeup = self._mark_dirty
+        session.woken = self._woken
         self._dirty[session.local_cid] = session
         self._reschedule(session)
 
-    def _mark_dirty(self, session: Session) -> None:
-        cid = session.local_cid
-        self._dirty[cid] = session
-        self._unscheduled[cid] = session
+    def _take_woken(self) -> None:
+        """Sessions that noted they want a poll: queued for output and rescheduling."""
+        woken = self._woken
+        self._dirty.update(woken)
+        self._unscheduled.update(woken)
+        woken.clear()
 
     def _flush_schedule(self) -> None:
+        if self._woken:
+            self._take_woken()
         if self._unscheduled:
             pending = self._unscheduled
             self._unscheduled = {}
@@ -210,6 +216,10 @@ class Endpoint:
             reason = session.receive_packet(packet, size, addr, now)
         if reason is not None:
             self._drop(reason)
+        # The session ran: its output and deadline wait for the poll (noted here, not by it).
+        cid = session.local_cid
+        self._dirty[cid] = session
+        self._unscheduled[cid] = session
         if was_handshaking or session.is_initiator or session.state is not ESTABLISHED \
                 or session.purpose is not _APPLICATION:
             self._after_session_input(session, was_handshaking, now)  # else it has nothing to do
@@ -258,7 +268,7 @@ class Endpoint:
         if admission.address_half_open_full(key):
             self._drop(DropReason.RATE_LIMITED)  # the initiator resends its INITIAL later
             return None
-        handshake = read_message1(self.config, self.identity, self.rng, bytes(packet.body),
+        handshake = read_message1(self.config.session, self.identity, self.rng, bytes(packet.body),
                                   packet.scid)
         if handshake is None:
             self.handshakes_failed += 1
@@ -266,7 +276,7 @@ class Endpoint:
             return None
         for cid in admission.to_evict(now):
             self._evict(cid, now)
-        session = Session.respond(config=self.config, identity=self.identity, rng=self.rng,
+        session = Session.respond(config=self.config.session, identity=self.identity, rng=self.rng,
                                   remote_address=addr, original_dcid=packet.dcid, now=now,
                                   address_validated=validated, local_cid=self._new_cid(),
                                   handshake=handshake)
@@ -293,7 +303,8 @@ class Endpoint:
                              now: float) -> None:
         data = session.data
         if data is not None and data.streams.budget is None and not session.is_terminated:
-            data.streams.attach_budget(self.budget, partial(self._mark_dirty, session))
+            data.streams.attach_budget(self.budget,
+                                       partial(self._woken.__setitem__, session.local_cid, session))
         if session.is_initiator:
             if session.confirmed and session.local_cid not in self._accepted:
                 self._accepted.add(session.local_cid)
@@ -403,6 +414,8 @@ class Endpoint:
         ``now``, so the runtime can skip the call that would return nothing."""
         out = self._stateless_out
         self._stateless_out = []
+        if self._woken:
+            self._take_woken()
         dirty = self._dirty
         queue, queued = self._send_queue, self._send_queued
         if dirty:
@@ -416,6 +429,8 @@ class Endpoint:
         wakes = self.budget.wakes
         while True:
             budget = self._send_round(now, out, budget)
+            if self._woken:
+                self._take_woken()
             if self.budget.wakes == wakes or not self._dirty or (budget is not None
                                                                   and budget <= 0):
                 break

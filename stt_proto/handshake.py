@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from .config import NodeConfig
+from .config import SessionConfig
 from .errors import AuthenticationError, CryptoError, DecodeError, HandshakeError, NoiseError
 from .handshake_payload import (
     Field,
@@ -35,7 +35,7 @@ PROLOGUE = b"STT handshake v1"
 INITIAL_HEADER_ROOM = 2 + 2 * CID_LEN + 1  # version, flags, two cids, empty token length
 
 
-def local_settings(config: NodeConfig) -> TransportSettings:
+def local_settings(config: SessionConfig) -> TransportSettings:
     """The transport settings this node announces."""
     window = max(config.recv_buffer_size, config.max_frame_size * 4)
     return TransportSettings(
@@ -64,7 +64,7 @@ class HandshakeResult:
     peer_signing_key: bytes = b""
 
 
-def _new_state(config: NodeConfig, identity: Identity, rng: RandomSource,
+def _new_state(config: SessionConfig, identity: Identity, rng: RandomSource,
                initiator: bool) -> HandshakeState:
     return HandshakeState(
         PROTOCOL_PSK if config.psk else PROTOCOL,
@@ -141,7 +141,7 @@ def _purpose(fields: dict[int, bytes]) -> Purpose:
 class InitiatorHandshake:
     """Writes message 1, reads message 2 (authenticating the responder), writes message 3."""
 
-    def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource,
+    def __init__(self, config: SessionConfig, identity: Identity, rng: RandomSource,
                  local_cid: bytes, expected_peer_id: bytes,
                  purpose: Purpose = Purpose.APPLICATION) -> None:
         self._config = config
@@ -194,7 +194,7 @@ class InitiatorHandshake:
 class ResponderHandshake:
     """Reads message 1, writes message 2, reads message 3 (learning the initiator's identity)."""
 
-    def __init__(self, config: NodeConfig, identity: Identity, rng: RandomSource) -> None:
+    def __init__(self, config: SessionConfig, identity: Identity, rng: RandomSource) -> None:
         self._config = config
         self._signing_public = identity.signing_public
         self._state: HandshakeState | None = _new_state(config, identity, rng, False)

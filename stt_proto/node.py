@@ -5,14 +5,17 @@ The endpoint knows only sessions; the DHT (``dht/``) and the links carrying its 
 sessions of their own (``dht/links.py``) sit here, next to it. The endpoint hands the DHT's
 sessions to the links through its :attr:`Endpoint.service` hook; this class folds the DHT's
 deadline, output and counters into the endpoint's, so a runtime still makes the same calls:
-feed :meth:`Node.receive_datagram`, send what :meth:`Node.datagrams_to_send` returns, arm one
-timer at :meth:`Node.get_timer`, read :meth:`Node.next_event` and :meth:`Node.take_touched`.
+feed ``Node.receive_datagram`` (the endpoint's method itself), send what
+:meth:`Node.datagrams_to_send` returns, arm one timer at :meth:`Node.get_timer`, read
+:meth:`Node.next_event` and :meth:`Node.take_touched`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .budget import MemoryBudget
-from .config import NodeConfig
+from .config import EndpointConfig
 from .dht import DHT, DHTConfig
 from .dht.links import DHTLinks
 from .endpoint import Endpoint, EndpointStats
@@ -28,22 +31,30 @@ _DHT = Purpose.DHT
 
 
 class Node:
-    """A node's sans-I/O core: the endpoint (its sessions) and the DHT service beside it."""
+    """A node's sans-I/O core: the endpoint (its sessions) and the DHT service beside it.
+    ``advertised_ports``: the transport's source ports are not listening ports (WebSocket's
+    TCP client ports), so a DHT contact's port is the one its messages announce."""
 
-    def __init__(self, config: NodeConfig, identity: Identity | None = None,
-                 rng: RandomSource | None = None, dht_config: DHTConfig | None = None) -> None:
+    def __init__(self, config: EndpointConfig, identity: Identity | None = None,
+                 rng: RandomSource | None = None, dht_config: DHTConfig | None = None,
+                 *, advertised_ports: bool = False) -> None:
         self.endpoint = endpoint = Endpoint(config, identity, rng)
+        # Handle one datagram from ``addr``; never raises on bad input. The endpoint's own
+        # method, bound here: the node adds nothing to input, so a datagram's route does not
+        # pass through this module (and pays no extra call).
+        self.receive_datagram: Callable[[bytes | bytearray | memoryview, Address, float],
+                                        None] = endpoint.receive_datagram
         # The node's Kademlia DHT, whose messages travel on sessions of their own.
         self.dht = DHT(endpoint.identity.node_id, endpoint.rng, dht_config,
                        identity=endpoint.identity)
         self._links = DHTLinks(self.dht, self._connect_dht,
-                               advertised_ports=config.transport == "websocket")
+                               advertised_ports=advertised_ports)
         endpoint.service = self._links
 
     # -- what the endpoint owns -------------------------------------------------------------------
 
     @property
-    def config(self) -> NodeConfig:
+    def config(self) -> EndpointConfig:
         return self.endpoint.config
 
     @property
@@ -86,11 +97,6 @@ class Node:
         self.endpoint.close(now, error_code, reason)
 
     # -- the driving surface ----------------------------------------------------------------------
-
-    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Address,
-                         now: float) -> None:
-        """Handle one datagram from ``addr``. Never raises on bad input."""
-        self.endpoint.receive_datagram(data, addr, now)
 
     def get_timer(self) -> float | None:
         """The one deadline the runtime arms: the earliest of all sessions' and the DHT's."""

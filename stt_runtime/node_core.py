@@ -16,13 +16,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from stt_proto import EndpointStats, Identity, Node, NodeConfig, UsageError, preset
+from stt_proto import EndpointStats, Identity, Node, UsageError
 from stt_proto import Session as ProtoSession
 
 from ._address import check_dial, dial_host, open_udp_socket
 from ._signal import Signal
 from .dht import NodeDHT
-from .session import DatagramBudget, Session, dispatch_events
+from .session import DatagramBudget, Session
+from .settings import NodeSettings, SocketSettings, preset_kwargs
 from .udp_io import UdpIO
 from .websocket import tune_stream_socket
 from .workers import WorkerPool, bind_shared
@@ -57,9 +58,11 @@ class NodeCore(Generic[SessionT]):
 
     def __init__(self, session_class: type[SessionT], identity: Identity | None,
                  settings: dict[str, Any]) -> None:
-        self.config = NodeConfig.build(**settings)
+        # The keywords split by layer (stt_runtime/settings.py): ``config`` is the core's.
+        self.settings = NodeSettings.build(**settings)
+        self.config = self.settings.endpoint
         # Unread DATAGRAMs queued across sessions (stt_runtime/session.py DatagramBudget).
-        self._datagram_budget = DatagramBudget(self.config.datagram_budget)
+        self._datagram_budget = DatagramBudget(self.settings.socket.datagram_budget)
         self.identity = identity or Identity.generate()
         self._session_class = session_class
         self._endpoint: Node | None = None  # the sans-I/O core the driver feeds
@@ -135,15 +138,16 @@ class NodeCore(Generic[SessionT]):
         return host, port
 
     def _new_endpoint(self, port: int) -> Node:
-        node = Node(self.config, self.identity)
+        node = Node(self.config, self.identity,
+                    advertised_ports=self.settings.socket.transport == "websocket")
         node.dht.port = port  # announced to DHT peers, who may only see a client port
         return node
 
     def _bind_udp(self) -> socket.socket:
         """Bind the UDP socket and make the endpoint for it."""
-        sock, self._granted = bind_udp(self.config)
+        sock, self._granted = bind_udp(self.settings.socket)
         self._sock = sock
-        self._udp = UdpIO(sock, self.config.udp_offload)
+        self._udp = UdpIO(sock, self.settings.socket.udp_offload)
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
         return sock
 
@@ -170,9 +174,10 @@ class NodeCore(Generic[SessionT]):
         peer_addr = (dial_host(peer_addr[0]), peer_addr[1])
         if self._ws is not None:
             await self._ws.ensure(peer_addr,
-                                  self.config.handshake_timeout if timeout is None else timeout)
+                                  self.config.session.handshake_timeout
+                                  if timeout is None else timeout)
         else:
-            check_dial(self.config.host, peer_addr[0])
+            check_dial(self.settings.socket.host, peer_addr[0])
         proto = endpoint.connect(peer_addr, bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()
@@ -208,7 +213,7 @@ class NodeCore(Generic[SessionT]):
             "loop": loop,
             "recv_buffer_granted": self._granted[0],
             "send_buffer_granted": self._granted[1],
-            "transport": self.config.transport,
+            "transport": self.settings.socket.transport,
             **udp_stats(self._udp),
             **({} if ws is None else {"websocket_protocol_errors": ws.protocol_errors,
                                       "websocket_dropped_sends": ws.dropped_sends}),
@@ -231,8 +236,8 @@ class NodeCore(Generic[SessionT]):
             self._kick()
 
     def _tune_stream_socket(self, sock: socket.socket) -> None:
-        granted = tune_stream_socket(sock, self.config.recv_buffer_size,
-                                     self.config.send_buffer_size)
+        granted = tune_stream_socket(sock, self.settings.socket.recv_buffer_size,
+                                     self.settings.socket.send_buffer_size)
         if granted is not None:
             self._granted = granted
 
@@ -247,7 +252,8 @@ class NodeCore(Generic[SessionT]):
             ws.send(data, addr)
 
     def _poll(self, endpoint: Node, timers: bool) -> None:
-        """Send what the endpoint has ready and hand out its events. Only the timer's own call
+        """Run due deadlines and send what the endpoint has ready; the driver then hands out
+        the events (``session.dispatch_events``, ``NodeDHT.dispatch``). Only the timer's own call
         (``timers``) runs due deadlines: the armed timer is never later than the endpoint's
         deadline, and input or an API call never moves a deadline to the past (an ACK owed at
         once is built by the poll itself), so other calls would only pay a second deadline
@@ -265,9 +271,6 @@ class NodeCore(Generic[SessionT]):
             self._send()
             if len(batch) < SEND_BATCH:
                 break  # a short batch: the endpoint has nothing more ready now
-        dispatch_events(endpoint, self._sessions, self._wrap, self._accepted,
-                        self._accept_signal)
-        self.dht.dispatch(endpoint)
 
 
 def udp_stats(udp: UdpIO | None) -> dict[str, Any]:
@@ -288,15 +291,7 @@ def endpoint_stats(stats: EndpointStats) -> dict[str, Any]:
     }
 
 
-def preset_kwargs(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """A preset's settings with ``overrides`` applied, as ``STTNode(**...)`` keywords."""
-    identity = overrides.pop("identity", None)
-    config = preset(name, **overrides)
-    fields = {f: getattr(config, f) for f in config.__slots__ if not f.startswith("__")}
-    return {"identity": identity, **fields}
-
-
-def bind_udp(config: NodeConfig) -> tuple[socket.socket, tuple[int, int]]:
+def bind_udp(config: SocketSettings) -> tuple[socket.socket, tuple[int, int]]:
     """The node's bound UDP socket (dual-stack for ``host=None``) and the buffer sizes the
     kernel granted."""
     sock, host = open_udp_socket(config.host)
@@ -331,4 +326,4 @@ def apply_buffers(sock: socket.socket, recv: int, send: int) -> tuple[int, int]:
 
 
 __all__ = ["CLOSE_LINGER", "SEND_BATCH", "NodeCore", "WsTransport", "apply_buffers",
-           "bind_udp", "endpoint_stats", "preset_kwargs", "udp_stats"]
+           "bind_udp", "endpoint_stats", "udp_stats"]

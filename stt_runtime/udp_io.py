@@ -11,6 +11,12 @@ Both are probed when the socket is set up and fall back, without losing a datagr
 ``sendto`` / ``recvfrom_into`` per datagram where the kernel, the platform or the path refuses
 them. Nothing here decides anything about the protocol: it moves bytes.
 
+One wake-up of a runtime's loop reads a bounded amount (:func:`drain_bounded`): draining
+every waiting datagram (up to 4,096 reads) in one callback stalled the event loop for seconds
+when each cost a handshake's cryptography, so it reads in slices of ``DRAIN_SLICE`` and stops
+after ``DRAIN_TIME`` seconds or ``DRAIN_COUNT`` reads; the socket stays readable, and the loop
+calls again after whatever else was ready has run.
+
 On a dual-stack socket (``host=None``) IPv4 peers arrive as ``::ffff:a.b.c.d``; they are handed
 on as plain ``a.b.c.d`` and mapped back when sent to (``_address``), so the endpoint and the
 user see one form of an IPv4 peer whichever socket carries it.
@@ -26,6 +32,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
+from time import perf_counter
 
 from ._address import is_dual_stack, plain_host, wire_address
 
@@ -40,6 +47,9 @@ MAX_SEGMENTS = 64  # the kernel's limit per GSO send before Linux 6.? raised it 
 MAX_GSO_BYTES = 65000  # one GSO send carries at most an IPv4 datagram's payload
 RECV_BUFFER = 65536  # the largest UDP payload, or a GRO run of segments
 MAX_DRAIN = 4096  # reads per readiness callback before servicing timers and output
+DRAIN_SLICE = 16  # reads between two looks at the clock (drain_bounded)
+DRAIN_TIME = 0.004  # seconds of input handling per wake-up, at most (plus one slice)
+DRAIN_COUNT = 1024  # reads per wake-up, at most
 CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _native_u32 = struct.Struct("=I").unpack_from  # UDP_GRO's segment size, a C int
 # A GSO send of these sizes is refused as a whole: the route cannot carry one segment, or the
@@ -219,4 +229,24 @@ class UdpIO:
         return count
 
 
-__all__ = ["MAX_DRAIN", "RECV_BUFFER", "UdpIO"]
+def drain_bounded(udp: UdpIO, receive: Receive, clock: Callable[[], float], *,
+                  budget: float = DRAIN_TIME, count: int = DRAIN_COUNT,
+                  timer: Callable[[], float] = perf_counter) -> tuple[int, bool]:
+    """Read from ``udp`` into ``receive`` (each slice stamped with ``clock()``) until the
+    socket is empty, ``budget`` seconds of ``timer`` have passed or ``count`` reads are done.
+    Returns the reads made and whether the socket may hold more (the bound was reached).
+    Sessions share the work in the order their datagrams arrived."""
+    start = timer()
+    total = 0
+    while True:
+        want = count - total if count - total < DRAIN_SLICE else DRAIN_SLICE
+        reads = udp.drain(receive, clock(), want)
+        total += reads
+        if reads < want:
+            return total, False
+        if total >= count or timer() - start >= budget:
+            return total, True
+
+
+__all__ = ["DRAIN_COUNT", "DRAIN_SLICE", "DRAIN_TIME", "MAX_DRAIN", "RECV_BUFFER", "UdpIO",
+           "drain_bounded"]

@@ -169,11 +169,10 @@ def worker_specs(node: Any, handler: Handler, runtime: str,
                  node_class: Any) -> list[WorkerSpec]:
     """Specs for workers 1..N-1 of ``node``, which is bound (its port is the shared one); each
     worker builds a ``node_class``."""
-    config = node.config
-    settings = {f: getattr(config, f) for f in config.__slots__ if not f.startswith("__")}
+    settings = node.settings.keywords()
     settings["port"] = node.address[1]
     return [WorkerSpec(index, runtime, settings, node.identity.private_bytes(), handler,
-                       os.getpid(), node_class) for index in range(1, config.workers)]
+                       os.getpid(), node_class) for index in range(1, settings["workers"])]
 
 
 async def run_handler(handler: Handler, session: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 import pytest
 
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig, Session
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig, Session
 from stt_proto.sim import LinkProfile, Network
 
 A = ("10.0.0.1", 4000)
@@ -40,8 +40,8 @@ def make_pair(seed: int = 1, profile: LinkProfile | None = None,
               client_config: dict[str, Any] | None = None,
               server_config: dict[str, Any] | None = None) -> Pair:
     net = Network(seed=seed, default_profile=profile or LinkProfile(latency=0.01))
-    client = Endpoint(NodeConfig.build(**(client_config or {})), rng=DeterministicRandom(seed))
-    server = Endpoint(NodeConfig.build(**(server_config or {})),
+    client = Endpoint(EndpointConfig.build(**(client_config or {})), rng=DeterministicRandom(seed))
+    server = Endpoint(EndpointConfig.build(**(server_config or {})),
                       rng=DeterministicRandom(seed + 10_000))
     net.add_endpoint(client, A)
     net.add_endpoint(server, B)

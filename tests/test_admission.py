@@ -13,7 +13,7 @@ from stt_proto import (
     COMPILED,
     DeterministicRandom,
     Endpoint,
-    NodeConfig,
+    EndpointConfig,
     Session,
     SessionTerminated,
 )
@@ -38,7 +38,7 @@ from stt_proto.packet import (
 )
 from stt_proto.sim import LinkProfile, Network
 
-from .conftest import A, B, CallCounter, make_pair
+from .conftest import A, B, CallCounter, Pair, make_pair
 
 ATTACKER = ("10.9.0.1", 6000)
 
@@ -52,10 +52,20 @@ def _finish_dropped_from(*sources: tuple[str, int]) -> object:
     return tamper
 
 
+def _half_open_flood(pair: Pair, count: int) -> list[Session]:
+    """An attacker at ``ATTACKER`` starts ``count`` handshakes with the pair's server and never
+    finishes one (every FINISH it sends is lost): half-open handshakes the server holds."""
+    attacker = pair.net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(99)),
+                                     ATTACKER)
+    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
+    server_id = pair.server.identity.node_id
+    return [attacker.connect(B, server_id, pair.net.now) for _ in range(count)]
+
+
 def _initials(count: int, seed: int = 7) -> list[bytes]:
     """``count`` valid INITIALs (each its own handshake), from a real initiator."""
-    client = Endpoint(NodeConfig(), rng=DeterministicRandom(seed))
-    server_id = Endpoint(NodeConfig(), rng=DeterministicRandom(seed + 1)).identity.node_id
+    client = Endpoint(EndpointConfig(), rng=DeterministicRandom(seed))
+    server_id = Endpoint(EndpointConfig(), rng=DeterministicRandom(seed + 1)).identity.node_id
     for _ in range(count):
         client.connect(B, server_id, 0.0)
     out = [bytes(d) for d, _ in client.datagrams_to_send(0.0)]
@@ -82,12 +92,7 @@ def test_half_open_flood_answering_retry_cannot_lock_out_a_legit_client() -> Non
     still connects."""
     pair = make_pair(server_config={"max_sessions": 40, "max_half_open": 20,
                                     "retry_threshold": 0})
-    attacker = pair.net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)),
-                                     ATTACKER)
-    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
-    server_id = pair.server.identity.node_id
-    for _ in range(60):
-        attacker.connect(B, server_id, pair.net.now)
+    _half_open_flood(pair, 60)
     pair.net.run(0.5)
     server = pair.server
     assert len(server.sessions) <= 20  # was 40: max_sessions, all half-open
@@ -100,11 +105,7 @@ def test_half_open_flood_answering_retry_cannot_lock_out_a_legit_client() -> Non
 
 def test_evicted_half_open_initiator_is_told_it_was_refused() -> None:
     pair = make_pair(server_config={"max_half_open": 5, "retry_threshold": 0})
-    attacker = pair.net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)),
-                                     ATTACKER)
-    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
-    sessions = [attacker.connect(B, pair.server.identity.node_id, pair.net.now)
-                for _ in range(8)]
+    sessions = _half_open_flood(pair, 8)
     pair.net.run(0.5)
     ended = [e for s in sessions for e in iter(s.next_event, None)
              if isinstance(e, SessionTerminated)]
@@ -114,7 +115,7 @@ def test_evicted_half_open_initiator_is_told_it_was_refused() -> None:
 def test_a_full_half_open_budget_asks_for_retry_before_evicting() -> None:
     """Only an initiator that proved its address may evict a half-open handshake: with the
     budget full, a tokenless INITIAL gets a RETRY, whatever retry_threshold says."""
-    server = Endpoint(NodeConfig(max_half_open=5, retry_threshold=64),
+    server = Endpoint(EndpointConfig.build(max_half_open=5, retry_threshold=64),
                       rng=DeterministicRandom(2))
     initials = _initials(6)
     for i, initial in enumerate(initials[:5]):
@@ -127,11 +128,7 @@ def test_a_full_half_open_budget_asks_for_retry_before_evicting() -> None:
 def test_half_open_handshakes_time_out_early_under_load() -> None:
     pair = make_pair(server_config={"retry_threshold": 10, "half_open_timeout": 0.5,
                                     "handshake_timeout": 10.0})
-    attacker = pair.net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)),
-                                     ATTACKER)
-    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
-    for _ in range(10):
-        attacker.connect(B, pair.server.identity.node_id, pair.net.now)
+    _half_open_flood(pair, 10)
     pair.net.run(0.3)
     assert pair.server.get_stats().half_open == 10
     pair.net.run(0.5)  # older than half_open_timeout, far from handshake_timeout
@@ -144,11 +141,7 @@ def test_half_open_handshakes_time_out_early_under_load() -> None:
 
 def test_half_open_timeout_applies_only_under_load() -> None:
     pair = make_pair(server_config={"retry_threshold": 50, "half_open_timeout": 0.5})
-    attacker = pair.net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)),
-                                     ATTACKER)
-    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
-    for _ in range(5):
-        attacker.connect(B, pair.server.identity.node_id, pair.net.now)
+    _half_open_flood(pair, 5)
     pair.net.run(1.0)
     legit = pair.connect()
     assert pair.net.run_until(lambda: legit.confirmed, 1.0)
@@ -158,11 +151,7 @@ def test_half_open_timeout_applies_only_under_load() -> None:
 
 def test_one_address_holds_at_most_its_half_open_share() -> None:
     pair = make_pair(server_config={"max_half_open_per_address": 8, "retry_threshold": 0})
-    attacker = pair.net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)),
-                                     ATTACKER)
-    pair.net.tamper = _finish_dropped_from(ATTACKER)  # type: ignore[assignment]
-    for _ in range(30):
-        attacker.connect(B, pair.server.identity.node_id, pair.net.now)
+    _half_open_flood(pair, 30)
     pair.net.run(0.5)
     assert pair.server.get_stats().half_open == 8
     legit = pair.connect()  # another address: not held back
@@ -184,7 +173,7 @@ def test_sessions_per_identity_are_limited() -> None:
     for end in refused:
         assert end.error_code == SESSION_LIMIT_CODE and "per_identity" in end.reason
     # Another identity is not held back, and a closed session frees its place.
-    other = Endpoint(NodeConfig(), rng=DeterministicRandom(5))
+    other = Endpoint(EndpointConfig(), rng=DeterministicRandom(5))
     pair.net.add_endpoint(other, ("10.0.0.3", 4000))
     s = other.connect(B, pair.server.identity.node_id, pair.net.now)
     assert pair.net.run_until(lambda: s.confirmed, 1.0)
@@ -197,7 +186,7 @@ def test_sessions_per_identity_are_limited() -> None:
 def test_sessions_per_address_are_limited_when_set() -> None:
     pair = make_pair(server_config={"max_sessions_per_address": 2})
     # Two more identities from the same host, other ports.
-    others = [Endpoint(NodeConfig(), rng=DeterministicRandom(20 + i)) for i in range(2)]
+    others = [Endpoint(EndpointConfig(), rng=DeterministicRandom(20 + i)) for i in range(2)]
     for i, other in enumerate(others):
         pair.net.add_endpoint(other, (A[0], A[1] + 1 + i))
     sessions = [pair.connect()] + [o.connect(B, pair.server.identity.node_id, pair.net.now)
@@ -220,9 +209,9 @@ def test_spoofed_initial_flood_does_not_starve_legit_clients_of_retry() -> None:
     """A 20,000/s flood of INITIALs from spoofed addresses used the global RETRY budget, so
     legit initiators saw no RETRY and timed out; now every one connects promptly."""
     net = Network(seed=3, default_profile=LinkProfile(latency=0.01), record_trace=False)
-    server = net.add_endpoint(Endpoint(NodeConfig(retry_threshold=0),
+    server = net.add_endpoint(Endpoint(EndpointConfig.build(retry_threshold=0),
                                        rng=DeterministicRandom(2)), B)
-    legit = [net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(10 + i)),
+    legit = [net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(10 + i)),
                               (f"10.1.0.{i + 1}", 4000)) for i in range(5)]
     initial = _initials(1)[0]
     spoofed = 0
@@ -246,13 +235,13 @@ def test_spoofed_initial_flood_does_not_starve_legit_clients_of_retry() -> None:
 def test_one_address_cannot_spend_the_global_retry_budget() -> None:
     """5,000 INITIALs from one address used the whole global budget, so the next address got
     no RETRY; now that address is held to its own bucket."""
-    server = Endpoint(NodeConfig(retry_threshold=0), rng=DeterministicRandom(2))
+    server = Endpoint(EndpointConfig.build(retry_threshold=0), rng=DeterministicRandom(2))
     initial = _initials(1)[0]
     for i in range(5000):
         server.receive_datagram(initial, ("10.7.7.7", 1000 + i), 0.0)
     out = server.datagrams_to_send(0.0)
     retries = sum(parse_packet(d).type is PacketType.RETRY for d, _ in out)
-    assert 0 < retries <= NodeConfig().max_half_open_per_address
+    assert 0 < retries <= EndpointConfig().max_half_open_per_address
     server.receive_datagram(initial, ("10.8.8.8", 1000), 0.0)
     out = server.datagrams_to_send(0.0)
     assert [parse_packet(d).type for d, _ in out] == [PacketType.RETRY]
@@ -261,9 +250,9 @@ def test_one_address_cannot_spend_the_global_retry_budget() -> None:
 
 def test_token_echo_is_admitted_while_spoofers_exhaust_the_retry_budget() -> None:
     net = Network(seed=4, default_profile=LinkProfile(latency=0.01), record_trace=False)
-    server = net.add_endpoint(Endpoint(NodeConfig(retry_threshold=0),
+    server = net.add_endpoint(Endpoint(EndpointConfig.build(retry_threshold=0),
                                        rng=DeterministicRandom(2)), B)
-    client = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(3)), A)
+    client = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(3)), A)
     session = client.connect(B, server.identity.node_id, net.now)
     net.run(0.015)  # the RETRY is on its way back
     assert server.get_stats().retries_sent == 1
@@ -278,7 +267,7 @@ def test_token_echo_is_admitted_while_spoofers_exhaust_the_retry_budget() -> Non
 # -- 4. no allocation before a valid INITIAL ----------------------------------------------------
 
 def test_junk_initials_allocate_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = Endpoint(NodeConfig(), rng=DeterministicRandom(2))
+    server = Endpoint(EndpointConfig(), rng=DeterministicRandom(2))
     # Session.respond is counted over the Python sources; the compiled core's methods cannot
     # be wrapped, and there the session counters alone are checked (CI runs both builds).
     responds = CallCounter(monkeypatch, Session, "respond")
@@ -300,7 +289,7 @@ def test_junk_initials_allocate_no_session(monkeypatch: pytest.MonkeyPatch) -> N
        psk=st.booleans())
 def test_mangled_initials_never_raise_and_cost_no_session(cut: int, noise: bytes,
                                                          same_scid: bool, psk: bool) -> None:
-    config = NodeConfig(psk=bytes(range(32)) if psk else None)
+    config = EndpointConfig.build(psk=bytes(range(32)) if psk else None)
     valid = parse_packet(_initials(1)[0] if not psk else _psk_initial(config))
     body = bytes(valid.body)[:cut] + noise
     scid = valid.scid if same_scid else b"\x01" * 8
@@ -314,7 +303,7 @@ def test_mangled_initials_never_raise_and_cost_no_session(cut: int, noise: bytes
         assert types in ([PacketType.REFUSE], [])
 
 
-def _psk_initial(config: NodeConfig) -> bytes:
+def _psk_initial(config: EndpointConfig) -> bytes:
     client = Endpoint(config, rng=DeterministicRandom(8))
     client.connect(B, bytes(32), 0.0)
     return bytes(client.datagrams_to_send(0.0)[0][0])
@@ -332,7 +321,7 @@ def test_psk_mismatch_still_fails_fast_without_a_session() -> None:
 # -- 5. REFUSE rate limits ----------------------------------------------------------------------
 
 def test_refuse_flood_from_many_addresses_is_rate_limited() -> None:
-    server = Endpoint(NodeConfig(), rng=DeterministicRandom(2))
+    server = Endpoint(EndpointConfig(), rng=DeterministicRandom(2))
     refused = 0
     for i in range(10_000):  # 10,000 junk INITIALs over one second, each from its own address
         now = i / 10_000
@@ -345,7 +334,7 @@ def test_refuse_flood_from_many_addresses_is_rate_limited() -> None:
 
 
 def test_refuse_flood_from_one_address_is_rate_limited() -> None:
-    server = Endpoint(NodeConfig(), rng=DeterministicRandom(2))
+    server = Endpoint(EndpointConfig(), rng=DeterministicRandom(2))
     refused = 0
     for i in range(10_000):
         now = i / 10_000
@@ -402,7 +391,7 @@ def test_address_key_counts_ipv4_hosts_and_ipv6_prefixes(host: str, key: str) ->
 ])
 def test_admission_settings_are_range_checked(setting: str, value: object) -> None:
     with pytest.raises(SettingsError, match=setting):
-        NodeConfig.build(**{setting: value})
+        EndpointConfig.build(**{setting: value})
 
 
 def test_session_limit_close_reaches_the_initiator_as_session_closed() -> None:

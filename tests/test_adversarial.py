@@ -23,8 +23,8 @@ import pytest
 from stt_proto import (
     DeterministicRandom,
     Endpoint,
+    EndpointConfig,
     Identity,
-    NodeConfig,
     ProtocolViolation,
     Session,
     SessionClosed,
@@ -48,7 +48,7 @@ class Attacker:
 
     def __init__(self, sock: anyio.abc.UDPSocket, seed: int) -> None:
         self.sock = sock
-        self.endpoint = Endpoint(NodeConfig.build(), Identity.generate(),
+        self.endpoint = Endpoint(EndpointConfig(), Identity.generate(),
                                  rng=DeterministicRandom(seed))
         self.received = 0
         self._sending = anyio.Lock()  # the pump and the attack share the socket

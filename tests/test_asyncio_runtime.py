@@ -227,8 +227,8 @@ def test_keep_alive_timeout_when_the_peer_vanishes() -> None:
 def test_presets_and_invalid_settings() -> None:
     for make in (STTNode.low_latency, STTNode.high_throughput, STTNode.balanced):
         node = make(keep_alive_interval=5.0, keep_alive_timeout=15.0)
-        assert node.config.keep_alive_timeout == 15.0
-    assert STTNode.low_latency().config.no_delay
+        assert node.config.session.keep_alive_timeout == 15.0
+    assert STTNode.low_latency().config.session.no_delay
     with pytest.raises(ValueError, match="max_frame_size"):
         STTNode(max_frame_size=10)
     with pytest.raises(ValueError, match="congestion_control"):

@@ -9,25 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from stt_proto import Identity, NodeConfig, SettingsError, hash_data, preset
-from stt_proto.config import PRESETS
+from stt_proto import EndpointConfig, Identity, SessionConfig, SettingsError, hash_data
+from stt_runtime.settings import PRESETS, NodeSettings, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_constructs_and_accepts_overrides(name: str) -> None:
-    config = preset(name, keep_alive_interval=5.0, keep_alive_timeout=15.0)
-    assert config.keep_alive_interval == 5.0
+    settings = preset(name, keep_alive_interval=5.0, keep_alive_timeout=15.0)
+    assert settings.endpoint.session.keep_alive_interval == 5.0
+    keywords = settings.keywords()
     for key, value in PRESETS[name].items():
-        assert getattr(config, key) == value
+        assert keywords[key] == value
 
 
 def test_preset_values_follow_the_seed() -> None:
-    low = preset("low_latency")
+    low = preset("low_latency").endpoint.session
     assert (low.max_frame_size, low.no_delay, low.recv_buffer_size) == (4096, True, 512 * 1024)
-    high = preset("high_throughput")
+    high = preset("high_throughput").endpoint.session
     assert (high.recv_buffer_size, high.max_concurrent_streams) == (8 * 1024**2, 64)
     assert high.max_frame_size >= 65507
-    bal = preset("balanced")
+    bal = preset("balanced").endpoint.session
     assert (bal.max_frame_size, bal.recv_buffer_size, bal.max_concurrent_streams) == (
         16384, 2 * 1024**2, 256)
 
@@ -45,17 +46,19 @@ def test_preset_values_follow_the_seed() -> None:
 )
 def test_invalid_settings_raise_value_error_naming_the_setting(setting: str, value: object) -> None:
     with pytest.raises(ValueError, match=setting):
-        NodeConfig.build(**{setting: value})
+        NodeSettings.build(**{setting: value})
 
 
 def test_keep_alive_timeout_must_exceed_interval() -> None:
     with pytest.raises(SettingsError, match="keep_alive_timeout"):
-        NodeConfig(keep_alive_interval=10.0, keep_alive_timeout=5.0)
+        SessionConfig(keep_alive_interval=10.0, keep_alive_timeout=5.0)
 
 
 def test_unknown_setting_is_named() -> None:
     with pytest.raises(SettingsError, match="frame_sise"):
-        NodeConfig.build(frame_sise=4)
+        NodeSettings.build(frame_sise=4)
+    with pytest.raises(SettingsError, match="frame_sise"):
+        EndpointConfig.build(frame_sise=4)
     with pytest.raises(SettingsError, match="unknown preset"):
         preset("fastest")
 

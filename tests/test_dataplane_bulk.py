@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stt_proto.config import NodeConfig
+from stt_proto.config import SessionConfig
 from stt_proto.dataplane import PACKET_OVERHEAD, DataPlane
 from stt_proto.handshake import local_settings
 from stt_proto.rtt import RttEstimator
@@ -17,7 +17,7 @@ FRAME = 1200
 
 
 def _plane(events: list[Any]) -> DataPlane:
-    config = NodeConfig.build(max_frame_size=FRAME, no_delay=True)
+    config = SessionConfig(max_frame_size=FRAME, no_delay=True)
     settings = local_settings(config)
     return DataPlane(config=config, is_initiator=True, local=settings, peer=settings,
                      rtt=RttEstimator(), emit=events.append, seed=7)

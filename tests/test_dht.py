@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stt_proto import DeterministicRandom, Node, NodeConfig, UsageError, hash_data
+from stt_proto import DeterministicRandom, EndpointConfig, Node, UsageError, hash_data
 from stt_proto.dht import DHTConfig, Operation
 from stt_proto.dht.ids import Contact, distance
 from stt_proto.errors import DHTError
@@ -24,7 +24,7 @@ class Swarm:
             self.add(i, seed, config)
 
     def add(self, i: int, seed: int, config: DHTConfig) -> Node:
-        node = Node(NodeConfig.build(), rng=DeterministicRandom(seed * 1000 + i),
+        node = Node(EndpointConfig(), rng=DeterministicRandom(seed * 1000 + i),
                     dht_config=config)
         address = (f"10.0.{i // 250}.{i % 250 + 1}", 4000)
         node.dht.port = address[1]

@@ -4,7 +4,7 @@ the endpoint raise."""
 
 from __future__ import annotations
 
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig, hash_data
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig, hash_data
 from stt_proto.dht.messages import Kind, Message, decode, encode
 from stt_proto.handshake_payload import Purpose
 from stt_proto.session import Session
@@ -88,7 +88,7 @@ def test_a_peer_allowing_only_tiny_messages_cannot_make_the_endpoint_raise() -> 
     swarm = Swarm(3, seed=36)
     swarm.join_all()
     victim = swarm.nodes[0]
-    tiny = Endpoint(NodeConfig.build(max_message_size=16), rng=DeterministicRandom(3600))
+    tiny = Endpoint(EndpointConfig.build(max_message_size=16), rng=DeterministicRandom(3600))
     swarm.net.add_endpoint(tiny, ("10.0.8.1", 4000))
     session = tiny.connect(swarm.address(victim), victim.identity.node_id, swarm.net.now,
                            Purpose.DHT)

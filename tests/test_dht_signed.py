@@ -9,7 +9,14 @@ import hashlib
 import attrs
 import pytest
 
-from stt_proto import AuthenticationError, Endpoint, Identity, Node, NodeConfig, SessionTerminated
+from stt_proto import (
+    AuthenticationError,
+    Endpoint,
+    EndpointConfig,
+    Identity,
+    Node,
+    SessionTerminated,
+)
 from stt_proto.dht import DHTConfig, DHTRecord, SignedRecord, record_key
 from stt_proto.dht.ids import distance
 from stt_proto.dht.messages import Kind, Message, encode
@@ -208,8 +215,8 @@ def test_dht_without_identity_cannot_publish() -> None:
 
 def _pair(server_identity: Identity) -> tuple[Network, Endpoint, Endpoint]:
     net = Network(seed=3, default_profile=LinkProfile(latency=0.01))
-    client = Endpoint(NodeConfig.build(), rng=DeterministicRandom(3))
-    server = Endpoint(NodeConfig.build(), server_identity, rng=DeterministicRandom(4))
+    client = Endpoint(EndpointConfig(), rng=DeterministicRandom(3))
+    server = Endpoint(EndpointConfig(), server_identity, rng=DeterministicRandom(4))
     net.add_endpoint(client, ("10.0.0.1", 4000))
     net.add_endpoint(server, ("10.0.0.2", 5000))
     return net, client, server

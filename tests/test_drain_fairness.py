@@ -14,8 +14,7 @@ import anyio
 import pytest
 
 from stt_proto import Endpoint
-from stt_runtime._drain import DRAIN_COUNT, DRAIN_SLICE, DRAIN_TIME, drain_bounded
-from stt_runtime.udp_io import UdpIO
+from stt_runtime.udp_io import DRAIN_COUNT, DRAIN_SLICE, DRAIN_TIME, UdpIO, drain_bounded
 
 from .test_node_lifecycle import run_in
 

@@ -10,7 +10,7 @@ from stt_proto import (
     ConnectionRefused,
     DeterministicRandom,
     Endpoint,
-    NodeConfig,
+    EndpointConfig,
     SessionTerminated,
     State,
 )
@@ -232,8 +232,8 @@ def test_random_link_profiles(profile: LinkProfile, seed: int) -> None:
 
 
 def test_endpoint_accepts_deterministic_identity() -> None:
-    one = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
-    two = Endpoint(NodeConfig(), rng=DeterministicRandom(3))
+    one = Endpoint(EndpointConfig(), rng=DeterministicRandom(3))
+    two = Endpoint(EndpointConfig(), rng=DeterministicRandom(3))
     assert one.identity.node_id == two.identity.node_id
 
 

@@ -27,11 +27,11 @@ warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import stt_proto
 from stt_proto._native import COMPILED_MODULES
-from stt_proto import DeterministicRandom, Endpoint, NodeConfig
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig
 from stt_proto.sim import Network
 net = Network(seed=1, record_trace=False)
-a = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(1)), ("10.0.0.1", 1))
-b = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(2)), ("10.0.0.2", 2))
+a = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(1)), ("10.0.0.1", 1))
+b = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(2)), ("10.0.0.2", 2))
 session = a.connect(("10.0.0.2", 2), b.identity.node_id, 0.0)
 net.run(0.5)
 peer = b.sessions[b.next_event().session_id]

@@ -12,10 +12,11 @@ from typing import Any
 import anyio
 import pytest
 
-from stt_proto import COMPILED, Endpoint, NodeConfig, Session, SettingsError
+from stt_proto import COMPILED, Endpoint, EndpointConfig, Session, SettingsError
 from stt_proto.budget import MemoryBudget
 from stt_proto.events import SessionTerminated
 from stt_proto.streams import RecvSide
+from stt_runtime.settings import NodeSettings, SocketSettings
 
 from .conftest import Pair, make_pair
 from .test_node_lifecycle import run_in
@@ -195,12 +196,11 @@ def test_reservations_are_all_or_nothing_and_served_in_order() -> None:
                                              ("datagram_budget", 10), ("datagram_budget", 1.5)])
 def test_budget_settings_are_checked_and_named(name: str, value: object) -> None:
     with pytest.raises(SettingsError, match=name):
-        NodeConfig.build(**{name: value})
+        NodeSettings.build(**{name: value})
 
 
 def test_budget_defaults_fit_a_small_server() -> None:
-    config = NodeConfig()
-    assert config.receive_budget + config.datagram_budget <= 1 << 30
+    assert EndpointConfig().receive_budget + SocketSettings().datagram_budget <= 1 << 30
 
 
 # -- unread DATAGRAMs: one budget for the node (the runtimes' queues) ------------------------------

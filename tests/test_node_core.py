@@ -10,8 +10,8 @@ from pathlib import Path
 from stt_proto import (
     DeterministicRandom,
     Endpoint,
+    EndpointConfig,
     Node,
-    NodeConfig,
     SessionTerminated,
 )
 from stt_proto.admission import SESSION_LIMIT_CODE
@@ -36,13 +36,13 @@ def test_the_endpoint_imports_nothing_of_the_dht() -> None:
                  for alias in node.names}
     assert not {name for name in imported
                 if name == "dht" or name.startswith(("dht.", "stt_proto.dht"))}
-    assert not hasattr(Endpoint(NodeConfig(), rng=DeterministicRandom(1)), "dht")
+    assert not hasattr(Endpoint(EndpointConfig(), rng=DeterministicRandom(1)), "dht")
 
 
 def test_a_bare_endpoint_refuses_inbound_dht_sessions() -> None:
     net = _net()
-    client = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(1)), CLIENT)
-    server = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(2)), SERVER)
+    client = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(1)), CLIENT)
+    server = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(2)), SERVER)
     session = client.connect(SERVER, server.identity.node_id, 0.0, Purpose.DHT)
     net.run(2.0)
     ends = [e for e in iter(session.next_event, None) if isinstance(e, SessionTerminated)]
@@ -59,8 +59,8 @@ def test_a_bare_endpoint_refuses_inbound_dht_sessions() -> None:
 
 def test_the_node_serves_dht_sessions_and_keeps_them_from_the_application() -> None:
     net = _net()
-    client = net.add_endpoint(Node(NodeConfig(), rng=DeterministicRandom(1)), CLIENT)
-    server = net.add_endpoint(Node(NodeConfig(), rng=DeterministicRandom(2)), SERVER)
+    client = net.add_endpoint(Node(EndpointConfig(), rng=DeterministicRandom(1)), CLIENT)
+    server = net.add_endpoint(Node(EndpointConfig(), rng=DeterministicRandom(2)), SERVER)
     client.dht.port = server.dht.port = 4000
     op = client.dht.bootstrap([Contact(server.identity.node_id, SERVER)], 0.0)
     assert net.run_until(lambda: op.done, 5.0) and op.error is None
@@ -80,7 +80,7 @@ def test_the_node_serves_dht_sessions_and_keeps_them_from_the_application() -> N
 def test_the_node_folds_the_dht_deadline_into_its_timer() -> None:
     """The runtime arms one timer, the node's: it must cover the DHT's deadlines (an RPC's
     timeout here), which the endpoint alone knows nothing of."""
-    node = Node(NodeConfig(), rng=DeterministicRandom(1), dht_config=DHTConfig(rpc_timeout=1.0))
+    node = Node(EndpointConfig(), rng=DeterministicRandom(1), dht_config=DHTConfig(rpc_timeout=1.0))
     assert node.get_timer() is None
     op = node.dht.bootstrap([Contact(bytes(range(32)), ("10.0.0.9", 4000))], 0.0)
     assert node.endpoint.get_timer() is None  # no session yet: the DHT's deadline only

@@ -20,7 +20,7 @@ import pytest
 
 import stt_anyio
 import stt_asyncio
-from stt_proto import Endpoint, NodeConfig, SessionClosed, UsageError
+from stt_proto import Endpoint, EndpointConfig, SessionClosed, UsageError
 from stt_runtime.udp_io import UdpIO
 from stt_runtime.workers import HANDLER_FAILED
 
@@ -253,7 +253,7 @@ def test_default_nodes_reach_each_other_over_ipv4_and_ipv6(runtime: str, loopbac
         with anyio.fail_after(10):
             accepted: list[Any] = []
             async with node_class() as server, node_class() as client:
-                assert node_class().config.host is None
+                assert node_class().settings.socket.host is None
                 assert server.address[0] == ("::" if HAS_IPV6 else "0.0.0.0")
                 port = server.address[1]
                 async with anyio.create_task_group() as group:
@@ -350,7 +350,7 @@ def test_send_errors_are_logged_once_at_warning_then_at_debug(
 
 
 def test_endpoint_drops_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    endpoint = Endpoint(NodeConfig.build())
+    endpoint = Endpoint(EndpointConfig())
     with caplog.at_level(logging.DEBUG, logger="stt.endpoint"):
         endpoint.receive_datagram(b"\xff junk from a hostile host", ("192.0.2.9", 4), 0.0)
     drops = [r for r in caplog.records if r.name == "stt.endpoint"]

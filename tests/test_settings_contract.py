@@ -15,8 +15,9 @@ import pytest
 
 import stt_anyio
 import stt_asyncio
-from stt_proto import NodeConfig, SettingsError
+from stt_proto import EndpointConfig, SettingsError
 from stt_proto.config import MAX_DATAGRAM, frame_size
+from stt_runtime.settings import NodeSettings, SocketSettings
 from stt_runtime.udp_io import UdpIO
 
 from .test_node_lifecycle import HAS_IPV6, RUNTIMES, echo_once, run_in
@@ -31,10 +32,10 @@ BAD_FRAME_SIZES = [0, 1199, 65537, "x", True, 16384.0, None]
                          [(1200, 1200), (16384, 16384), (65507, 65507), (65536, MAX_DATAGRAM)])
 def test_max_frame_size_accepts_1200_to_65536_and_65536_means_the_largest_udp(
         value: int, effective: int) -> None:
-    assert NodeConfig.build(max_frame_size=value).max_frame_size == effective
+    assert EndpointConfig.build(max_frame_size=value).session.max_frame_size == effective
     assert frame_size(value) == effective
     for node_class in (stt_asyncio.STTNode, stt_anyio.STTNode):
-        assert node_class(max_frame_size=value).config.max_frame_size == effective
+        assert node_class(max_frame_size=value).config.session.max_frame_size == effective
 
 
 @pytest.mark.parametrize("value", BAD_FRAME_SIZES[:-1])
@@ -48,7 +49,7 @@ def test_bad_node_frame_sizes_raise_a_value_error_naming_the_setting(value: obje
 
 def test_high_throughput_preset_is_the_largest_datagram() -> None:
     for node_class in (stt_asyncio.STTNode, stt_anyio.STTNode):
-        assert node_class.high_throughput().config.max_frame_size == MAX_DATAGRAM
+        assert node_class.high_throughput().config.session.max_frame_size == MAX_DATAGRAM
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -79,11 +80,11 @@ def test_open_stream_takes_the_seeds_65536_and_carries_64_kib_messages(runtime: 
 # -- host (22.6) ----------------------------------------------------------------------------------
 
 def test_host_defaults_to_every_interface_and_rejects_non_strings() -> None:
-    assert NodeConfig().host is None
-    assert NodeConfig.build(host="::1").host == "::1"
+    assert SocketSettings().host is None
+    assert NodeSettings.build(host="::1").socket.host == "::1"
     for value in ("", 127, b"::"):
         with pytest.raises(SettingsError, match="host"):
-            NodeConfig.build(host=value)
+            NodeSettings.build(host=value)
 
 
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 on this machine")

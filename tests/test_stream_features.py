@@ -353,11 +353,11 @@ def test_arriving_messages_are_counted_and_announced_even_when_empty(pair: Pair)
 def _manager_with_sent_packets(events: list[object]) -> tuple[object, list[list[Any]]]:
     """A StreamManager with two streams, one closed, whose data went out in small packets;
     returns it and each packet's items."""
-    from stt_proto.config import NodeConfig
+    from stt_proto.config import SessionConfig
     from stt_proto.handshake import local_settings
     from stt_proto.streams import StreamManager
 
-    settings = local_settings(NodeConfig.build())
+    settings = local_settings(SessionConfig())
     manager = StreamManager(is_initiator=True, local=settings, peer=settings,
                             send_buffer=1 << 20, recv_buffer=1 << 20, no_delay=True,
                             emit=events.append)
@@ -436,12 +436,12 @@ def test_updates_owed_predicts_exactly_what_a_poll_queues(
         ops: list[tuple[str, int, int]]) -> None:
     """Runtimes poll after a read only when ``updates_owed()`` says a window update (or
     other control frame) is owed; it must agree with what collect_window_updates queues."""
-    from stt_proto.config import NodeConfig
+    from stt_proto.config import SessionConfig
     from stt_proto.handshake import local_settings
     from stt_proto.streams import StreamManager
     from stt_proto.varint import encode_varint
 
-    settings_ = local_settings(NodeConfig.build(recv_buffer_size=64 * 1024))
+    settings_ = local_settings(SessionConfig(recv_buffer_size=64 * 1024))
     manager = StreamManager(is_initiator=True, local=settings_, peer=settings_,
                             send_buffer=1 << 20, recv_buffer=64 * 1024, no_delay=True,
                             emit=lambda event: None)
@@ -478,12 +478,12 @@ def test_updates_owed_predicts_exactly_what_a_poll_queues(
 def test_updates_owed_for_the_session_window_and_waiting_control_frames() -> None:
     """The cases a random walk rarely reaches: the session-level window crossed by reads
     spread over streams, none of which crossed its own half; and control frames waiting."""
-    from stt_proto.config import NodeConfig
+    from stt_proto.config import SessionConfig
     from stt_proto.handshake import local_settings
     from stt_proto.streams import StreamManager
     from stt_proto.varint import encode_varint
 
-    settings_ = local_settings(NodeConfig.build(recv_buffer_size=64 * 1024))
+    settings_ = local_settings(SessionConfig(recv_buffer_size=64 * 1024))
     manager = StreamManager(is_initiator=True, local=settings_, peer=settings_,
                             send_buffer=1 << 20, recv_buffer=64 * 1024, no_delay=True,
                             emit=lambda event: None)

@@ -96,6 +96,25 @@ async def stream_pair(session: Any, peer: Any) -> tuple[Any, Any]:
     return stream, incoming
 
 
+async def raised_in_blocked_receive(stream: Any,
+                                    action: Callable[[], Awaitable[object]]) -> BaseException:
+    """What ``stream.receive()`` raises when ``action`` runs while the receive is blocked."""
+    outcome: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await stream.receive()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait)
+        await anyio.sleep(0.02)  # the reader is blocked in receive()
+        await action()
+    assert outcome, "receive() returned instead of raising"
+    return outcome[0]
+
+
 async def assert_reset(receive: Callable[[], Awaitable[object]], code: int, rt: Runtime) -> None:
     with pytest.raises(StreamReset) as caught:
         await receive()
@@ -114,19 +133,8 @@ def test_a_reset_reaches_the_peer_as_a_reset_with_its_code(rt: Runtime, when: st
         async with connected(rt) as (session, peer):
             stream, incoming = await stream_pair(session, peer)
             if when == "waiting":
-                outcome: list[BaseException] = []
-
-                async def wait() -> None:
-                    try:
-                        await incoming.receive()
-                    except BaseException as exc:
-                        outcome.append(exc)
-
-                async with anyio.create_task_group() as group:
-                    group.start_soon(wait)
-                    await anyio.sleep(0.02)  # the reader is blocked in receive()
-                    await stream.reset(42)
-                assert isinstance(outcome[0], StreamReset) and outcome[0].error_code == 42
+                error = await raised_in_blocked_receive(incoming, lambda: stream.reset(42))
+                assert isinstance(error, StreamReset) and error.error_code == 42
             else:
                 if when == "unread":
                     await stream.send(b"never read")
@@ -181,19 +189,7 @@ def test_the_loss_of_the_session_reaches_a_blocked_receive(rt: Runtime) -> None:
     async def main() -> None:
         async with connected(rt) as (session, peer):
             stream, incoming = await stream_pair(session, peer)
-            outcome: list[BaseException] = []
-
-            async def wait() -> None:
-                try:
-                    await incoming.receive()
-                except BaseException as exc:
-                    outcome.append(exc)
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(wait)
-                await anyio.sleep(0.02)
-                await session.close(7, "bye")
-            error = outcome[0]
+            error = await raised_in_blocked_receive(incoming, lambda: session.close(7, "bye"))
             assert isinstance(error, SessionClosed) and error.error_code == 7
             assert error.by_peer and error.reason == "bye"
             if rt.is_anyio:

@@ -83,12 +83,12 @@ def test_bbr_keeps_queueing_delay_within_twice_the_base_rtt_on_a_deep_buffer() -
 
 
 def test_two_sessions_sharing_a_bottleneck_converge() -> None:
-    from stt_proto import DeterministicRandom, Endpoint, NodeConfig
+    from stt_proto import DeterministicRandom, Endpoint, EndpointConfig
 
     pair = make_pair(seed=5)
     net = pair.net
     c2_addr = ("10.0.0.3", 4001)
-    second = net.add_endpoint(Endpoint(NodeConfig(), rng=DeterministicRandom(99)), c2_addr)
+    second = net.add_endpoint(Endpoint(EndpointConfig(), rng=DeterministicRandom(99)), c2_addr)
     profile = LinkProfile(latency=0.01, bandwidth=50e6, queue_limit=MiB)
     net.share_link([(A, B), (c2_addr, B)], profile)
     net.set_link(B, A, LinkProfile(latency=0.01), both_ways=False)

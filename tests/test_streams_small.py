@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stt_proto.config import NodeConfig
+from stt_proto.config import SessionConfig
 from stt_proto.handshake import local_settings
 from stt_proto.handshake_payload import TransportSettings
 from stt_proto.streams import STREAM_FRAME_OVERHEAD, StreamManager, StreamRange
@@ -85,8 +85,7 @@ def _observed(manager: StreamManager, events: list[Any]) -> Any:
 def test_write_small_is_fill_or_nothing(streams: list[tuple[bool, int, int]],
                                         steps: list[tuple[Any, ...]], window: int, conn: int,
                                         head: int, now: float, in_flight: int) -> None:
-    config = NodeConfig.build()
-    local = local_settings(config)
+    local = local_settings(SessionConfig())
     general, ids, general_events = _manager(local, streams, window, conn)
     small, _, small_events = _manager(local, streams, window, conn)
     _replay(general, ids, steps)
@@ -107,7 +106,7 @@ def test_write_small_is_fill_or_nothing(streams: list[tuple[bool, int, int]],
 
 def test_a_dialogue_message_takes_the_small_path() -> None:
     """The case it exists for: one no_delay stream, one small message, an ACK in front."""
-    local = local_settings(NodeConfig.build())
+    local = local_settings(SessionConfig())
     manager, ids, _ = _manager(local, [(True, 0, 1200)], 1 << 20, 1 << 20)
     manager.send_message(ids[0], b"ping", 0.0, 0.005)
     payload, items = bytearray(b"ack!"), []
@@ -121,7 +120,7 @@ def test_a_dialogue_message_takes_the_small_path() -> None:
 def test_using_the_last_connection_credit_reports_data_blocked() -> None:
     """As fill() does: a frame that spends the session's last credit while another stream
     still holds unsent data queues DATA_BLOCKED."""
-    local = local_settings(NodeConfig.build())
+    local = local_settings(SessionConfig())
     manager, (first, second), _ = _manager(local, [(True, 0, 1200), (True, 0, 1200)], 300, 400)
     manager.send_message(second, bytes(1000), 0.0, 0.005)
     manager.fill(bytearray(), SPACE, [], 0.0, 0)  # the second stream sends its window of 300
@@ -134,7 +133,7 @@ def test_using_the_last_connection_credit_reports_data_blocked() -> None:
 
 
 def test_data_beyond_the_connection_credit_is_left_to_fill() -> None:
-    local = local_settings(NodeConfig.build())
+    local = local_settings(SessionConfig())
     manager, (sid,), _ = _manager(local, [(True, 0, 1200)], 1 << 20, 400)
     manager.send_message(sid, bytes(500), 0.0, 0.005)
     assert not manager.write_small(bytearray(), SPACE, [], 0.0, 0)

@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 
-from stt_proto import DeterministicRandom, Endpoint, Identity, NodeConfig
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig, Identity
 from stt_proto.packet import PacketCipher, parse_packet
 from stt_proto.sim import LinkProfile, Network
 
@@ -19,7 +19,7 @@ async def core_goodput(frame_size: int, seconds: float) -> float:
     """Bytes/s of one stream between two ``stt_proto`` endpoints handing datagrams to each
     other in memory: no sockets, no event loop. The ceiling of the protocol core alone; a
     coroutine only so that ``run_on`` can run it, it never awaits."""
-    config = NodeConfig.build(max_frame_size=frame_size, recv_buffer_size=8 * MiB,
+    config = EndpointConfig.build(max_frame_size=frame_size, recv_buffer_size=8 * MiB,
                               send_buffer_size=8 * MiB)
     a, b = Endpoint(config, Identity.generate()), Endpoint(config, Identity.generate())
     a_addr, b_addr = ("10.0.0.1", 1), ("10.0.0.2", 2)
@@ -77,9 +77,9 @@ def simulator_handshakes(count: int) -> tuple[float, float]:
     returns (handshakes per second of CPU, median virtual handshake time)."""
     net = Network(seed=1, default_profile=LinkProfile(latency=0.0), record_trace=False)
     a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
-    client = net.add_endpoint(Endpoint(NodeConfig(max_sessions=count + 1),
+    client = net.add_endpoint(Endpoint(EndpointConfig.build(max_sessions=count + 1),
                                        rng=DeterministicRandom(1)), a)
-    server = net.add_endpoint(Endpoint(NodeConfig(max_sessions=count + 1,
+    server = net.add_endpoint(Endpoint(EndpointConfig.build(max_sessions=count + 1,
                                                   retry_threshold=count + 1),
                                        rng=DeterministicRandom(2)), b)
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from ..common import MiB
 from .on_asyncio import stt_throughput
 
 FILE_CATEGORIES = (
-    ("framing", ("frames.py", "packet.py", "varint.py")),
+    ("framing", ("frames.py", "frame_types.py", "packet.py", "varint.py")),
     ("recovery + congestion", ("recovery.py", "ack.py", "rangeset.py", "rtt.py", "congestion/",
                                "replay.py")),
     ("streams", ("stt_proto/streams/",)),

@@ -13,7 +13,7 @@ from ..errors import SettingsError
 from ..stats import SessionStats, StreamStats
 
 if TYPE_CHECKING:
-    from ..config import NodeConfig
+    from ..config import SessionConfig
     from ..dataplane import DataPlane
     from ..handshake import HandshakeResult
     from ..path import PathValidator
@@ -61,7 +61,7 @@ def stream_stats(data: DataPlane, stream_id: int) -> StreamStats:
 
 
 def session_stats(data: DataPlane | None, counters: SessionCounters, rtt: RttEstimator,
-                  config: NodeConfig, result: HandshakeResult | None,
+                  config: SessionConfig, result: HandshakeResult | None,
                   path: PathValidator | None) -> SessionStats:
     c = counters
     lost = data.recovery.lost_packets if data else 0

@@ -9,28 +9,28 @@ this session with a protocol error.
 
 The parts live beside this module: the states and their moves (``state.py``), the deadlines
 (``timers.py``), packet protection with replay and key rotation (``protection.py``), the
-handshake (``handshake_phase.py``), frames received (``receive.py``) and the application's
-stream calls (``app.py``).
+handshake (``handshake_phase.py``), frames other than STREAM and ACK (``receive.py``) and the
+application's stream calls (``app.py``). A DATA packet's frames are read here, in
+:meth:`Session.receive_sealed`, so that a datagram's way from the endpoint to a stream's
+receive side crosses this module once (docs/architecture.md, "A datagram's route").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..ack import AckTracker
-from ..config import NodeConfig
+from ..config import SessionConfig
 from ..dataplane import DataPlane
-from ..errors import (
-    ConnectionRefused,
-    HandshakeError,
-    ProtocolError,
-    SessionClosed,
-    STTError,
-    UsageError,
+from ..errors import FrameError, ProtocolError, SessionClosed, STTError, UsageError
+from ..events import Address, SessionEvent
+from ..frames import (
+    MAX_FRAMES_PER_PACKET,
+    NON_ACK_ELICITING,
+    CloseFrame,
+    decode_ack_fields,
+    decode_frame,
+    decode_stream_fields,
 )
-from ..events import Address, HandshakeCompleted, SessionEvent, SessionTerminated
-from ..frames import CloseFrame
-from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake, local_settings
+from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake
 from ..handshake_payload import Purpose
 from ..identity import Identity
 from ..packet import Datagram, Packet, PacketType, parse_packet
@@ -39,15 +39,15 @@ from ..randomness import RandomSource
 from ..replay import ReplayWindow
 from ..rtt import RttEstimator
 from ..stats import DropReason, SessionCounters, SessionStats, StreamStats
-from . import app
+from . import app, ending
 from .handshake_phase import HandshakePhase
 from .output import datagrams_to_send
 from .protection import Protection, RecvKeys, SendKeys
-from .receive import handle_payload
+from .receive import handle_frame
 from .state import CLOSED_STATES, CLOSING, DRAINING, ESTABLISHED, HANDSHAKING, TERMINATED, State
 from .state import check_move as _check_move
 from .timeouts import on_timer, refresh_timers
-from .timers import NEVER, T_DRAIN, T_HANDSHAKE, T_HANDSHAKE_RESEND, TimerTable
+from .timers import NEVER, T_DRAIN, T_HANDSHAKE, TimerTable
 
 _DATA_PACKET = PacketType.DATA
 
@@ -63,10 +63,10 @@ class Session:
         "_rng", "_taking", "_timers", "address_validated", "config", "confirmed", "counters",
         "data", "error", "expected_peer_id", "handshake_result", "identity", "initial_address",
         "is_initiator", "local_cid", "more_to_send", "original_dcid", "path", "peer_id",
-        "purpose", "remote_address", "remote_cid", "rtt", "state", "wakeup",
+        "purpose", "remote_address", "remote_cid", "rtt", "state", "woken",
     )
 
-    def __init__(self, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+    def __init__(self, *, config: SessionConfig, identity: Identity, rng: RandomSource,
                  is_initiator: bool, local_cid: bytes, remote_cid: bytes,
                  remote_address: Address, now: float) -> None:
         self.config = config
@@ -110,7 +110,9 @@ class Session:
         self.address_validated = is_initiator
         self._amp_received = 0
         self._amp_sent = 0
-        self.wakeup: Callable[[Session], None] | None = None
+        # Where the session notes that it wants its owner's next poll (the endpoint's table,
+        # read by the endpoint; a dictionary store, never a call back up into the endpoint).
+        self.woken: dict[bytes, Session] | None = None
         # A new address of the peer, validated before the session moves there (path.py);
         # made on first use.
         self.path: PathValidator | None = None
@@ -121,7 +123,7 @@ class Session:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def initiate(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+    def initiate(cls, *, config: SessionConfig, identity: Identity, rng: RandomSource,
                  remote_address: Address, peer_id: bytes, now: float,
                  local_cid: bytes | None = None,
                  purpose: Purpose = Purpose.APPLICATION) -> Session:
@@ -141,7 +143,7 @@ class Session:
         return session
 
     @classmethod
-    def respond(cls, *, config: NodeConfig, identity: Identity, rng: RandomSource,
+    def respond(cls, *, config: SessionConfig, identity: Identity, rng: RandomSource,
                 remote_address: Address, original_dcid: bytes, now: float,
                 address_validated: bool = False, local_cid: bytes | None = None,
                 handshake: ResponderHandshake | None = None) -> Session:
@@ -242,13 +244,13 @@ class Session:
             return
         error = SessionClosed(error_code, reason, by_peer=False)
         if self._protection.send_keys is None:
-            self._terminate(error, error_code, reason, by_peer=False)
+            ending.terminate(self, error, error_code, reason, by_peer=False)
             self._wake()
             return
         self._close_frame = CloseFrame(error_code, reason, application)
         self._close_pending = True
-        self._enter_drain(CLOSING, now)
-        self._report_end(error, error_code, reason, by_peer=False)
+        ending.enter_drain(self, CLOSING, now)
+        ending.report_end(self, error, error_code, reason, by_peer=False)
         self._wake()
 
     def send_ping(self) -> None:
@@ -357,20 +359,10 @@ class Session:
                        now: float) -> DropReason | None:
         """Handle one parsed packet routed to this session; returns a drop reason or None."""
         if packet.type is _DATA_PACKET:
-            return self.receive_sealed(packet.packet_number, packet.key_phase, packet.header,
-                                       packet.body, size, addr, now)
-        if self.state is TERMINATED:
-            return DropReason.UNKNOWN_SESSION
-        self._amp_received += size
-        self.counters.bytes_received_wire += size
-        try:
-            reason = self._handshake.receive(self, packet, now)
-        except (HandshakeError, ConnectionRefused) as exc:
-            self._terminate(exc, getattr(exc, "code", 0), str(exc), by_peer=False)
-            reason = None
-        except ProtocolError as exc:
-            self._fail(exc, now)
-            reason = None
+            reason = self.receive_sealed(packet.packet_number, packet.key_phase, packet.header,
+                                         packet.body, size, addr, now)
+        else:
+            reason = self._handshake.receive_packet(self, packet, size, now)
         self._wake()
         return reason
 
@@ -379,7 +371,8 @@ class Session:
                        now: float) -> DropReason | None:
         """Handle one DATA packet routed to this session, its header already parsed (the
         endpoint does that without building a :class:`Packet`); returns a drop reason or
-        None. The per-datagram path: nothing here is done twice."""
+        None. The per-datagram path: nothing here is done twice, and nothing calls back up:
+        the caller (the endpoint) queues the session for its next poll itself."""
         if self.state is TERMINATED:
             return DropReason.UNKNOWN_SESSION
         self._amp_received += size
@@ -387,11 +380,8 @@ class Session:
         try:
             reason = self._receive_data(pn, key_phase, header, body, addr, now)
         except ProtocolError as exc:
-            self._fail(exc, now)
+            ending.fail(self, exc, now)
             reason = None
-        wakeup = self.wakeup  # _wake() inline: this runs for every datagram
-        if wakeup is not None:
-            wakeup(self)
         return reason
 
     def _receive_data(self, pn: int, key_phase: int, header: memoryview | bytes,
@@ -412,13 +402,48 @@ class Session:
             self._path().on_packet(addr, len(header) + len(body),
                                    pn == protection.replay.largest, now, self.rtt.pto())
         if self.is_initiator and not self.confirmed:
-            self._confirm()  # any authenticated packet proves the responder has our message 3
+            # any authenticated packet proves the responder has our message 3
+            self._handshake.confirm(self)
         if self.state is CLOSING:
             if now - self._close_sent_at >= self.rtt.pto():
                 self._close_pending = True  # the peer has not seen our CLOSE yet
             return None
-        self._acks.on_packet(pn, handle_payload(self, payload, now), now)
+        self._acks.on_packet(pn, self._handle_payload(payload, now), now)
         return None
+
+    def _handle_payload(self, payload: bytes, now: float) -> bool:
+        """Handle a decrypted payload's frames in one pass; returns whether any elicits an
+        ACK. STREAM frames (nearly every frame of a transfer) go straight to the streams and
+        ACKs to recovery, decoded in place; other frames go to ``receive.handle_frame``. A
+        malformed frame, or one past MAX_FRAMES_PER_PACKET, raises after the frames before it
+        were handled (they were authentic): what a packet of tiny frames costs stays bounded."""
+        view = memoryview(payload)
+        end = len(view)
+        if end == 0:
+            raise FrameError("packet payload holds no frames")
+        data = self.data
+        pos = 0
+        eliciting = False
+        budget = MAX_FRAMES_PER_PACKET
+        while pos < end:
+            if not budget:
+                raise FrameError(f"packet carries more than {MAX_FRAMES_PER_PACKET} frames")
+            budget -= 1
+            kind = view[pos]
+            if (kind == 0x08 or kind == 0x09) and data is not None:  # STREAM (with FIN)
+                stream_id, offset, chunk, pos = decode_stream_fields(view, pos + 1)
+                data.streams.on_stream_data(stream_id, offset, chunk, kind == 0x09)
+                eliciting = True
+                continue
+            if kind == 0x02 and data is not None:  # ACK, in nearly every packet of a dialogue
+                ranges, ack_delay, pos = decode_ack_fields(view, pos + 1)
+                data.on_ack(ranges, ack_delay, now, self._protection.next_pn)
+                continue
+            frame, pos = decode_frame(view, pos)
+            if not eliciting and type(frame) not in NON_ACK_ELICITING:
+                eliciting = True
+            handle_frame(self, frame, now)
+        return eliciting
 
     # -- timers -----------------------------------------------------------------------------------
 
@@ -461,56 +486,10 @@ class Session:
         endpoint collects them after :meth:`datagrams_to_send`."""
         return self.path.take_outbox() if self.path is not None else []
 
-    # -- handshake results and closing ------------------------------------------------------------
-
-    def _install_keys(self, result: HandshakeResult, now: float) -> None:
-        self.handshake_result = result
-        self.peer_id = result.peer_id
-        self._protection.install(result.send, result.recv, now)
-        self.data = DataPlane(config=self.config, is_initiator=self.is_initiator,
-                              local=local_settings(self.config), peer=result.peer_settings,
-                              rtt=self.rtt, emit=self._events.append,
-                              seed=self._rng.token_bytes(1)[0])
-        self._move(ESTABLISHED)
-        self._last_received = self._last_sent = self._last_ping = now
-
-    def _confirm(self) -> None:
-        self.confirmed = True
-        self._timers.clear(T_HANDSHAKE)
-        self._timers.clear(T_HANDSHAKE_RESEND)
-        self._handshake.confirmed()
-        result = self.handshake_result
-        if result is not None:
-            self.purpose = result.purpose
-            self._events.append(HandshakeCompleted(result.peer_id, result.cipher,
-                                                   result.peer_settings))
-
-    def _enter_drain(self, state: State, now: float, drain: float | None = None) -> None:
-        self._move(state)
-        timers = self._timers
-        timers.clear_all()  # a closing session waits for nothing but the drain's end
-        timers.set(T_DRAIN, now + (3 * self.rtt.pto() if drain is None else drain))
-
-    def _report_end(self, error: STTError, code: int, reason: str, *, by_peer: bool) -> None:
-        if self.error is None:
-            self.error = error
-            self._events.append(SessionTerminated(code, reason, by_peer, error))
-
-    def _terminate(self, error: STTError, code: int, reason: str, *, by_peer: bool) -> None:
-        self._report_end(error, code, reason, by_peer=by_peer)
-        self._move(TERMINATED)
-        self._timers.clear_all()
-
-    def _fail(self, exc: ProtocolError, now: float) -> None:
-        """The peer broke the protocol: close with its error code and say why."""
-        if self._protection.send_keys is None or self.is_closed:
-            self._terminate(exc, exc.code, str(exc), by_peer=False)
-            return
-        self._close_frame = CloseFrame(exc.code, str(exc)[:200])
-        self._close_pending = True
-        self._enter_drain(CLOSING, now)
-        self._report_end(exc, exc.code, str(exc), by_peer=False)
+    # -- the owner's poll ------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        if self.wakeup is not None:
-            self.wakeup(self)
+        """Note that the session wants its owner's next poll (output, a moved deadline)."""
+        woken = self.woken
+        if woken is not None:
+            woken[self.local_cid] = self

@@ -10,12 +10,15 @@ from __future__ import annotations
 from hashlib import blake2s
 from typing import TYPE_CHECKING
 
-from ..errors import ConnectionRefused, HandshakeError, UsageError
-from ..handshake import InitiatorHandshake, ResponderHandshake
+from ..dataplane import DataPlane
+from ..errors import ConnectionRefused, HandshakeError, ProtocolError, UsageError
+from ..events import HandshakeCompleted
+from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake, local_settings
 from ..packet import Packet, PacketType, RefuseCode, build_long_packet
 from ..stats import DropReason
-from .state import HANDSHAKING
-from .timers import T_HANDSHAKE_RESEND
+from .ending import fail, terminate
+from .state import ESTABLISHED, HANDSHAKING, TERMINATED
+from .timers import T_HANDSHAKE, T_HANDSHAKE_RESEND
 
 if TYPE_CHECKING:
     from .core import Session
@@ -71,9 +74,31 @@ class HandshakePhase:
             self.retransmits, 6)
         session._timers.set(T_HANDSHAKE_RESEND, now + backoff)
 
-    def confirmed(self) -> None:
+    def install_keys(self, session: Session, result: HandshakeResult, now: float) -> None:
+        """The handshake's keys and settings in place: the session is established."""
+        session.handshake_result = result
+        session.peer_id = result.peer_id
+        session._protection.install(result.send, result.recv, now)
+        session.data = DataPlane(config=session.config, is_initiator=session.is_initiator,
+                                 local=local_settings(session.config),
+                                 peer=result.peer_settings, rtt=session.rtt,
+                                 emit=session._events.append,
+                                 seed=session._rng.token_bytes(1)[0])
+        session._move(ESTABLISHED)
+        session._last_received = session._last_sent = session._last_ping = now
+
+    def confirm(self, session: Session) -> None:
+        """Both sides hold the keys: no more handshake timers or retransmissions."""
+        session.confirmed = True
+        session._timers.clear(T_HANDSHAKE)
+        session._timers.clear(T_HANDSHAKE_RESEND)
         self.packet = None
         self.initiator = None  # its padded message 1 is no longer needed
+        result = session.handshake_result
+        if result is not None:
+            session.purpose = result.purpose
+            session._events.append(HandshakeCompleted(result.peer_id, result.cipher,
+                                                      result.peer_settings))
 
     def rtt_sample(self, session: Session, now: float) -> None:
         if self.retransmits == 0:
@@ -83,6 +108,22 @@ class HandshakePhase:
         """Tell the initiator its handshake failed, so it fails fast with a clear error."""
         session._outbox.append(build_long_packet(PacketType.REFUSE, peer_cid, session.local_cid,
                                                  refuse_code=code))
+
+    def receive_packet(self, session: Session, packet: Packet, size: int,
+                       now: float) -> DropReason | None:
+        """One long-header packet routed to the session; a failed handshake ends it (never
+        raises). Returns a drop reason or None."""
+        if session.state is TERMINATED:
+            return DropReason.UNKNOWN_SESSION
+        session._amp_received += size
+        session.counters.bytes_received_wire += size
+        try:
+            return self.receive(session, packet, now)
+        except (HandshakeError, ConnectionRefused) as exc:
+            terminate(session, exc, getattr(exc, "code", 0), str(exc), by_peer=False)
+        except ProtocolError as exc:
+            fail(session, exc, now)
+        return None
 
     def receive(self, session: Session, packet: Packet, now: float) -> DropReason | None:
         """Handle one long-header packet; raises HandshakeError or ConnectionRefused to end
@@ -102,7 +143,7 @@ class HandshakePhase:
             message3, result = hs.read_message2(body, packet.scid)
             self.peer_message = _digest(body)
             session.remote_cid = packet.scid
-            session._install_keys(result, now)
+            self.install_keys(session, result, now)
             self.send(session, build_long_packet(PacketType.FINISH, session.remote_cid,
                                                  session.local_cid, message3), now)
             return None
@@ -159,8 +200,8 @@ class HandshakePhase:
                 self.rtt_sample(session, now)
                 self.finish_message = _digest(body)
                 session.address_validated = True
-                session._install_keys(result, now)
-                session._confirm()
+                self.install_keys(session, result, now)
+                self.confirm(session)
                 session._handshake_done_pending = True
                 return None
             if rhs.result is not None and _digest(body) == self.finish_message:

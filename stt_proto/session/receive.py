@@ -1,17 +1,17 @@
-"""The frames of an authenticated packet, handled in one pass.
+"""The frames of an authenticated packet other than STREAM and ACK.
 
-Module functions over the session rather than methods, to keep :mod:`.core` to the session's
-surface; the per-packet loop stays as it was (STREAM and ACK frames decoded in place).
+The per-packet loop (:meth:`Session._handle_payload` in :mod:`.core`) decodes STREAM and ACK
+frames in place and hands every other frame to :func:`handle_frame` here: control frames are
+rare, so this module is called and has returned by the time a datagram's data reaches its
+stream (docs/architecture.md, "A datagram's route").
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import FrameError, ProtocolViolation, SessionClosed
+from ..errors import ProtocolViolation, SessionClosed
 from ..frames import (
-    MAX_FRAMES_PER_PACKET,
-    NON_ACK_ELICITING,
     AckFrame,
     CloseFrame,
     Frame,
@@ -21,54 +21,17 @@ from ..frames import (
     PathChallengeFrame,
     PathResponseFrame,
     PingFrame,
-    decode_ack_fields,
-    decode_frame,
-    decode_stream_fields,
 )
 from ..peer_text import sanitize
+from .ending import enter_drain, report_end
 from .state import DRAINING
 
 if TYPE_CHECKING:
     from .core import Session
 
 
-def handle_payload(session: Session, payload: bytes, now: float) -> bool:
-    """Decode and handle the frames of a decrypted payload in one pass; returns whether
-    any of them elicits an ACK. STREAM frames, nearly every frame of a transfer, go
-    straight to the streams without a frame object. A malformed frame raises (the session
-    then fails) after the frames before it were handled: they were authentic. So does a
-    frame past MAX_FRAMES_PER_PACKET: what a packet of tiny frames costs stays bounded."""
-    view = memoryview(payload)
-    end = len(view)
-    if end == 0:
-        raise FrameError("packet payload holds no frames")
-    data = session.data
-    pos = 0
-    eliciting = False
-    budget = MAX_FRAMES_PER_PACKET
-    while pos < end:
-        if not budget:
-            raise FrameError(f"packet carries more than {MAX_FRAMES_PER_PACKET} frames")
-        budget -= 1
-        kind = view[pos]
-        if (kind == 0x08 or kind == 0x09) and data is not None:  # STREAM, STREAM with FIN
-            stream_id, offset, chunk, pos = decode_stream_fields(view, pos + 1)
-            data.streams.on_stream_data(stream_id, offset, chunk, kind == 0x09)
-            eliciting = True
-            continue
-        if kind == 0x02 and data is not None:  # ACK, in nearly every packet of a dialogue
-            ranges, ack_delay, pos = decode_ack_fields(view, pos + 1)
-            data.on_ack(ranges, ack_delay, now, session._protection.next_pn)
-            continue
-        frame, pos = decode_frame(view, pos)
-        if not eliciting and type(frame) not in NON_ACK_ELICITING:
-            eliciting = True
-        handle_frame(session, frame, now)
-    return eliciting
-
-
 def handle_frame(session: Session, frame: Frame, now: float) -> None:
-    """One frame other than STREAM (and ACK, decoded in place by :func:`handle_payload`)."""
+    """One frame other than STREAM (and ACK, decoded in place by ``Session._handle_payload``)."""
     if isinstance(frame, AckFrame):
         if session.data is not None:
             session.data.on_ack(frame.ranges, frame.ack_delay, now, session._protection.next_pn)
@@ -79,8 +42,8 @@ def handle_frame(session: Session, frame: Frame, now: float) -> None:
             return
         reason = sanitize(frame.reason)  # peer text leaves the library here: peer_text
         error = SessionClosed(frame.error_code, reason, by_peer=True)
-        session._enter_drain(DRAINING, now)
-        session._report_end(error, frame.error_code, reason, by_peer=True)
+        enter_drain(session, DRAINING, now)
+        report_end(session, error, frame.error_code, reason, by_peer=True)
     elif isinstance(frame, HandshakeDoneFrame):
         if not session.is_initiator:
             raise ProtocolViolation("HANDSHAKE_DONE sent by the initiator")

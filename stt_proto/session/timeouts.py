@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import HandshakeTimeout, KeepAliveTimeout
 from ..frames import CloseFrame
+from .ending import enter_drain, report_end, terminate
 from .state import CLOSING, DRAINING, ESTABLISHED, TERMINATED
 from .timers import NEVER
 
@@ -63,7 +64,7 @@ def on_timer(session: Session, now: float) -> None:
         address = session.remote_address
         timeout = HandshakeTimeout(f"no handshake with {address[0]}:{address[1]} within "
                                    f"{config.handshake_timeout:g} s")
-        session._terminate(timeout, 0, str(timeout), by_peer=False)
+        terminate(session, timeout, 0, str(timeout), by_peer=False)
         return
     if now >= timers.handshake_resend:
         session._handshake.retransmit(session, now)
@@ -78,8 +79,8 @@ def on_timer(session: Session, now: float) -> None:
                 f"nothing heard from the peer for {config.keep_alive_timeout:g} s")
             session._close_frame = CloseFrame(IDLE_TIMEOUT_CODE, "keep-alive timeout")
             session._close_pending = True
-            session._report_end(error, IDLE_TIMEOUT_CODE, str(error), by_peer=False)
-            session._enter_drain(CLOSING, now, drain=0.0)
+            report_end(session, error, IDLE_TIMEOUT_CODE, str(error), by_peer=False)
+            enter_drain(session, CLOSING, now, drain=0.0)
         elif now >= timers.ping:
             session._ping_pending = True
             session._last_ping = now
