@@ -26,7 +26,7 @@ busy) while a reservation waits or the budget is spent.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from .varint import varint_size
@@ -39,7 +39,9 @@ if TYPE_CHECKING:  # (the streams import this module: names for annotations only
 class BudgetUser(Protocol):
     """Whom the budget tells that a queued reservation was granted."""
 
-    def granted(self, key: int, end: int, amount: int) -> None: ...
+    def granted(self, key: int, end: int, amount: int) -> bool:
+        """Whether the user keeps it: False (its message was read or its stream ended while
+        the request waited) hands it straight back."""
 
 
 class MemoryBudget:
@@ -118,9 +120,19 @@ class MemoryBudget:
             self._queued.discard((id(user), key, end))
             self._take(size)
             self.messages += size
-            self.wakes += 1
-            self.woken = True
-            user.granted(key, end, size)
+            if user.granted(key, end, size):
+                self.wakes += 1
+                self.woken = True
+            else:  # no longer wanted: back at once, and the next in line is looked at
+                self.reserved -= size
+                self.messages -= size
+
+    def withdraw(self, user: BudgetUser, key: int) -> None:
+        """Forget ``user``'s queued requests for ``key`` (its stream is gone)."""
+        if any(entry[0] is user and entry[1] == key for entry in self._queue):
+            self._queue = deque(entry for entry in self._queue
+                                if entry[0] is not user or entry[1] != key)
+            self._queued = {(id(e[0]), e[1], e[2]) for e in self._queue}
 
     def cancel(self, user: BudgetUser) -> None:
         """Forget ``user``'s queued requests (its session is gone)."""
@@ -146,12 +158,13 @@ _NO_DEFERRED: set[int] = set()
 class SessionBudget:
     """One session's dealings with the node's budget (its StreamManager calls these)."""
 
-    __slots__ = ("_base", "_deferred", "_mark", "_reservations", "_wake", "budget", "charged",
-                 "share")
+    __slots__ = ("_base", "_deferred", "_mark", "_reservations", "_streams", "_wake", "budget",
+                 "charged", "share")
 
     def __init__(self, budget: MemoryBudget, base_window: int, mark: Callable[[int], None],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], streams: Mapping[int, Stream]) -> None:
         self.budget = budget
+        self._streams = streams  # the session's live streams, by id
         self._base = base_window  # initial_max_data: granted in the handshake, not charged
         self._mark = mark  # marks a stream's window for the next collect
         self._wake = wake  # asks the endpoint to build this session's output
@@ -193,14 +206,23 @@ class SessionBudget:
                 return credit
         return taken_offset(recv)
 
-    def granted(self, key: int, end: int, amount: int) -> None:
-        """A queued reservation was served: the stream's credit may grow on the next build."""
+    def granted(self, key: int, end: int, amount: int) -> bool:
+        """A queued reservation was served: the stream's credit may grow on the next build.
+
+        Declined (False) when nothing is left to pay for: the stream is gone, or the message
+        ending at ``end`` was read meanwhile. A request waits in the queue while the message
+        may still complete without it (its stream's window doubled past its length in the
+        very poll that asked), and a reservation held for bytes already read would never be
+        given back: only a read (:meth:`on_read`) or the stream's end returns one."""
+        stream = self._streams.get(key)
+        if stream is None or taken_offset(stream.recv) >= end:
+            return False
         if key in self._reservations:  # pragma: no cover - one request per stream at a time
-            self.budget.release(amount, message=True)
-            return
+            return False
         self._hold(key, end, amount)
         self._mark(key)
         self._wake()
+        return True
 
     def _hold(self, stream_id: int, end: int, amount: int) -> None:
         if self._reservations is _NO_RESERVATIONS:
@@ -217,6 +239,8 @@ class SessionBudget:
     def on_forget(self, stream_id: int) -> None:
         if self._deferred:
             self._deferred.discard(stream_id)
+        if self.budget._queue:  # a request of this stream's may wait: nobody to grant it to
+            self.budget.withdraw(self, stream_id)
         held = self._reservations.pop(stream_id, None)
         if held is not None:
             self._give_back(held[1])

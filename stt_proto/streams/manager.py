@@ -288,7 +288,7 @@ class StreamManager(Packetizer):
         build this session's output when a queued reservation is granted."""
         if self._budget is None:
             self._budget = SessionBudget(budget, self._local.initial_max_data,
-                                         self._mark_window, wake)
+                                         self._mark_window, wake, self.streams)
 
     def detach_budget(self) -> None:
         """The session is gone: what it held of the budget goes back."""
