@@ -22,9 +22,8 @@ from stt_proto import ConnectionRefused, HandshakeTimeout
 from stt_proto.websocket import WsError, WsFramer, is_data
 from stt_runtime import websocket as _ws
 from stt_runtime._address import plain_host
-from stt_runtime.websocket import DIAL_TIMEOUT, reset_on_close
+from stt_runtime.websocket import DIAL_TIMEOUT, Address, WebSocketIOBase, reset_on_close
 
-Address = tuple[str, int]
 WRITE_QUEUE = 256  # WebSocket messages waiting for TCP, per connection
 READ_SIZE = 65536
 FINAL_DRAIN = 0.1  # seconds a close or rejection frame may take to leave before a reset
@@ -79,6 +78,8 @@ class _Connection:
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
                     OSError):
                 return
+            if framer.closed:  # the node closed it meanwhile (begin_close): the peer's
+                break  # close reply or late data is no protocol error; finish() ends it
             try:
                 datagrams = framer.feed(data)
             except WsError:
@@ -131,16 +132,26 @@ class _Connection:
                 await anyio.sleep(0.002)
 
     def _queue_output(self, final: bool = False) -> None:
-        """Queue the framer's output, unless the connection is congested: then it stays in
-        the framer (bounded; PONGs coalesced) until the writer has caught up. ``final``: the
-        last output before closing, a few bytes at most, goes anyway."""
-        if self.queued >= _ws.WRITE_HIGH_WATER and not final:
+        """Queue the framer's output, unless the connection is congested (the queue is over
+        WRITE_HIGH_WATER bytes or full by count): then it stays in the framer, PONGs
+        coalesced into one for the latest PING, and the writer takes it once it has caught
+        up. ``final``: the last output before closing, a few bytes at most, goes anyway."""
+        if not final and self.congested:
             return
         out = self.framer.take_output()
         if out and not self._put(out):
-            # The write queue is full by count (many small PONGs): keep the bytes in the
-            # framer, where the writer finds them once it has sent what is queued.
+            # Full by count even so (final output): keep the bytes in the framer, where
+            # the writer finds them once it has sent what is queued.
             self.framer.pending = out + self.framer.pending
+
+    @property
+    def congested(self) -> bool:
+        """Whether output must wait: the write queue is over WRITE_HIGH_WATER bytes or
+        holds WRITE_QUEUE messages (the writer takes held output once it has sent one)."""
+        if self.queued >= _ws.WRITE_HIGH_WATER:
+            return True
+        stats = self._send.statistics()
+        return stats.current_buffer_used >= stats.max_buffer_size
 
     def _put(self, data: bytes) -> bool:
         try:
@@ -179,44 +190,16 @@ class _Connection:
             self._scope.cancel()
 
 
-class WebSocketIO:
+class WebSocketIO(WebSocketIOBase[_Connection]):
     """Datagram I/O for one node over WebSocket connections, keyed by peer address."""
 
     def __init__(self, group: anyio.abc.TaskGroup, deliver: Callable[[bytes, Address], None],
                  tune: Callable[[socket.socket], Any],
                  handshake_timeout: float | None = None) -> None:
+        super().__init__(deliver, tune, handshake_timeout)
         self.group = group
-        self._handshake_timeout = handshake_timeout
-        self.deliver = deliver
-        self.tune = tune
         self._listener: anyio.abc.SocketListener | None = None
-        self._connections: dict[Address, _Connection] = {}
-        self._dialling: dict[Address, _Connection] = {}
-        self._all: set[_Connection] = set()
-        self._inbound: set[_Connection] = set()
         self._dials: set[Address] = set()
-        self._closing = False
-        self.protocol_errors = 0
-        self.dropped_sends = 0
-        self.refused_connections = 0  # accepted over MAX_CONNECTIONS, reset at once
-        self.timeouts = 0  # connections reset for a slow upgrade or no STT handshake
-
-    @property
-    def handshake_timeout(self) -> float:
-        """Seconds an accepted connection may go from its upgrade to a completed STT
-        handshake (the node's ``handshake_timeout`` when it passes one)."""
-        if self._handshake_timeout is not None:
-            return self._handshake_timeout
-        return _ws.HANDSHAKE_IDLE_TIMEOUT
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._all)
-
-    @property
-    def max_buffered(self) -> int:
-        """The most output queued for any one connection, in bytes."""
-        return max((c.buffered for c in self._all), default=0)
 
     async def listen(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every interface; anyio makes that one dual-stack socket)."""
@@ -234,8 +217,7 @@ class WebSocketIO:
                 except OSError:
                     await anyio.sleep(0.01)  # e.g. out of file descriptors: try again shortly
                     continue
-                if len(self._inbound) >= _ws.MAX_CONNECTIONS or self._closing:
-                    self.refused_connections += 1
+                if not self.admit():
                     with contextlib.suppress(Exception):
                         reset_on_close(stream.extra(anyio.abc.SocketAttribute.raw_socket))
                         await stream.aclose()
@@ -243,8 +225,7 @@ class WebSocketIO:
                 peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
                 connection = _Connection(self, stream, False,
                                          (plain_host(str(peer[0])), int(peer[1])))
-                self._all.add(connection)
-                self._inbound.add(connection)
+                self.track(connection, inbound=True)
                 self.group.start_soon(connection.run)
 
         self.group.start_soon(accept_loop)
@@ -256,18 +237,6 @@ class WebSocketIO:
         local = self._listener.extra(anyio.abc.SocketAttribute.local_address)
         return str(local[0]), int(local[1])
 
-    def register(self, connection: _Connection) -> None:
-        self._dialling.pop(connection.key, None)
-        self._connections[connection.key] = connection
-
-    def unregister(self, connection: _Connection) -> None:
-        self._all.discard(connection)
-        self._inbound.discard(connection)
-        if self._connections.get(connection.key) is connection:
-            del self._connections[connection.key]
-        if self._dialling.get(connection.key) is connection:
-            del self._dialling[connection.key]
-
     async def ensure(self, addr: Address, timeout: float) -> None:
         """Have an open connection to ``addr`` (dial it if needed)."""
         if addr in self._connections:
@@ -276,18 +245,14 @@ class WebSocketIO:
         with anyio.move_on_after(timeout) as scope:
             connection = self._dialling.get(addr)
             if connection is None:
-                if len(self._all) - len(self._inbound) >= _ws.MAX_CONNECTIONS:
-                    raise ConnectionRefused(
-                        f"{_ws.MAX_CONNECTIONS} WebSocket connections dialled already; "
-                        f"not dialling {addr[0]}:{addr[1]}")
+                self.check_dial_cap(addr)
                 try:
                     stream = await anyio.connect_tcp(addr[0], addr[1])
                 except OSError as exc:
                     raise ConnectionRefused(
                         f"nothing accepts WebSocket connections at {addr[0]}:{addr[1]} "
                         f"({exc.strerror or exc})") from None
-                connection = _Connection(self, stream, True, addr)
-                self._all.add(connection)
+                connection = self.track(_Connection(self, stream, True, addr))
                 self._dialling[addr] = connection
                 self.group.start_soon(connection.run)
             await connection.opened.wait()
@@ -298,13 +263,6 @@ class WebSocketIO:
                                    f"{timeout:g} s")
         if connection.failed:
             raise ConnectionRefused(f"the WebSocket upgrade to {addr[0]}:{addr[1]} failed")
-
-    def send(self, datagram: bytes | bytearray, addr: Address) -> None:
-        connection = self._connections.get(addr)
-        if connection is None:
-            self._dial_later(addr)
-        if connection is None or not connection.send(datagram):
-            self.dropped_sends += 1
 
     def _dial_later(self, addr: Address) -> None:
         """Output to an address with no connection (a DHT contact, or a peer whose connection

@@ -20,9 +20,7 @@ from stt_proto import ConnectionRefused, HandshakeTimeout
 from stt_proto.websocket import WsError, WsFramer, is_data
 from stt_runtime import websocket as _ws
 from stt_runtime._address import plain_host
-from stt_runtime.websocket import DIAL_TIMEOUT, reset_on_close
-
-Address = tuple[str, int]
+from stt_runtime.websocket import DIAL_TIMEOUT, Address, WebSocketIOBase, reset_on_close
 
 
 class _Connection(asyncio.Protocol):
@@ -158,44 +156,16 @@ class _Connection(asyncio.Protocol):
         self._shut(graceful=False)
 
 
-class WebSocketIO:
+class WebSocketIO(WebSocketIOBase[_Connection]):
     """Datagram I/O for one node over WebSocket connections, keyed by peer address."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes, Address], None],
                  tune: Callable[[socket.socket], Any],
                  handshake_timeout: float | None = None) -> None:
+        super().__init__(deliver, tune, handshake_timeout)
         self.loop = loop
-        self._handshake_timeout = handshake_timeout
-        self.deliver = deliver
-        self.tune = tune
         self._server: asyncio.Server | None = None
-        self._connections: dict[Address, _Connection] = {}
-        self._dialling: dict[Address, _Connection] = {}
-        self._all: set[_Connection] = set()
-        self._inbound: set[_Connection] = set()  # accepted (not refused) connections
         self._dials: set[asyncio.Task[None]] = set()
-        self._closing = False
-        self.protocol_errors = 0
-        self.dropped_sends = 0
-        self.refused_connections = 0  # accepted over MAX_CONNECTIONS, closed at once
-        self.timeouts = 0  # connections closed for a slow upgrade or no STT handshake
-
-    @property
-    def handshake_timeout(self) -> float:
-        """Seconds an accepted connection may go from its upgrade to a completed STT
-        handshake (the node's ``handshake_timeout`` when it passes one)."""
-        if self._handshake_timeout is not None:
-            return self._handshake_timeout
-        return _ws.HANDSHAKE_IDLE_TIMEOUT
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._all)
-
-    @property
-    def max_buffered(self) -> int:
-        """The most output queued for any one connection, in bytes."""
-        return max((c.buffered for c in self._all), default=0)
 
     async def listen(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every interface, IPv4 and IPv6 on one dual-stack socket,
@@ -204,10 +174,10 @@ class WebSocketIO:
             sock = socket.create_server(("::", port), family=socket.AF_INET6,
                                         dualstack_ipv6=True)
             self._server = await self.loop.create_server(
-                lambda: self._track(_Connection(self, client=False)), sock=sock)
+                lambda: self.track(_Connection(self, client=False)), sock=sock)
             return
         self._server = await self.loop.create_server(
-            lambda: self._track(_Connection(self, client=False)),
+            lambda: self.track(_Connection(self, client=False)),
             "0.0.0.0" if host is None else host, port)
 
     @property
@@ -217,44 +187,14 @@ class WebSocketIO:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
-    def _track(self, connection: _Connection) -> _Connection:
-        self._all.add(connection)
-        return connection
-
-    def admit(self, connection: _Connection) -> bool:
-        """Count an accepted connection in, or refuse it (False) at MAX_CONNECTIONS."""
-        if len(self._inbound) >= _ws.MAX_CONNECTIONS or self._closing:
-            self.refused_connections += 1
-            self._all.discard(connection)  # reset at once; not counted as a dialled one
-            return False
-        self._inbound.add(connection)
-        return True
-
-    def register(self, connection: _Connection) -> None:
-        if connection.key is not None:
-            self._dialling.pop(connection.key, None)
-            self._connections[connection.key] = connection
-
-    def unregister(self, connection: _Connection) -> None:
-        self._all.discard(connection)
-        self._inbound.discard(connection)
-        key = connection.key
-        if key is not None:
-            if self._connections.get(key) is connection:
-                del self._connections[key]
-            if self._dialling.get(key) is connection:
-                del self._dialling[key]
-
     async def ensure(self, addr: Address, timeout: float) -> None:
         """Have an open connection to ``addr`` (dial it if needed)."""
         if addr in self._connections:
             return
         connection = self._dialling.get(addr)
         if connection is None:
-            if len(self._all) - len(self._inbound) >= _ws.MAX_CONNECTIONS:
-                raise ConnectionRefused(f"{_ws.MAX_CONNECTIONS} WebSocket connections dialled "
-                                        f"already; not dialling {addr[0]}:{addr[1]}")
-            connection = self._track(_Connection(self, client=True, key=addr))
+            self.check_dial_cap(addr)
+            connection = self.track(_Connection(self, client=True, key=addr))
             self._dialling[addr] = connection
             try:
                 await asyncio.wait_for(
@@ -273,13 +213,6 @@ class WebSocketIO:
             connection.close()
             raise HandshakeTimeout(f"no WebSocket upgrade from {addr[0]}:{addr[1]} within "
                                    f"{timeout:g} s") from None
-
-    def send(self, datagram: bytes | bytearray, addr: Address) -> None:
-        connection = self._connections.get(addr)
-        if connection is None:
-            self._dial_later(addr)
-        if connection is None or not connection.send(datagram):
-            self.dropped_sends += 1
 
     def _dial_later(self, addr: Address) -> None:
         """Output to an address with no connection (a DHT contact, or a peer whose connection
