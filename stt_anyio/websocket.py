@@ -19,6 +19,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
+from stt_proto.packet import Datagram
 from stt_proto.websocket import WsError, WsFramer, is_data
 from stt_runtime import websocket as _ws
 from stt_runtime._address import plain_host
@@ -166,7 +167,7 @@ class _Connection:
         """Bytes of output queued for this connection (write queue and framer)."""
         return self.queued + self.framer.buffered
 
-    def send(self, datagram: bytes | bytearray) -> bool:
+    def send(self, datagram: Datagram) -> bool:
         if not self.sent_data and is_data(datagram):
             self.sent_data = True
         if not self.framer.open or self.queued >= _ws.WRITE_HIGH_WATER:

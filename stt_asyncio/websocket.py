@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from stt_proto import ConnectionRefused, HandshakeTimeout
+from stt_proto.packet import Datagram
 from stt_proto.websocket import WsError, WsFramer, is_data
 from stt_runtime import websocket as _ws
 from stt_runtime._address import plain_host
@@ -84,7 +85,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self._flush()  # a PONG held while congested
 
-    def send(self, datagram: bytes | bytearray) -> bool:
+    def send(self, datagram: Datagram) -> bool:
         if not self.sent_data and is_data(datagram):
             self.sent_data = True
         if self.paused or not self.framer.open or self.transport is None:

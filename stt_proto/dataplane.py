@@ -16,7 +16,7 @@ from .errors import UsageError
 from .events import DatagramReceived
 from .frames import AckFrame, DatagramFrame, Frame, PingFrame, encode_frame
 from .handshake_payload import TransportSettings
-from .packet import CID_LEN, TAG_LEN
+from .packet import CID_LEN, TAG_LEN, Datagram
 from .recovery import AckResult, LossRecovery, SentPacket
 from .rtt import RttEstimator
 from .streams.manager import StreamManager
@@ -189,12 +189,12 @@ class DataPlane:
         return bool(self._datagrams) or self.streams.has_pending()
 
     def build(self, now: float, head: list[Frame],
-              seal: Callable[[bytes | bytearray], tuple[bytes, int]],
-              limit: int | None = None, ack: bytes = b"") -> list[bytes]:
+              seal: Callable[[bytes | bytearray], tuple[Datagram, int]],
+              limit: int | None = None, ack: bytes = b"") -> list[Datagram]:
         """Assemble packets: ``ack`` (an encoded ACK frame) and ``head`` frames first (session
         control), then datagrams and stream data as congestion control and pacing allow, at
         most ``limit`` of them (``more`` then says whether the session stopped short)."""
-        out: list[bytes] = []
+        out: list[Datagram] = []
         self.more = False
         space = self.max_datagram - PACKET_OVERHEAD
         if self.pacer.next_send > now and not self.recovery.bytes_in_flight:
@@ -262,7 +262,7 @@ class DataPlane:
         return out
 
     def _build_bulk(self, source: tuple[Stream, int, int], now: float,
-                    seal: Callable[[bytes | bytearray], tuple[bytes, int]], out: list[bytes],
+                    seal: Callable[[bytes | bytearray], tuple[Datagram, int]], out: list[Datagram],
                     limit: int | None) -> bool:
         """:meth:`build` for a run of full packets of one stream (``StreamManager.bulk_source``):
         the same packets, without the general scheduling per packet. The pacing rate is taken

@@ -22,6 +22,7 @@ import attrs
 
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .budget import MemoryBudget
+from .buffers import SendBuffers
 from .config import EndpointConfig
 from .errors import ProtocolError, UsageError
 from .events import Address, SessionAccepted
@@ -30,7 +31,9 @@ from .identity import Identity
 from .packet import (
     CID_LEN,
     DATA_KEY_PHASE,
+    MAX_DATAGRAM_SIZE,
     MIN_INITIAL_SIZE,
+    SEAL_INTO,
     VERSION,
     Datagram,
     Packet,
@@ -123,6 +126,10 @@ class Endpoint:
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
         # Takes the service sessions (the DHT's, set by the node core); None refuses them.
         self.service: SessionService | None = None
+        self._send_buffers: SendBuffers | None = None  # see use_send_buffers
+        # Large packets are opened into this one buffer, which every session shares: no
+        # allocation per packet; what a packet's frames keep, they copy (see buffers.py).
+        self._recv_buffer = memoryview(bytearray(MAX_DATAGRAM_SIZE)) if SEAL_INTO else None
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -141,9 +148,22 @@ class Endpoint:
             if cid not in self.sessions:
                 return cid
 
+    def use_send_buffers(self, count: int) -> None:
+        """Seal large packets into ``count`` buffers reused from one :meth:`datagrams_to_send`
+        call to the next (``buffers.py``: no allocation per packet). A datagram it returns may
+        then be a ``memoryview`` valid only until the next call: send every batch before
+        asking for the next, or copy what you keep. Off by default, and where the installed
+        cryptography cannot encrypt into a buffer (``encrypt_into``)."""
+        if not SEAL_INTO:
+            return
+        self._send_buffers = SendBuffers(count)
+        for session in self.sessions.values():
+            session.share_buffers(self._send_buffers, self._recv_buffer)
+
     def _add(self, session: Session, now: float) -> None:
         self.sessions[session.local_cid] = session
         self.sessions_total += 1
+        session.share_buffers(self._send_buffers, self._recv_buffer)
         session.woken = self._woken
         self._dirty[session.local_cid] = session
         self._reschedule(session)
@@ -414,6 +434,8 @@ class Endpoint:
         ``now``, so the runtime can skip the call that would return nothing."""
         out = self._stateless_out
         self._stateless_out = []
+        if self._send_buffers is not None:
+            self._send_buffers.rewind()  # the caller has sent the last batch
         if self._woken:
             self._take_woken()
         dirty = self._dirty

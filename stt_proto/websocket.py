@@ -154,7 +154,7 @@ class WsFramer:
                               f"{sanitize(event.reason or '')}")
 
 
-def is_data(datagram: bytes | bytearray) -> bool:
+def is_data(datagram: bytes | bytearray | memoryview) -> bool:
     """Whether an outgoing datagram is an STT DATA packet: the node seals those only once a
     session's handshake has completed, so one leaving on a connection shows it is in use."""
     return len(datagram) > 1 and datagram[0] == VERSION and datagram[1] in DATA_KEY_PHASE

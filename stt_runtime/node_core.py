@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 
 from stt_proto import EndpointStats, Identity, Node, UsageError
 from stt_proto import Session as ProtoSession
+from stt_proto.packet import Datagram
 
 from ._address import check_dial, dial_host, open_udp_socket
 from ._signal import Signal
@@ -44,7 +45,7 @@ class WsTransport(Protocol):
     @property
     def address(self) -> Address: ...
 
-    def send(self, datagram: bytes | bytearray, addr: Address) -> None: ...
+    def send(self, datagram: Datagram, addr: Address) -> None: ...
 
     async def ensure(self, addr: Address, timeout: float) -> None: ...
 
@@ -73,7 +74,7 @@ class NodeCore(Generic[SessionT]):
         self._sessions: dict[bytes, SessionT] = {}
         self._accepted: deque[SessionT] = deque()
         self._accept_signal: Signal = self._new_signal()
-        self._out: deque[tuple[bytes | bytearray, Address]] = deque()
+        self._out: deque[tuple[Datagram, Address]] = deque()
         self._granted = (0, 0)
         self._closed = False
         self.dht = NodeDHT(self._require_endpoint, self._now, self._kick, self._new_signal)
@@ -141,6 +142,9 @@ class NodeCore(Generic[SessionT]):
         node = Node(self.config, self.identity,
                     advertised_ports=self.settings.socket.transport == "websocket")
         node.dht.port = port  # announced to DHT peers, who may only see a client port
+        # _poll sends (or queues) each batch before it seals the next: large packets can be
+        # sealed into reused buffers, so a transfer does not churn the process's heap
+        node.endpoint.use_send_buffers(SEND_BATCH)
         return node
 
     def _bind_udp(self) -> socket.socket:

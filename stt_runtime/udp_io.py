@@ -34,6 +34,8 @@ from collections.abc import Callable
 from itertools import islice
 from time import perf_counter
 
+from stt_proto.packet import Datagram
+
 from ._address import is_dual_stack, plain_host, wire_address
 
 log = logging.getLogger("stt.udp")
@@ -136,7 +138,7 @@ class UdpIO:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def send(self, out: deque[tuple[bytes | bytearray, Address]]) -> bool:
+    def send(self, out: deque[tuple[Datagram, Address]]) -> bool:
         """Send from the front of ``out`` until it is empty (True) or the socket is full (False;
         the rest stays queued). A datagram the kernel refuses is counted and dropped: loss
         recovery resends what mattered."""
@@ -208,7 +210,7 @@ class UdpIO:
                 (SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
         return option
 
-    def _run_length(self, out: deque[tuple[bytes | bytearray, Address]]) -> int:
+    def _run_length(self, out: deque[tuple[Datagram, Address]]) -> int:
         """How many datagrams from the front of ``out`` one GSO send can carry: same address,
         same size, except that a shorter one may end the run."""
         data, addr = out[0]

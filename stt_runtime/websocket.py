@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from stt_proto import ConnectionRefused
+from stt_proto.packet import Datagram
 
 DIAL_TIMEOUT = 10.0  # seconds a background dial (for output with no connection) may take
 WRITE_HIGH_WATER = 256 * 1024  # bytes queued for one connection's TCP before output is held
@@ -66,7 +67,7 @@ class WsConnection(Protocol):
     def buffered(self) -> int:
         """Bytes of output queued for the peer."""
 
-    def send(self, datagram: bytes | bytearray) -> bool:
+    def send(self, datagram: Datagram) -> bool:
         """Queue one datagram's message; False when it was dropped (congested, not open)."""
 
 
@@ -155,7 +156,7 @@ class WebSocketIOBase(Generic[ConnT]):
             if self._dialling.get(key) is connection:
                 del self._dialling[key]
 
-    def send(self, datagram: bytes | bytearray, addr: Address) -> None:
+    def send(self, datagram: Datagram, addr: Address) -> None:
         """One datagram to ``addr``: dropped (and counted) when it has no upgraded
         connection (one is dialled in the background) or the connection is congested."""
         connection = self._connections.get(addr)

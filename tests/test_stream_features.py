@@ -316,7 +316,7 @@ def test_shared_empty_containers_are_immutable_and_idle_sides_hold_them() -> Non
     from .test_streams_sim import test_32_mib_mixed_messages_arrive_exactly as transfer
 
     side, other = RecvSide(1 << 20, 1 << 20), SendSide(1 << 20)
-    for empty in (side._parts, side.messages, side._heap, other._starts, other._chunks):
+    for empty in (side.messages, side._heap, other._starts, other._chunks):
         with pytest.raises(AttributeError):
             empty.append(b"leak")  # type: ignore[union-attr,arg-type]
     with pytest.raises(TypeError):
@@ -330,7 +330,9 @@ def test_shared_empty_containers_are_immutable_and_idle_sides_hold_them() -> Non
     side.on_data(2, b"b", False)  # out of order: a segment of its own
     side.on_data(0, b"\x02a", False)  # fills the gap: the segment drains, a message is cut
     assert side.pop_message() == b"ab" and side.pop_message() is None
-    assert side._parts is side.messages is side._heap is side._segments is recv._NONE
+    assert side.messages is side._heap is side._segments is recv._NONE
+    side.release_assembly()  # as the session's idle timer does (StreamManager.compact)
+    assert side._assembly is None
     other.write_message(b"x")
     other.on_acked(0, 2, False)
     assert other._starts is other._chunks is send._NO_CHUNKS

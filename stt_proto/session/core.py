@@ -18,6 +18,7 @@ receive side crosses this module once (docs/architecture.md, "A datagram's route
 from __future__ import annotations
 
 from ..ack import AckTracker
+from ..buffers import SendBuffers
 from ..config import SessionConfig
 from ..dataplane import DataPlane
 from ..errors import FrameError, ProtocolError, SessionClosed, STTError, UsageError
@@ -33,7 +34,7 @@ from ..frames import (
 from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake
 from ..handshake_payload import Purpose
 from ..identity import Identity
-from ..packet import Datagram, Packet, PacketType, parse_packet
+from ..packet import Datagram, Packet, PacketType, Payload, parse_packet
 from ..path import PathValidator
 from ..randomness import RandomSource
 from ..replay import ReplayWindow
@@ -411,7 +412,7 @@ class Session:
         self._acks.on_packet(pn, self._handle_payload(payload, now), now)
         return None
 
-    def _handle_payload(self, payload: bytes, now: float) -> bool:
+    def _handle_payload(self, payload: Payload, now: float) -> bool:
         """Handle a decrypted payload's frames in one pass; returns whether any elicits an
         ACK. STREAM frames (nearly every frame of a transfer) go straight to the streams and
         ACKs to recovery, decoded in place; other frames go to ``receive.handle_frame``. A
@@ -472,7 +473,12 @@ class Session:
         runtime can send in bounded batches instead of holding a whole window in memory."""
         return datagrams_to_send(self, now, limit)
 
-    def _seal(self, payload: bytes | bytearray) -> tuple[bytes, int]:
+    def share_buffers(self, send: SendBuffers | None, receive: memoryview | None) -> None:
+        """Seal and open large packets in the endpoint's reused buffers (see buffers.py)."""
+        self._protection.send_buffers = send
+        self._protection.recv_buffer = receive
+
+    def _seal(self, payload: bytes | bytearray) -> tuple[Datagram, int]:
         return self._protection.seal(self.remote_cid, payload)
 
     def _path(self) -> PathValidator:

@@ -64,7 +64,7 @@ def datagrams_to_send(session: Session, now: float, limit: int | None) -> list[D
     return out
 
 
-def _build_packets(session: Session, now: float, limit: int | None) -> list[bytes]:
+def _build_packets(session: Session, now: float, limit: int | None) -> list[Datagram]:
     data = session.data
     if data is not None:
         data.more = False
@@ -116,7 +116,7 @@ def _send_challenge(session: Session, path: PathValidator, now: float) -> None:
     payload = bytearray()
     encode_frame(PathChallengeFrame(data), payload)
     datagram = session._seal(payload)[0]
-    path.on_sent(datagram)
+    path.on_sent(bytes(datagram))  # small, so already bytes: kept past the next call
     session.counters.bytes_sent_wire += len(datagram)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..buffers import SMALLEST, SendBuffers
 from ..errors import CryptoError, ProtocolViolation, UsageError
 from ..events import KeyUpdated, SessionEvent
-from ..packet import PacketCipher
+from ..packet import DATA_OVERHEAD, TAG_LEN, Datagram, PacketCipher, Payload
 from ..replay import MAX_PN_JUMP, ReplayWindow
 from ..stats import DropReason, SessionCounters
 
@@ -58,18 +59,18 @@ class RecvKeys:
                 cipher.release()
 
     def open(self, pn: int, key_phase: int, header: memoryview | bytes,
-             body: memoryview | bytes) -> tuple[bytes, bool]:
-        """Decrypt a DATA packet; returns ``(payload, rotated)``. Raises :class:`CryptoError`
-        if no key fits."""
+             body: memoryview | bytes, out: memoryview | None = None) -> tuple[Payload, bool]:
+        """Decrypt a DATA packet (into ``out`` if given); returns ``(payload, rotated)``.
+        Raises :class:`CryptoError` if no key fits."""
         if key_phase == self.phase:
-            return self.current.open_sealed(pn, header, body), False
+            return self.current.open_sealed(pn, header, body, out), False
         if self.previous is not None and pn < self.first_pn:
-            return self.previous.open_sealed(pn, header, body), False
+            return self.previous.open_sealed(pn, header, body, out), False
         if pn < self.first_pn:
             raise CryptoError("packet from a key generation that has been discarded")
         if self.next is None:
             self.next = self.current.next_generation()
-        payload = self.next.open_sealed(pn, header, body)
+        payload = self.next.open_sealed(pn, header, body, out)
         self.previous, self.current, self.next = self.current, self.next, None
         self.generation += 1
         self.phase ^= 1
@@ -85,7 +86,7 @@ class Protection:
     """
 
     __slots__ = ("_counters", "_emit", "ciphers_live", "key_update_pending", "next_pn",
-                 "recv_keys", "replay", "send_keys")
+                 "recv_buffer", "recv_keys", "replay", "send_buffers", "send_keys")
 
     def __init__(self, counters: SessionCounters, emit: Callable[[SessionEvent], None]) -> None:
         self._counters = counters
@@ -96,13 +97,19 @@ class Protection:
         self.next_pn = 0
         self.ciphers_live = False
         self.key_update_pending: int | None = None  # a generation to announce in KEY_UPDATE
+        # the endpoint's, when its caller sends each batch before the next (see buffers.py)
+        self.send_buffers: SendBuffers | None = None
+        # the endpoint's: large packets are opened into it, so their payload is valid only
+        # until the next packet, and whatever keeps their bytes copies them (see buffers.py)
+        self.recv_buffer: memoryview | None = None
 
     def install(self, send: PacketCipher, recv: PacketCipher, now: float) -> None:
         self.send_keys = SendKeys(send, now)
         self.recv_keys = RecvKeys(recv)
 
-    def seal(self, cid: bytes, payload: bytes | bytearray) -> tuple[bytes, int]:
-        """The sealed packet for ``payload`` and the packet number it took."""
+    def seal(self, cid: bytes, payload: bytes | bytearray) -> tuple[Datagram, int]:
+        """The sealed packet for ``payload`` and the packet number it took: a large one
+        written into one of the endpoint's :attr:`send_buffers` where it has them."""
         keys = self.send_keys
         if keys is None:  # pragma: no cover - callers check
             raise UsageError("no traffic keys yet")
@@ -111,21 +118,30 @@ class Protection:
         self.ciphers_live = True
         keys.packets += 1
         self._counters.packets_sent += 1
+        buffers = self.send_buffers
+        if buffers is not None:
+            out = buffers.take(len(payload) + DATA_OVERHEAD)
+            if out is not None:
+                return keys.cipher.seal_into(cid, pn, keys.phase, payload, out), pn
         return keys.cipher.seal(cid, pn, keys.phase, payload), pn
 
     def unprotect(self, keys: RecvKeys, pn: int, key_phase: int, header: memoryview | bytes,
-                  body: memoryview | bytes) -> bytes | DropReason:
+                  body: memoryview | bytes) -> Payload | DropReason:
         """The payload of an authentic, new packet, or why it was dropped. Raises
-        :class:`ProtocolViolation` for an authentic packet number that jumps too far."""
+        :class:`ProtocolViolation` for an authentic packet number that jumps too far. A large
+        payload is a view of the endpoint's :attr:`recv_buffer`: valid until the next packet."""
         replay = self.replay
         if pn <= replay.largest and not replay.check(pn):
             self._counters.replays_dropped += 1
             return DropReason.REPLAY
+        out = self.recv_buffer
+        if out is not None and len(body) < SMALLEST + TAG_LEN:
+            out = None  # a small payload: its own bytes cost no heap churn
         try:
             if key_phase == keys.phase:  # the current key, without a rotation
-                payload, rotated = keys.current.open_sealed(pn, header, body), False
+                payload, rotated = keys.current.open_sealed(pn, header, body, out), False
             else:
-                payload, rotated = keys.open(pn, key_phase, header, body)
+                payload, rotated = keys.open(pn, key_phase, header, body, out)
         except CryptoError:
             self._counters.decrypt_failures += 1
             return DropReason.DECRYPT_FAILED

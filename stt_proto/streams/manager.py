@@ -290,6 +290,12 @@ class StreamManager(Packetizer):
             self._budget = SessionBudget(budget, self._local.initial_max_data,
                                          self._mark_window, wake, self.streams)
 
+    def compact(self) -> None:
+        """Idle: also let go of the streams' emptied assemblies (Packetizer.compact)."""
+        super().compact()
+        for stream in self.streams.values():
+            stream.recv.release_assembly()
+
     def detach_budget(self) -> None:
         """The session is gone: what it held of the budget goes back."""
         if self._budget is not None:

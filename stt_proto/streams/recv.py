@@ -8,11 +8,11 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import deque
-from typing import cast
 
 from ..errors import DecodeError, ProtocolViolation
 from ..rangeset import RangeSet
 from ..varint import MAX_VARINT, decode_varint, varint_size
+from .assembly import Assembly
 
 Piece = bytes | bytearray | memoryview
 
@@ -25,9 +25,10 @@ SEGMENT_MIN = 512  # out-of-order pieces below this are merged with their neighb
 
 
 def _compact(data: Piece) -> Piece:
-    """A view that would pin a much larger packet is copied: buffered memory stays proportional
-    to buffered bytes, whatever frame sizes a peer chooses."""
-    if isinstance(data, memoryview) and len(data) * 2 < len(data.obj):  # type: ignore[arg-type]
+    """A view is copied: it may be of the endpoint's receive buffer, which the next packet
+    overwrites (``stt_proto/buffers.py``), and a copy also keeps buffered memory proportional to
+    buffered bytes, whatever frame sizes a peer chooses."""
+    if isinstance(data, memoryview):
         return bytes(data)
     return data
 
@@ -37,8 +38,11 @@ def _window_exceeded(end: int, limit: int) -> ProtocolViolation:
 
 
 class RecvSide:
-    """In-order bytes are kept as views of the decrypted packets they arrived in; a message is
-    copied exactly once, when it is complete (large messages never grow a reassembly buffer).
+    """In-order bytes are cut into messages as they arrive: a message whole within a frame is
+    copied once, straight from the packet; the bytes of one still incomplete are copied into
+    the stream's :class:`Assembly`, a buffer reused from message to message, and out again
+    when it completes. Nothing keeps a view of a packet: the endpoint opens the next packet
+    into the same memory.
 
     Out-of-order bytes are kept as disjoint segments: a frame is trimmed on arrival to the
     parts nothing buffered or delivered covers yet, so whatever the frame layout (overlapping,
@@ -47,11 +51,11 @@ class RecvSide:
     cost a segment each."""
 
     __slots__ = (
+        "_assembly",
         "_ends",
         "_head",
         "_heap",
         "_highest",
-        "_parts",
         "_parts_bytes",
         "_received",
         "_segments",
@@ -76,10 +80,10 @@ class RecvSide:
         self._heap: list[int] | tuple[()] = _NONE  # segment starts (and starts merged away)
         self._received = RangeSet()
         self._highest = 0  # the highest offset received
-        self._parts: deque[Piece] | tuple[()] = _NONE  # in-order bytes not yet cut
+        self._assembly: Assembly | None = None  # in-order bytes not yet cut (_parts_bytes of them)
         self._parts_bytes = 0
         self._head: int | None = None  # body length of the message being assembled, if known
-        self.read_offset = 0  # everything below is in _parts or already messages
+        self.read_offset = 0  # everything below is in the assembly or already messages
         self.messages: deque[bytes] | tuple[()] = _NONE
         self.message_bytes = 0  # payload bytes of every message cut so far
         self.messages_cut = 0
@@ -115,22 +119,7 @@ class RecvSide:
         before = self._highest
         if end > before:
             self._highest = end
-        parts = self._parts
-        if isinstance(parts, tuple):
-            parts = self._parts = deque()
-        parts.append(data)
-        self._parts_bytes += end - offset
-        self.read_offset = end
-        head = self._head
-        if head is None or self._parts_bytes >= head:
-            self._cut_messages()
-            parts = self._parts
-        # Compacted after cutting (see _compact): only what is left of this packet, the
-        # last part if any, can pin it, and a small message cut whole is copied once.
-        if parts:
-            last = parts[-1]
-            if type(last) is memoryview and len(last) * 2 < len(last.obj):  # type: ignore[arg-type]
-                parts[-1] = bytes(last)
+        self._take(data)
         return self._highest - before
 
     def on_data_general(self, offset: int, data: bytes | memoryview, fin: bool) -> int:
@@ -148,6 +137,8 @@ class RecvSide:
             self.final_size = end
         before = self._highest
         if data and end > self.read_offset and not self._received.covers(offset, end):
+            if end > before:
+                self._highest = end
             if offset <= self.read_offset:
                 self._received.add(offset, end)
                 self._take(data[self.read_offset - offset:])
@@ -156,9 +147,6 @@ class RecvSide:
             else:
                 self._buffer(offset, data)  # (before _received records it)
                 self._received.add(offset, end)
-            if end > before:
-                self._highest = end
-            self._cut_messages()
         return self._highest - before
 
     @property
@@ -230,13 +218,19 @@ class RecvSide:
         ends[first + len(segment)] = first
 
     def _take(self, data: Piece) -> None:
-        data = _compact(data)
-        parts = self._parts
-        if isinstance(parts, tuple):
-            parts = self._parts = deque()
-        parts.append(data)
-        self._parts_bytes += len(data)
+        """In-order bytes: the messages they complete are cut (straight from ``data`` while
+        nothing is held before it), and what is left is copied into the assembly."""
         self.read_offset += len(data)
+        if not self._parts_bytes:
+            data = self._cut_from(data)
+            if not data:
+                return
+        asm = self._assembly
+        if asm is None:
+            asm = self._assembly = Assembly()
+        asm.append(data)
+        self._parts_bytes += len(data)
+        self._cut_messages()
 
     def _drain_segments(self) -> None:
         heap, segments, ends = self._heap, self._segments, self._ends
@@ -256,84 +250,72 @@ class RecvSide:
         if not segments:
             self._segments = self._ends = self._heap = _NONE
 
-    def _consume(self, count: int) -> bytes:
-        """Remove and return the first ``count`` buffered bytes (one copy). Only called with
-        ``count`` bytes buffered, so ``_parts`` is a deque of this side's own."""
-        parts = cast("deque[Piece]", self._parts)
-        self._parts_bytes -= count
-        first = parts[0]
-        if len(first) >= count:
-            if len(first) == count:
-                parts.popleft()
-                if not parts:
-                    self._parts = _NONE
-            else:
-                parts[0] = memoryview(first)[count:]
-            return bytes(first[:count])
-        pieces = []
-        while count:
-            part = parts[0]
-            if len(part) <= count:
-                pieces.append(parts.popleft())
-                count -= len(part)
-            else:
-                pieces.append(memoryview(part)[:count])
-                parts[0] = memoryview(part)[count:]
-                count = 0
-        if not parts:
-            self._parts = _NONE
-        return b"".join(pieces)
+    def _check_prefix(self, length: int, header: int) -> None:
+        if length > self.max_message:
+            raise ProtocolViolation(f"message of {length} bytes exceeds "
+                                    f"max_message_size {self.max_message}")
+        if header != varint_size(length):
+            raise ProtocolViolation("message length prefix is not minimally encoded")
 
-    def _deliver(self, message: bytes) -> None:
+    def _deliver(self, message: bytes, length: int) -> None:
         messages = self.messages
         if isinstance(messages, tuple):
             messages = self.messages = deque()
         messages.append(message)
+        self.unread_bytes += varint_size(length) + length
+        self.message_bytes += length
+        self.messages_cut += 1
 
-    def _cut_messages(self) -> None:
-        while True:
-            parts = self._parts
+    def _cut_from(self, data: Piece) -> Piece:
+        """Cut the messages ``data`` completes, nothing being held before it; returns what is
+        left (a message's start, or a prefix still incomplete)."""
+        pos, size = 0, len(data)
+        while pos < size:
             length = self._head
             if length is None:
-                if not parts:
-                    return
-                first = parts[0]
-                size = len(first)
-                prefix = first if size >= 8 or len(parts) == 1 else b"".join(list(parts)[:8])
                 try:
-                    length, header = decode_varint(prefix, 0)
+                    length, after = decode_varint(data, pos)
+                except DecodeError:
+                    break  # the length prefix continues in the next frame
+                self._check_prefix(length, after - pos)
+                pos = after
+                self._head = length
+            if size - pos < length:
+                break
+            self._head = None
+            self._deliver(bytes(data[pos:pos + length]), length)
+            pos += length
+        return data[pos:] if pos else data
+
+    def _cut_messages(self) -> None:
+        """Cut the messages the assembly completes; an emptied assembly larger than the window
+        is let go (a message longer than the window is rare: keep the memory for it no longer)."""
+        asm = self._assembly
+        if asm is None:
+            return
+        while self._parts_bytes:
+            length = self._head
+            if length is None:
+                try:
+                    length, header = decode_varint(asm.peek(), 0)
                 except DecodeError:
                     return  # the length prefix is still incomplete
-                if length > self.max_message:
-                    raise ProtocolViolation(f"message of {length} bytes exceeds "
-                                            f"max_message_size {self.max_message}")
-                if header != varint_size(length):
-                    raise ProtocolViolation("message length prefix is not minimally encoded")
-                end = header + length
-                if size >= end:
-                    # The whole message in the first part, a small message's usual case: one
-                    # copy of its body, without taking the prefix off first.
-                    if size == end:
-                        parts.popleft()
-                        if not parts:
-                            self._parts = _NONE
-                    else:
-                        parts[0] = memoryview(first)[end:]
-                    self._parts_bytes -= end
-                    self._deliver(bytes(first[header:end]))
-                    self.unread_bytes += end
-                    self.message_bytes += length
-                    self.messages_cut += 1
-                    continue
-                self._consume(header)
+                self._check_prefix(length, header)
+                asm.skip(header)
+                self._parts_bytes -= header
                 self._head = length
             if self._parts_bytes < length:
                 return
             self._head = None
-            self._deliver(self._consume(length) if length else b"")
-            self.unread_bytes += varint_size(length) + length
-            self.message_bytes += length
-            self.messages_cut += 1
+            self._parts_bytes -= length
+            self._deliver(asm.take(length), length)
+        if asm.capacity > self.window:
+            self._assembly = None
+
+    def release_assembly(self) -> None:
+        """The session went idle: an empty assembly gives its buffer back."""
+        if not self._parts_bytes:
+            self._assembly = None
 
     def pop_message(self) -> bytes | None:
         messages = self.messages
