@@ -11,7 +11,7 @@ import hashlib
 from ._native import COMPILED
 from .affinity import ContentAffinityPool
 from .config import EndpointConfig, SessionConfig
-from .endpoint import Endpoint, EndpointStats
+from .endpoint import Endpoint
 from .errors import (
     AuthenticationError,
     ConnectionRefused,
@@ -41,7 +41,7 @@ from .identity import Identity, node_id_for
 from .node import Node
 from .randomness import DeterministicRandom, RandomSource, SystemRandom
 from .session import Session, State
-from .stats import DropReason, SessionStats
+from .stats import DropReason, EndpointStats, SessionStats
 
 __version__ = "0.1.0"
 

@@ -18,8 +18,6 @@ from collections import deque
 from functools import partial
 from typing import Protocol
 
-import attrs
-
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .budget import MemoryBudget
 from .buffers import SendBuffers
@@ -45,7 +43,7 @@ from .packet import (
 )
 from .randomness import RandomSource, SystemRandom
 from .session import ESTABLISHED, HANDSHAKING, TERMINATED, Session
-from .stats import DropReason
+from .stats import DropReason, EndpointStats
 
 log = logging.getLogger("stt.endpoint")
 
@@ -54,26 +52,6 @@ _APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see
 _INITIAL = PacketType.INITIAL
 _DATA_KEY_PHASE = DATA_KEY_PHASE
 _DCID_END = 2 + CID_LEN  # every header: version, flags, then the destination id
-
-
-@attrs.frozen(slots=True)
-class EndpointStats:
-    sessions_open: int
-    sessions_total: int
-    handshakes_ok: int
-    handshakes_failed: int
-    datagrams_in: int
-    datagrams_out: int
-    bytes_in: int
-    bytes_out: int
-    dropped: dict[str, int]
-    retries_sent: int
-    refusals_sent: int
-    dht: dict[str, int]  # the DHT's counters, filled by the node core (empty for a bare endpoint)
-    half_open: int = 0  # inbound handshakes in progress
-    evicted: int = 0  # half-open handshakes dropped for the budget or the load timeout
-    receive_budget_used: int = 0  # reserved on receive_budget: reassembly and window growth
-    receive_budget_denials: int = 0  # reservations that waited, window growth cut short
 
 
 class SessionService(Protocol):

@@ -18,13 +18,14 @@ from .budget import MemoryBudget
 from .config import EndpointConfig
 from .dht import DHT, DHTConfig
 from .dht.links import DHTLinks
-from .endpoint import Endpoint, EndpointStats
+from .endpoint import Endpoint
 from .events import Address, SessionAccepted
 from .handshake_payload import Purpose
 from .identity import Identity
 from .packet import Datagram
 from .randomness import RandomSource
 from .session import Session
+from .stats import EndpointStats
 
 _APPLICATION = Purpose.APPLICATION
 _DHT = Purpose.DHT

@@ -80,3 +80,23 @@ class StreamStats:
     messages_received: int
     bytes_unacked: int
     bytes_buffered_in: int
+
+
+@attrs.frozen(slots=True)
+class EndpointStats:
+    sessions_open: int
+    sessions_total: int
+    handshakes_ok: int
+    handshakes_failed: int
+    datagrams_in: int
+    datagrams_out: int
+    bytes_in: int
+    bytes_out: int
+    dropped: dict[str, int]
+    retries_sent: int
+    refusals_sent: int
+    dht: dict[str, int]  # the DHT's counters, filled by the node core (empty for a bare endpoint)
+    half_open: int = 0  # inbound handshakes in progress
+    evicted: int = 0  # half-open handshakes dropped for the budget or the load timeout
+    receive_budget_used: int = 0  # reserved on receive_budget: reassembly and window growth
+    receive_budget_denials: int = 0  # reservations that waited, window growth cut short
