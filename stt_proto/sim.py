@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import random as _random
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 
@@ -61,18 +61,107 @@ class LinkProfile:
 
 @attrs.define(slots=True)
 class LinkCounters:
+    """What one link did: datagrams offered, delivered, lost at random, dropped by the queue,
+    duplicated, and delayed out of order."""
+
     sent: int = 0
     delivered: int = 0
     lost: int = 0
     queue_drops: int = 0
     duplicated: int = 0
+    reordered: int = 0
 
 
 @attrs.define(slots=True)
-class _Link:
+class Link:
+    """One direction's link model, sans-I/O: the fate of a datagram put on it at ``now``.
+
+    The simulator's :class:`Network` and the real-socket impaired link
+    (:mod:`stt_runtime.impair`) both run datagrams through this, so simulation and real tests
+    share one model: random loss, duplication, a serialising bottleneck of ``bandwidth`` with a
+    drop-tail queue of ``queue_limit`` bytes, then ``latency``, uniform ``jitter`` and a
+    ``reorder_delay`` for a random few."""
+
     profile: LinkProfile
     busy_until: float = 0.0
     counters: LinkCounters = attrs.field(factory=LinkCounters)
+
+    def admit(self, size: int, now: float, rng: _random.Random) -> list[float]:
+        """The arrival time of each copy of a ``size``-byte datagram put on the link at
+        ``now``: none when it is lost or the queue is full, two when it is duplicated."""
+        profile = self.profile
+        counters = self.counters
+        counters.sent += 1
+        if profile.loss and rng.random() < profile.loss:
+            counters.lost += 1
+            return []
+        copies = 2 if profile.duplicate and rng.random() < profile.duplicate else 1
+        counters.duplicated += copies - 1
+        arrivals: list[float] = []
+        for _ in range(copies):
+            start = max(now, self.busy_until)
+            if profile.bandwidth is not None:
+                backlog = (start - now) * profile.bandwidth / 8
+                if backlog + size > profile.queue_limit:
+                    counters.queue_drops += 1
+                    continue
+                self.busy_until = start + size * 8 / profile.bandwidth
+            else:
+                self.busy_until = start
+            arrival = self.busy_until + profile.latency
+            if profile.jitter:
+                arrival += rng.uniform(0, profile.jitter)
+            if profile.reorder and rng.random() < profile.reorder:
+                arrival += profile.reorder_delay
+                counters.reordered += 1
+            arrivals.append(arrival)
+        return arrivals
+
+
+ItemT = TypeVar("ItemT")
+
+
+class DelayLine(Generic[ItemT]):
+    """A :class:`Link` with the datagrams on it, for a caller with a real clock: put items on
+    with :meth:`send`, take those due with :meth:`pop_due`, sleep until :meth:`next_time`.
+
+    Items leave in order of arrival time (ties in the order sent). Call :meth:`pop_due` as
+    often as convenient: everything due by ``now`` comes out at once, so a late wake-up
+    delays items but never changes the rate averaged over the backlog."""
+
+    def __init__(self, profile: LinkProfile, rng: _random.Random | None = None) -> None:
+        self.link = Link(profile)
+        self._rng = rng if rng is not None else _random.Random()
+        self._heap: list[tuple[float, int, ItemT]] = []
+        self._seq = 0
+
+    @property
+    def counters(self) -> LinkCounters:
+        return self.link.counters
+
+    def send(self, item: ItemT, size: int, now: float) -> int:
+        """Put ``item`` (``size`` bytes on the wire) on the link; the copies that will arrive."""
+        arrivals = self.link.admit(size, now, self._rng)
+        for arrival in arrivals:
+            self._seq += 1
+            heapq.heappush(self._heap, (arrival, self._seq, item))
+        return len(arrivals)
+
+    def next_time(self) -> float | None:
+        """When the next item arrives (None: the line is empty)."""
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[ItemT]:
+        """Every item whose arrival time is at or before ``now``, earliest first."""
+        heap = self._heap
+        due: list[ItemT] = []
+        while heap and heap[0][0] <= now:
+            due.append(heapq.heappop(heap)[2])
+        self.link.counters.delivered += len(due)
+        return due
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
 
 TraceEntry = tuple[float, Address, Address, bytes]
@@ -88,7 +177,7 @@ class Network:
         self._rng = _random.Random(seed)
         self.default_profile = default_profile or LinkProfile()
         self.endpoints: dict[Address, Driven] = {}
-        self._links: dict[tuple[Address, Address], _Link] = {}
+        self._links: dict[tuple[Address, Address], Link] = {}
         self._queue: list[tuple[float, int, Address, Address, bytes]] = []
         self._seq = 0
         self.record_trace = record_trace
@@ -103,23 +192,23 @@ class Network:
 
     def set_link(self, a: Address, b: Address, profile: LinkProfile, *,
                  both_ways: bool = True) -> None:
-        self._links[(a, b)] = _Link(profile)
+        self._links[(a, b)] = Link(profile)
         if both_ways:
-            self._links[(b, a)] = _Link(profile)
+            self._links[(b, a)] = Link(profile)
 
     def share_link(self, pairs: list[tuple[Address, Address]], profile: LinkProfile) -> None:
         """Make several (source, destination) directions share one bottleneck and its queue."""
-        link = _Link(profile)
+        link = Link(profile)
         for pair in pairs:
             self._links[pair] = link
 
     def link_counters(self, a: Address, b: Address) -> LinkCounters:
         return self._link(a, b).counters
 
-    def _link(self, a: Address, b: Address) -> _Link:
+    def _link(self, a: Address, b: Address) -> Link:
         link = self._links.get((a, b))
         if link is None:
-            link = self._links[(a, b)] = _Link(self.default_profile)
+            link = self._links[(a, b)] = Link(self.default_profile)
         return link
 
     # -- sending ----------------------------------------------------------------------------------
@@ -132,30 +221,7 @@ class Network:
             if changed is None:
                 return
             payload = changed
-        link = self._link(src, dst)
-        profile = link.profile
-        rng = self._rng
-        link.counters.sent += 1
-        if profile.loss and rng.random() < profile.loss:
-            link.counters.lost += 1
-            return
-        copies = 2 if profile.duplicate and rng.random() < profile.duplicate else 1
-        link.counters.duplicated += copies - 1
-        for _ in range(copies):
-            start = max(self.now, link.busy_until)
-            if profile.bandwidth is not None:
-                backlog = (start - self.now) * profile.bandwidth / 8
-                if backlog + len(payload) > profile.queue_limit:
-                    link.counters.queue_drops += 1
-                    continue
-                link.busy_until = start + len(payload) * 8 / profile.bandwidth
-            else:
-                link.busy_until = start
-            arrival = link.busy_until + profile.latency
-            if profile.jitter:
-                arrival += rng.uniform(0, profile.jitter)
-            if profile.reorder and rng.random() < profile.reorder:
-                arrival += profile.reorder_delay
+        for arrival in self._link(src, dst).admit(len(payload), self.now, self._rng):
             self._seq += 1
             heapq.heappush(self._queue, (arrival, self._seq, src, dst, payload))
 
