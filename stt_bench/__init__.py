@@ -1,13 +1,16 @@
 """STT's benchmarks: every figure beside a baseline measured in the same run, as a ratio.
 
-* ``workloads``: STT's measurements per runtime (``on_asyncio``, ``on_trio``), the core alone
-  (``core``), idle sessions, worker scaling, the far end in another process (``processes``) and
-  the CPU profile.
+* ``headline``: what the suite measures first, as applications run STT: two fresh processes
+  per figure (``twoproc`` starts them; ``peer`` is their entry point, ``workloads.ends_*``
+  their roles per runtime), default settings, no tuning; and issue 25's targets.
+* ``workloads``: STT's measurements with both ends in one process per runtime (``on_asyncio``,
+  ``on_trio``), the core alone (``core``), idle sessions, worker scaling and the CPU profile.
 * ``baselines``: raw UDP+AEAD (per runtime), TCP+TLS 1.3 and aioquic.
 * ``remote``: both ends of ``stt bench --serve`` / ``--to`` (``serve``, ``client``).
-* ``registry``: which callable measures which workload on which runtime; ``run_on``.
+* ``registry``: which callable measures which one-process workload on which runtime; ``run_on``.
 * ``report`` (tables and JSON), ``plots`` (PNGs), ``suite`` (``python -m stt_bench``, also
-  ``python -m benchmarks``), ``alloc`` (glibc heap tuning for the tools).
+  ``python -m benchmarks``), ``alloc`` (glibc heap tuning for the tools, never for the
+  headline).
 
 ``stt bench`` (in ``stt_cli``) imports this package; this package imports the library only, never
 the command-line tool, and no private name of it.

@@ -1,12 +1,14 @@
-"""glibc heap tuning for the tools (``stt`` and the benchmark suite): an application's choice,
-never the library's.
+"""glibc heap tuning for the ``stt`` command: an application's choice, never the library's,
+and never part of a headline figure. ``stt`` tunes its heap for its own commands but not for
+``stt bench`` (unless ``stt --heap-tuning bench``), and the suite's headline processes run with
+these settings removed from their environment (``python -m stt_bench --tuned`` adds a labelled
+column with them).
 
 Receiving large messages allocates and frees megabytes per message. With glibc's default dynamic
 trim threshold the top of the heap is returned to the kernel after each message and faulted back
 in for the next: measured on loopback at 64 KB frames, 25-50 % of the time went to page faults.
 Keeping a pad at the top of the heap (what ``MALLOC_TOP_PAD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from
-the environment) removes that. ``stt bench`` measures its baselines in the same process, so both
-sides of every ratio run under the same allocator settings. The settings are also exported as
+the environment) removes that. The settings are also exported as
 those two environment variables, which glibc reads at startup, so that processes this one
 spawns (benchmark peers, ``--workers``) run under them too: a receiver in a child process
 without them measured half the goodput at 64 KB frames.

@@ -1,4 +1,5 @@
-"""PNG plots of a suite run (matplotlib, an optional dependency)."""
+"""PNG plots of a suite run's headline (matplotlib, an optional dependency): goodput and
+ping-pong between two processes at default settings, each beside its raw baseline."""
 
 from __future__ import annotations
 
@@ -13,56 +14,40 @@ def plot(results: dict[str, Any], folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows = results["goodput"]
-    runtimes = sorted({r["runtime"] for r in rows})
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for runtime in runtimes:
-        mine = sorted((r for r in rows if r["runtime"] == runtime), key=lambda r: r["frame"])
-        frames = [r["frame"] for r in mine]
-        ax.plot(frames, [r["stt"] / 1e6 for r in mine], marker="o", label=f"STT ({runtime})")
-        ax.plot(frames, [r["raw"] / 1e6 for r in mine], linestyle="--", marker=".",
-                label=f"raw UDP+AEAD ({runtime})")
-        offload = [r for r in mine if "stt_offload" in r]
-        if offload:
-            ax.scatter([r["frame"] for r in offload], [r["stt_offload"] / 1e6 for r in offload],
-                       marker="*", s=80, label=f"STT with GSO/GRO ({runtime})")
-        if mine and "aioquic" in mine[0]:
-            ax.plot(frames, [r["aioquic"] / 1e6 for r in mine], linestyle="-.", marker="x",
-                    label=f"aioquic ({runtime})")
-        if mine and "tcp_tls" in mine[0]:
-            ax.axhline(mine[0]["tcp_tls"] / 1e6, linestyle=":", linewidth=1,
-                       label=f"TCP+TLS 1.3 ({runtime})")
-    remote = sorted(results.get("goodput_remote", []), key=lambda r: r["frame"])
-    if remote:
-        where = f"{remote[0]['runtime']}, receiver in another process"
-        frames = [r["frame"] for r in remote]
-        ax.plot(frames, [r["stt"] / 1e6 for r in remote], marker="s", linewidth=2,
-                label=f"STT ({where})")
-        ax.plot(frames, [r["raw"] / 1e6 for r in remote], linestyle="--", marker="s",
-                label=f"raw UDP+AEAD ({where})")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")  # 1,200-byte figures are tens of MB/s, 64 KB ones thousands
-    ax.set_xlabel("frame size (bytes)")
-    ax.set_ylabel("goodput (MB/s, log scale)")
-    ax.set_title("Goodput against frame size, one stream, loopback")
+    head = results["headline"]
+    rows = head["goodput"]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    frames = list(dict.fromkeys(r["frame"] for r in rows))
+    by = {(r["runtime"], r["frame"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    width = 0.8 / max(1, len(runtimes))
+    for i, runtime in enumerate(runtimes):
+        xs = [j + (i - (len(runtimes) - 1) / 2) * width for j in range(len(frames))]
+        ax.bar(xs, [by[(runtime, f)]["ratio"] if (runtime, f) in by else 0 for f in frames],
+               width, label=runtime)
+    ax.axhline(0.6, linestyle=":", linewidth=1, color="grey", label="target 0.6 (16 KiB, 64 KB)")
+    ax.axhline(0.5, linestyle="--", linewidth=1, color="grey",
+               label="target 0.5 (1,200 B + offload)")
+    ax.set_xticks(range(len(frames)), frames, fontsize=8)
+    ax.set_ylabel("STT goodput / raw UDP+AES-GCM blast")
+    ax.set_title("Goodput between two processes, default settings, no tuning")
     ax.legend(fontsize=7)
     fig.tight_layout()
     goodput_path = folder / "goodput.png"
     fig.savefig(goodput_path, dpi=110)
     plt.close(fig)
 
-    lat = results["latency"]
+    lat = head["latency"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    xs = range(len(lat))
+    positions = range(len(lat))
     width = 0.2
     for offset, key, label in ((-1.5, "raw_p50", "raw p50"), (-0.5, "stt_p50", "STT p50"),
                                (0.5, "raw_p99", "raw p99"), (1.5, "stt_p99", "STT p99")):
-        ax.bar([x + offset * width for x in xs], [r[key] * 1e6 for r in lat], width,
+        ax.bar([x + offset * width for x in positions], [r[key] * 1e6 for r in lat], width,
                label=label)
-    ax.set_xticks(list(xs), [f"{r['runtime']}\n{r.get('where', 'one loop')}" for r in lat],
-                  fontsize=7)
+    ax.set_xticks(list(positions), [r["runtime"] for r in lat], fontsize=8)
     ax.set_ylabel("round trip (µs)")
-    ax.set_title("Ping-pong latency, no_delay stream vs raw UDP")
+    ax.set_title("Ping-pong between two processes, no_delay stream vs raw UDP")
     ax.legend(fontsize=8)
     fig.tight_layout()
     latency_path = folder / "latency.png"

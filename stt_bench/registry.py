@@ -3,7 +3,9 @@ suite name a workload and a runtime, and :func:`run_on` looks it up here (no loo
 through a module's globals, so every benchmark module is imported the ordinary way and the
 package has no import cycle).
 
-A workload is an async function; uvloop runs the asyncio ones on its own loop.
+A workload is an async function; uvloop runs the asyncio ones on its own loop. These are the
+workloads with both ends in one process; the headline's two-process measurements are
+:mod:`stt_bench.twoproc`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from .workloads import on_asyncio as stt_asyncio
 from .workloads import on_trio as stt_trio
 from .workloads.core import core_goodput
 from .workloads.idle import idle_sessions
-from .workloads.processes import remote_goodput, remote_ping_pong
 from .workloads.workers import workers_goodput
 
 Workload = Callable[..., Coroutine[Any, Any, Any]]
@@ -39,9 +40,6 @@ ASYNCIO: Mapping[str, Workload] = MappingProxyType({
     "core_goodput": core_goodput,
     "idle_sessions": idle_sessions,
     "workers_goodput": workers_goodput,
-    # both, with the far end in another process
-    "remote_ping_pong": remote_ping_pong,
-    "remote_goodput": remote_goodput,
 })
 
 TRIO: Mapping[str, Workload] = MappingProxyType({

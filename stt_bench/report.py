@@ -70,19 +70,6 @@ def offload_table(rows: list[dict[str, Any]], repeats: int, seconds: float) -> T
     return table
 
 
-def remote_table(rows: list[dict[str, Any]], runtime: str, repeats: int,
-                 seconds: float) -> Table:
-    """Goodput with the receiver in another process, STT beside raw UDP+AEAD."""
-    table = Table(title=f"Goodput with the receiver in another process ({runtime}, no "
-                        f"UDP offload, median of {repeats} runs of {seconds:g} s)")
-    for column in ("frame B", "raw UDP+AEAD MB/s", "STT MB/s", "STT/raw"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(str(row["frame"]), f"{row['raw'] / 1e6:,.0f}", f"{row['stt'] / 1e6:,.0f}",
-                      ratio_of(row, "raw"))
-    return table
-
-
 def latency_table(rows: list[dict[str, Any]], count: int) -> Table:
     """Ping-pong percentiles, STT's no_delay stream beside raw UDP, per runtime and echo end."""
     table = Table(title=f"Ping-pong, {count} round trips on a no_delay stream vs raw UDP")
@@ -120,7 +107,7 @@ def render(doc: dict[str, Any], where: str, against: str, console: Console) -> N
         for row in rows:
             cells = [str(row["frame_size"]), _mb(row["raw_bytes_per_s"]),
                      _mb(row["stt_bytes_per_s"]), _ratio_text(row["ratio"]),
-                     f"{row['stt_rtt_ms']:.2f}"]
+                     "—" if row["stt_rtt_ms"] is None else f"{row['stt_rtt_ms']:.2f}"]
             table.add_row(*([row["direction"], *cells] if remote else cells))
         console.print(table)
     if "latency" in doc:
@@ -151,3 +138,83 @@ def render(doc: dict[str, Any], where: str, against: str, console: Console) -> N
                       f"[bold]{doc['handshakes_per_s']:,.0f}/s[/bold]")
     if doc.get("raw_note"):
         console.print(doc["raw_note"], markup=False)
+
+
+# -- the suite's headline (two processes, defaults, no tuning) -----------------------------------
+
+def _x(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def headline_goodput_table(rows: list[dict[str, Any]], repeats: int, seconds: float) -> Table:
+    """STT beside the raw UDP+AES-GCM blast, both between two fresh processes; the tuned
+    column and aioquic where measured."""
+    tuned = any("stt_tuned" in row for row in rows)
+    quic = any("aioquic_default" in row for row in rows)
+    table = Table(title=f"HEADLINE: goodput between two processes, default STTNode settings, "
+                        f"no tuning; one stream of 1 MiB messages (median of {repeats} runs of "
+                        f"{seconds:g} s, ratios from the same run)")
+    columns = ["runtime", "frame", "raw UDP+AES-GCM MB/s", "STT MB/s", "STT/raw"]
+    if tuned:
+        columns += ["STT heap-tuned MB/s", "tuned/raw"]
+    if quic:
+        columns += ["aioquic defaults MB/s", "STT/it", "aioquic 16 KiB MB/s", "STT/it"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [row["runtime"], row["frame"], _mb(row["raw"]), _mb(row["stt"]),
+                 _x(row["ratio"])]
+        if tuned:
+            cells += [_mb(row.get("stt_tuned")), _x(row.get("tuned_ratio"))]
+        if quic:
+            cells += [_mb(row.get("aioquic_default")) if "aioquic_default" in row else "",
+                      _x(row.get("over_aioquic_default"), 1) if "aioquic_default" in row
+                      else "",
+                      _mb(row.get("aioquic_best")) if "aioquic_best" in row else "",
+                      _x(row.get("over_aioquic_best"), 1) if "aioquic_best" in row else ""]
+        table.add_row(*cells)
+    return table
+
+
+def headline_latency_table(rows: list[dict[str, Any]]) -> Table:
+    """Ping-pong to an echo process: STT's no_delay stream beside raw UDP, per runtime."""
+    count, repeats = (rows[0]["count"], rows[0]["repeats"]) if rows else (0, 0)
+    table = Table(title=f"HEADLINE: ping-pong with the echo end in another process, default "
+                        f"settings, no_delay stream vs raw UDP ({repeats} x {count} round "
+                        f"trips each)")
+    for column in ("runtime", "raw p50 µs", "raw p99 µs", "STT p50 µs", "STT p99 µs",
+                   "p50 ratio", "p99 ratio"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row["runtime"], *(f"{row[k] * 1e6:.0f}" for k in
+                                        ("raw_p50", "raw_p99", "stt_p50", "stt_p99")),
+                      _x(row["p50_ratio"]), _x(row["p99_ratio"]))
+    return table
+
+
+def handshake_line(doc: dict[str, Any]) -> str:
+    """Handshakes/s per runtime beside the X25519 + hash floor."""
+    floor = doc["floor"]
+    return (f"HEADLINE: handshakes/s, {doc['concurrent']:,} concurrent with one node from "
+            f"{doc['clients']} client processes (median): "
+            + ", ".join(f"{rt} {f['handshakes_per_s']:,.0f} ({f['of_floor']:.2f} of the floor)"
+                        for rt, f in doc["runtimes"].items())
+            + f". Floor, one side's X25519 + BLAKE2s cost measured with cryptography/hashlib "
+              f"alone: {floor['per_side_s'] * 1e6:.0f} µs "
+              f"(X25519 {floor['x25519_s'] * 1e6:.0f} µs, hashes {floor['hash_s'] * 1e6:.0f} "
+              f"µs) = {floor['floor_per_s']:,.0f}/s on one core")
+
+
+def targets_table(checks: list[dict[str, Any]]) -> Table:
+    """Issue 25's targets, each with this run's figure and PASS / FAIL (or not measured)."""
+    table = Table(title="Targets (issue 25): two processes, defaults, no tuning, ratios from "
+                        "this run")
+    for column in ("target", "runtime", "measured", "limit", "result"):
+        table.add_column(column, justify="right")
+    for check in checks:
+        value = check["measured"]
+        digits = 0 if check["limit"] >= 100 else 2
+        result = {True: "PASS", False: "FAIL", None: "not measured"}[check["pass"]]
+        table.add_row(check["target"], check["runtime"], _x(value, digits),
+                      ("≥ " if check["at_least"] else "≤ ") + f"{check['limit']:g}", result)
+    return table

@@ -1,9 +1,13 @@
 """Run the whole benchmark suite with one command and print every figure beside its baseline
 from the same run, as a ratio; ``--json`` saves the results, ``--plot`` draws PNGs.
 
-    python -m stt_bench [--quick] [--json results.json] [--plot docs/img]
+    python -m stt_bench [--quick] [--tuned] [--json results.json] [--plot docs/img]
 
-(``python -m benchmarks`` runs the same.)
+(``python -m benchmarks`` runs the same.) The headline comes first and is measured as users run
+STT (:mod:`stt_bench.headline`): two fresh processes per figure, default settings, no tuning
+in either, every runtime; then issue 25's targets with PASS / FAIL. The figures with both ends
+in this one process (the same process for every workload, never heap-tuned) follow as a
+secondary section, labelled so.
 """
 
 from __future__ import annotations
@@ -18,12 +22,28 @@ from rich.console import Console
 
 import stt_proto
 
-from .alloc import tune_heap
 from .baselines.quic import MAX_DATAGRAM as AIOQUIC_MAX_DATAGRAM
 from .baselines.quic import available as aioquic_available
 from .common import MiB, median, percentile
+from .headline import (
+    FRAMES,
+    QUICK_FRAMES,
+    measure_goodput,
+    measure_handshakes,
+    measure_latency,
+    targets,
+)
 from .registry import run_on
-from .report import goodput_table, latency_table, offload_table, remote_table, write_json
+from .report import (
+    goodput_table,
+    handshake_line,
+    headline_goodput_table,
+    headline_latency_table,
+    latency_table,
+    offload_table,
+    targets_table,
+    write_json,
+)
 from .workloads.profile import profile_summary_of_sources
 
 SIZES = (1200, 4096, 16384, 65000)
@@ -43,15 +63,16 @@ def available_runtimes() -> list[str]:
     return [*runtimes, "trio"]
 
 
-def goodput(runtimes: list[str], seconds: float, repeats: int) -> list[dict[str, Any]]:
-    """Per runtime and frame size: STT, the raw UDP+AEAD blast and (asyncio loops, when
-    installed) aioquic at the same datagram size; TCP+TLS per runtime. Each is the median of
-    ``repeats`` runs taken in turn (raw, STT, ... then again), so a burst of noise on this
-    shared machine moves one sample, not the ratio; every sample is kept in the JSON."""
+def goodput(runtimes: list[str], sizes: tuple[int, ...], seconds: float,
+            repeats: int) -> list[dict[str, Any]]:
+    """Secondary, both ends in this process. Per runtime and frame size: STT, the raw
+    UDP+AEAD blast and (asyncio loops, when installed) aioquic at the same datagram size;
+    TCP+TLS per runtime. Each is the median of ``repeats`` runs taken in turn (raw, STT, ...
+    then again); every sample is kept in the JSON."""
     quic = aioquic_available()
     rows = []
     for runtime in runtimes:
-        for size in SIZES:
+        for size in sizes:
             settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
                         "max_frame_size": size, "udp_offload": False}
             runs: dict[str, list[float]] = {}
@@ -75,34 +96,15 @@ def goodput(runtimes: list[str], seconds: float, repeats: int) -> list[dict[str,
                 row["aioquic_datagram"] = min(size, AIOQUIC_MAX_DATAGRAM)
             rows.append(row)
         tls = [run_on(runtime, "tcp_tls_throughput", seconds) for _ in range(repeats)]
-        for row in rows[-len(SIZES):]:
+        for row in rows[-len(sizes):]:
             row["tcp_tls"] = median(tls)
             row["tcp_tls_runs"] = tls
     return rows
 
 
-def goodput_remote(runtime: str, seconds: float, repeats: int) -> list[dict[str, Any]]:
-    """Per frame size, with the receiver in another process: the raw UDP+AEAD blast and STT,
-    each timed by its receiver; medians of ``repeats`` runs taken in turn."""
-    rows = []
-    for size in SIZES:
-        settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB,
-                    "max_frame_size": size, "udp_offload": False}
-        runs: dict[str, list[float]] = {"raw": [], "stt": []}
-        for _ in range(repeats):
-            for kind, samples in runs.items():
-                samples.append(run_on(runtime, "remote_goodput", kind, settings, seconds))
-        row: dict[str, Any] = {"runtime": runtime, "frame": size}
-        for key, samples in runs.items():
-            row[key] = median(samples)
-            row[f"{key}_runs"] = samples
-        rows.append(row)
-    return rows
-
-
 def latency(runtimes: list[str], count: int) -> list[dict[str, Any]]:
-    """Ping-pong with both ends on one loop (every runtime), and with the echo server in
-    another process (asyncio loops): raw UDP and STT measured the same way each time."""
+    """Secondary: ping-pong with both ends on one loop, raw UDP and STT measured the same
+    way (the headline has the echo end in another process)."""
     rows = []
     for runtime in runtimes:
         raw = run_on(runtime, "raw_ping_pong", count)
@@ -110,74 +112,60 @@ def latency(runtimes: list[str], count: int) -> list[dict[str, Any]]:
         rows.append({"runtime": runtime, "where": "one loop", "raw_p50": median(raw),
                      "raw_p99": percentile(raw, .99), "stt_p50": median(ours),
                      "stt_p99": percentile(ours, .99)})
-    for runtime in runtimes:
-        if runtime == "trio":
-            continue
-        raw = run_on(runtime, "remote_ping_pong", "raw", {}, count)
-        ours = run_on(runtime, "remote_ping_pong", "stt", {"no_delay": True}, count)
-        rows.append({"runtime": runtime, "where": "two processes", "raw_p50": median(raw),
-                     "raw_p99": percentile(raw, .99), "stt_p50": median(ours),
-                     "stt_p99": percentile(ours, .99)})
     return rows
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--plot", type=Path, help="write PNG plots into this folder")
-    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore", RuntimeWarning)  # small kernel socket buffers: reported
-    heap = tune_heap()
-    seconds = 0.3 if args.quick else 2.0
-    repeats = 1 if args.quick else 3
-    count = 200 if args.quick else 3000
-    runtimes = available_runtimes()
-    results: dict[str, Any] = {"heap_tuned": heap, "seconds": seconds, "repeats": repeats,
-                               "compiled": stt_proto.COMPILED}
-    print("core: " + ("compiled with mypyc (setup.py)" if stt_proto.COMPILED
-                      else "pure Python (STT_PURE=1, or nothing compiled)"))
+def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repeats: int,
+             count: int) -> dict[str, Any]:
+    """The headline section (two processes, defaults, no tuning) and the targets, printed."""
+    frames = QUICK_FRAMES if args.quick else FRAMES
+    quic = aioquic_available()
+    rows = measure_goodput(runtimes, frames, seconds, repeats, args.tuned, quic)
+    console.print(headline_goodput_table(rows, repeats, seconds))
+    lat = measure_latency(runtimes, count, repeats)
+    console.print(headline_latency_table(lat))
+    concurrent = 200 if args.quick else args.concurrent
+    hs = measure_handshakes(runtimes, concurrent, 2 if args.quick else args.clients, repeats)
+    console.print(handshake_line(hs))
+    checks = targets(rows, lat, hs)
+    console.print(targets_table(checks))
+    if not quic:
+        console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
+                      "baseline")
+    return {"goodput": rows, "latency": lat, "handshakes": hs, "targets": checks,
+            "tuned_column": args.tuned}
 
-    results["goodput"] = rows = goodput(runtimes, seconds, repeats)
+
+def secondary(args: argparse.Namespace, runtimes: list[str], seconds: float, repeats: int,
+              count: int) -> dict[str, Any]:
+    """Both ends in this one process (not heap-tuned): the earlier tables, labelled so."""
+    results: dict[str, Any] = {}
+    console.rule("SECONDARY: both ends in one process (not how an application runs STT)")
+    main_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
+    one = [main_runtime] if args.quick else runtimes
+    sizes = (1200, 65000) if args.quick else SIZES
+    results["goodput"] = rows = goodput(one, sizes, seconds, repeats)
     console.print(goodput_table(rows, repeats, seconds))
     console.print(offload_table(rows, repeats, seconds))
-    main_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
-    results["goodput_remote"] = remote = goodput_remote(main_runtime, seconds, repeats)
-    console.print(remote_table(remote, main_runtime, repeats, seconds))
     core = results["core"] = {size: run_on("asyncio", "core_goodput", size, seconds)
                               for size in (1200, 65000)}
     raw_of = {r["frame"]: r["raw"] for r in rows if r["runtime"] == main_runtime}
     console.print("The protocol core alone (two endpoints in memory, no sockets, no loop): "
                   + ", ".join(f"{size} B {rate / 1e6:,.0f} MB/s = {rate / raw_of[size]:.2f} x "
-                              f"raw UDP+AEAD ({main_runtime})" for size, rate in core.items()))
-    if not aioquic_available():
-        console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
-                      "baseline")
+                              f"raw UDP+AEAD ({main_runtime}, one process)"
+                              for size, rate in core.items()))
     by = {(r["runtime"], r["frame"]): r["stt"] for r in rows}
-    if ("uvloop", 65000) in by:
+    if ("uvloop", 65000) in by and ("trio", 65000) in by:
         console.print(f"trio / uvloop goodput at 64 KB: "
                       f"{by[('trio', 65000)] / by[('uvloop', 65000)]:.2f}")
-
-    results["latency"] = lat = latency(runtimes, count)
+    results["latency"] = lat = latency(one, count)
     console.print(latency_table(lat, count))
 
-    n = 100 if args.quick else 500
-    # median of ``repeats`` runs, as for goodput: one burst of noise once moved a single
-    # run by a quarter; every sample is kept in the JSON
-    handshake_runs = {rt: [run_on(rt, "handshakes", {}, n) for _ in range(repeats)]
-                      for rt in runtimes}
-    results["handshakes_runs"] = handshake_runs
-    results["handshakes"] = {rt: median(runs) for rt, runs in handshake_runs.items()}
-    console.print(f"Handshakes/s ({n} concurrent, median of {repeats} runs): " + ", ".join(
-        f"{rt} {rate:,.0f}" for rt, rate in results["handshakes"].items()))
-
     sessions = 300 if args.quick else args.sessions
-    idle_runtime = "uvloop" if "uvloop" in runtimes else "asyncio"
-    idle = results["idle"] = run_on(idle_runtime, "idle_sessions", sessions)
+    idle = results["idle"] = run_on(main_runtime, "idle_sessions", sessions)
     kib = {key: value / 1024 for key, value in idle.items() if key.startswith("rss")}
     console.print(
-        f"{sessions:,} idle sessions ({idle_runtime}, runtime wrappers included), KiB of RSS "
+        f"{sessions:,} idle sessions ({main_runtime}, runtime wrappers included), KiB of RSS "
         f"after malloc_trim (as measured): {kib['rss_per_session']:.1f} "
         f"({kib['rss_per_session_untrimmed']:.1f}) per session, "
         f"{kib['rss_first_stream']:.1f} ({kib['rss_first_stream_untrimmed']:.1f}) for a "
@@ -186,7 +174,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
         f"{idle['connect_s']:.1f} s, all closed (peer saw CLOSE) in {idle['close_s']:.2f} s")
 
     clients = 4
-    scaling = results["workers"] = [run_on(idle_runtime, "workers_goodput", workers, clients,
+    scaling = results["workers"] = [run_on(main_runtime, "workers_goodput", workers, clients,
                                            max(seconds, 1.0)) for workers in (1, 2)]
     console.print(f"Workers (SO_REUSEPORT), {clients} client processes, {scaling[0]['cpus']} "
                   f"CPUs: 1 worker {scaling[0]['goodput'] / 1e6:,.0f} MB/s, 2 workers "
@@ -197,6 +185,38 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
     console.print("CPU profile, 64 KB frames, both ends on one asyncio loop (cProfile, over the "
                   "Python sources: it cannot see inside compiled modules): "
                   + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    return results
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--tuned", action="store_true",
+                        help="also measure STT's two-process goodput with the stt command's "
+                             "glibc heap settings in both processes (a labelled column; the "
+                             "headline stays untuned)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--concurrent", type=int, default=2000,
+                        help="concurrent handshakes with one node")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="client processes the handshakes come from")
+    parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", RuntimeWarning)  # small kernel socket buffers: reported
+    seconds = 0.3 if args.quick else 2.0
+    repeats = 1 if args.quick else 3
+    count = 200 if args.quick else 3000
+    runtimes = available_runtimes()
+    results: dict[str, Any] = {"heap_tuned": False, "seconds": seconds, "repeats": repeats,
+                               "compiled": stt_proto.COMPILED, "runtimes": runtimes}
+    print("core: " + ("compiled with mypyc (setup.py)" if stt_proto.COMPILED
+                      else "pure Python (STT_PURE=1, or nothing compiled)")
+          + "; no process is heap-tuned" + (" (but the labelled tuned column)" if args.tuned
+                                            else ""))
+    results["headline"] = headline(args, runtimes, seconds, repeats, count)
+    results["one_process"] = secondary(args, runtimes, seconds, repeats, count)
     if args.json:
         write_json(results, args.json)
     if args.plot:
@@ -205,4 +225,3 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
         for path in plot(results, args.plot):
             console.print(f"wrote {path}")
     return 0
-

@@ -1,11 +1,14 @@
 """``stt bench``: each figure beside a baseline measured in the same run, as a ratio (absolute
 numbers on shared machines are noisy).
 
-With no peer both ends run on loopback in this process; ``--serve`` runs the far end of a
-remote measurement and ``--to HOST:PORT --peer-id HEX`` measures against it (goodput both ways,
-ping-pong latency, raw UDP baselines when the server runs one). ``--json`` prints one JSON
-document instead of tables; a transient status line shows progress on a terminal. Failures
-(a wrong peer id, an unreachable peer) are one line through ``stt_cli.errors``.
+With no peer, each figure comes from two fresh processes on loopback started for it, at the
+node settings asked for and with no heap tuning unless ``stt --heap-tuning`` asks (as an
+application runs; ``--one-process`` puts both ends in this process instead). ``--serve`` runs
+the far end of a remote measurement and ``--to HOST:PORT --peer-id HEX`` measures against it
+(goodput both ways, ping-pong latency, raw UDP baselines when the server runs one). ``--json``
+prints one JSON document instead of tables; a transient status line shows progress on a
+terminal. Failures (a wrong peer id, an unreachable peer) are one line through
+``stt_cli.errors``.
 
 The measurements, baselines, remote protocol and tables are the ``stt_bench`` package's; this
 module parses the command line and picks them (imported when a measurement runs, so ``stt``'s
@@ -54,42 +57,64 @@ def live_status(as_json: bool) -> Iterator[Progress]:
 # -- the measurements ---------------------------------------------------------------------------
 
 def local_throughput(runtime: str, base: dict[str, Any], sizes: tuple[int, ...],
-                     seconds: float, progress: Progress) -> dict[str, Any]:
+                     seconds: float, progress: Progress, one_process: bool,
+                     tuned: bool) -> dict[str, Any]:
+    """Goodput beside the raw UDP+AEAD blast per frame size: between two fresh processes on
+    ``runtime`` with the node settings ``base`` (the headline's method, see
+    :mod:`stt_bench.twoproc`; heap-tuned only when ``tuned``), or both ends in this process."""
+    from stt_bench import twoproc
     from stt_bench.registry import run_on
 
     rows = []
     for size in sizes:
-        settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB, **base,
-                    "max_frame_size": size}
         progress(f"raw UDP+AEAD blast, {size}-byte frames ({seconds:g} s)…")
-        raw = run_on(runtime, "raw_aead_blast", size, seconds)
-        progress(f"STT, one stream, {size}-byte frames ({seconds:g} s)…")
-        ours, info = run_on(runtime, "stt_throughput", settings, seconds)
+        if one_process:
+            settings = {"recv_buffer_size": 8 * MiB, "send_buffer_size": 8 * MiB, **base,
+                        "max_frame_size": size}
+            raw = run_on(runtime, "raw_aead_blast", size, seconds)
+            progress(f"STT, one stream, {size}-byte frames ({seconds:g} s)…")
+            ours, info = run_on(runtime, "stt_throughput", settings, seconds)
+            rtt: float | None = info["rtt_ms"]
+        else:
+            raw = twoproc.goodput(runtime, "raw", seconds, frame=size, tuned=tuned)
+            progress(f"STT, one stream, {size}-byte frames ({seconds:g} s)…")
+            ours = twoproc.goodput(runtime, "stt", seconds, tuned=tuned,
+                                   settings={**base, "max_frame_size": size})
+            rtt = None
         rows.append({"frame_size": size, "raw_bytes_per_s": raw, "stt_bytes_per_s": ours,
-                     "ratio": ours / raw if raw else None, "stt_rtt_ms": info["rtt_ms"]})
+                     "ratio": ours / raw if raw else None, "stt_rtt_ms": rtt})
     return {"goodput": rows}
 
 
-def local_latency(runtime: str, base: dict[str, Any], count: int,
-                  progress: Progress) -> dict[str, Any]:
+def local_latency(runtime: str, base: dict[str, Any], count: int, progress: Progress,
+                  one_process: bool, tuned: bool) -> dict[str, Any]:
+    """Ping-pong beside raw UDP: to an echo process (the default), or on one loop."""
+    from stt_bench import twoproc
     from stt_bench.registry import run_on
     from stt_bench.remote.client import latency_summary
 
     progress(f"raw UDP ping-pong, {count} round trips…")
-    raw = run_on(runtime, "raw_ping_pong", count)
+    raw = (run_on(runtime, "raw_ping_pong", count) if one_process
+           else twoproc.ping_pong(runtime, "raw", count, tuned=tuned))
     progress(f"STT ping-pong, {count} round trips…")
-    ours = run_on(runtime, "stt_ping_pong", {**base, "no_delay": True}, count)
+    ours = (run_on(runtime, "stt_ping_pong", {**base, "no_delay": True}, count) if one_process
+            else twoproc.ping_pong(runtime, "stt", count, settings=base, tuned=tuned))
     return {"latency": latency_summary(ours, raw)}
 
 
-def local_sessions(runtime: str, base: dict[str, Any], count: int,
-                   progress: Progress) -> dict[str, Any]:
+def local_sessions(runtime: str, base: dict[str, Any], count: int, progress: Progress,
+                   one_process: bool, tuned: bool) -> dict[str, Any]:
+    """Concurrent handshakes with one node: from two client processes (the default), or with
+    the client in this process too."""
+    from stt_bench import twoproc
     from stt_bench.registry import run_on
 
     n = min(count, 5000)
     progress(f"{n} concurrent handshakes…")
-    return {"sessions": {"sessions": n,
-                         "handshakes_per_s": run_on(runtime, "handshakes", base, n)}}
+    rate = (run_on(runtime, "handshakes", base, n) if one_process
+            else twoproc.handshakes(runtime, n, 2, settings=base,
+                                    tuned=tuned)["handshakes_per_s"])
+    return {"sessions": {"sessions": n, "handshakes_per_s": rate}}
 
 
 def local_core(seconds: float, sizes: tuple[int, ...], progress: Progress) -> dict[str, Any]:
@@ -177,6 +202,9 @@ def _node_settings(identity: Path | None, psk: str | None) -> dict[str, Any]:
 @click.option("--count", default=2000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Round trips (latency) or sessions (sessions).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document, no tables.")
+@click.option("--one-process", is_flag=True,
+              help="Run both ends in this process (default: two fresh processes, as an "
+                   "application runs, for throughput, latency and sessions).")
 @click.option("--to", "to", metavar="HOST:PORT",
               help="Measure against a peer running `stt bench --serve`.")
 @click.option("--peer-id", metavar="HEX", help="That peer's node id (with --to).")
@@ -194,13 +222,15 @@ def _node_settings(identity: Path | None, psk: str | None) -> dict[str, Any]:
 @click.option("--psk", help="Network pre-shared key (64 hex digits).")
 @click.pass_context
 def bench(ctx: click.Context, kind: str | None, seconds: float, frame_sizes: tuple[int, ...],
-          runtime: str, preset: str | None, count: int, as_json: bool, to: str | None,
+          runtime: str, preset: str | None, count: int, as_json: bool, one_process: bool,
+          to: str | None,
           peer_id: str | None, serve: bool, host: str | None, port: int, raw_port: int,
           no_raw: bool, identity: Path | None, psk: str | None) -> None:
     """Benchmark STT, each figure beside its baseline from the same run (as a ratio).
 
     KIND is throughput, latency, sessions or core (default: throughput; against a peer:
-    throughput and latency). With no peer, both ends run on loopback in this process."""
+    throughput and latency). With no peer, two fresh processes on loopback (--one-process:
+    both ends in this one)."""
     if serve and to:
         raise click.UsageError("--serve and --to exclude each other")
     if bool(to) != bool(peer_id):
@@ -220,13 +250,17 @@ def bench(ctx: click.Context, kind: str | None, seconds: float, frame_sizes: tup
         sizes = (base["max_frame_size"],)
     else:
         sizes = (16384,) if to else (1200, 16384, 65000)
-    heap = "heap tuned" if (ctx.obj or {}).get("heap_tuned") else "default heap"
+    tuned = bool((ctx.obj or {}).get("heap_tuned"))
+    heap = "heap tuned" if tuned else "default heap"
     core = "compiled core" if stt_proto.COMPILED else "pure-Python core (STT_PURE or no build)"
-    where = f"{runtime}, {preset or 'default settings'}, {heap}, {core}"
+    ends = "" if to or kind == "core" else \
+        ("both ends in this process, " if one_process else "two processes, ")
+    where = f"{ends}{runtime}, {preset or 'default settings'}, {heap}, {core}"
     doc: dict[str, Any] = {"kind": kind or ("all" if to else "throughput"), "runtime": runtime,
                            "preset": preset, "build": "compiled" if stt_proto.COMPILED else "pure",
-                           "heap_tuned": bool((ctx.obj or {}).get("heap_tuned")),
-                           "seconds": seconds, "peer": None}
+                           "heap_tuned": tuned, "seconds": seconds, "peer": None,
+                           "ends": None if to or kind == "core" else
+                           ("one process" if one_process else "two processes")}
     with live_status(as_json) as progress:
         if to:
             address, node_id = _host_port(to), _peer_id(peer_id or "")
@@ -235,11 +269,12 @@ def bench(ctx: click.Context, kind: str | None, seconds: float, frame_sizes: tup
             doc.update(_remote(runtime, settings, address, node_id, doc["kind"], sizes,
                                seconds, count, not no_raw, progress))
         elif doc["kind"] == "throughput":
-            doc.update(local_throughput(runtime, base, sizes, seconds, progress))
+            doc.update(local_throughput(runtime, base, sizes, seconds, progress, one_process,
+                                        tuned))
         elif doc["kind"] == "latency":
-            doc.update(local_latency(runtime, base, count, progress))
+            doc.update(local_latency(runtime, base, count, progress, one_process, tuned))
         elif doc["kind"] == "sessions":
-            doc.update(local_sessions(runtime, base, count, progress))
+            doc.update(local_sessions(runtime, base, count, progress, one_process, tuned))
         else:
             doc.update(local_core(seconds, sizes, progress))
     if as_json:

@@ -119,15 +119,18 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert CliRunner().invoke(main, ["bench", *args]).exit_code == 2
 
 
-def test_local_json_forms() -> None:
+@pytest.mark.parametrize("ends", ["two processes", "one process"])
+def test_local_json_forms(ends: str) -> None:
+    extra = ["--one-process"] if ends == "one process" else []
     for args in (["latency", "--count", "20"],
                  ["throughput", "--seconds", "0.1", "--frame-size", "16384"],
                  ["sessions", "--count", "10"],
                  ["core", "--seconds", "0.05", "--frame-size", "1200"]):
-        result = CliRunner().invoke(main, ["bench", *args, "--json"])
+        result = CliRunner().invoke(main, ["bench", *args, *extra, "--json"])
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
         assert doc["kind"] == args[0] and doc["peer"] is None
+        assert doc["ends"] == (None if args[0] == "core" else ends)
         if args[0] == "latency":
             assert doc["latency"]["raw"]["p50_us"] > 0 and doc["latency"]["stt"]["p50_us"] > 0
         elif args[0] == "throughput":
@@ -137,6 +140,22 @@ def test_local_json_forms() -> None:
             assert doc["sessions"]["handshakes_per_s"] > 0
         else:
             assert len(doc["packet_protection"]) == 2 and doc["handshakes_per_s"] > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("flags", [[], ["--heap-tuning"]])
+def test_stt_bench_measures_untuned_processes_unless_asked(flags: list[str]) -> None:
+    """``stt`` used to tune its heap for every command, ``bench`` included, so its default
+    figures came from a tuned process: the user's configuration is untuned. ``--heap-tuning``
+    still gives a tuned figure, labelled so (a subprocess each: tuning is process-wide)."""
+    env = {k: v for k, v in ENV.items() if not k.startswith("MALLOC_")}
+    result = subprocess.run([sys.executable, "-m", "stt_cli", *flags, "bench", "throughput",
+                             "--seconds", "0.1", "--frame-size", "16384"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    words = " ".join(result.stdout.split())
+    assert "two processes" in words
+    assert ("heap tuned" in words) is bool(flags) and ("default heap" in words) is not flags
 
 
 def test_serve_json_without_raw_baseline_and_the_client_says_so() -> None:

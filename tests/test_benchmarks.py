@@ -29,21 +29,6 @@ def test_aioquic_baseline_moves_bytes(size: int) -> None:
     assert run_on("asyncio", "aioquic_throughput", size, 0.2) > 1e5
 
 
-@pytest.mark.parametrize("kind", ["raw", "stt"])
-def test_remote_ping_pong_measures_round_trips(kind: str) -> None:
-    times = run_on("asyncio", "remote_ping_pong", kind, {"no_delay": True} if kind == "stt"
-                   else {}, 20)
-    assert len(times) == 20 and all(0 < t < 5 for t in times)
-
-
-@pytest.mark.parametrize("kind", ["raw", "stt"])
-def test_remote_goodput_is_timed_by_the_receiving_process(kind: str) -> None:
-    settings = {"max_frame_size": 16384, "udp_offload": False}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        assert run_on("asyncio", "remote_goodput", kind, settings, 0.3) > 1e6
-
-
 def test_core_goodput_moves_messages_without_sockets() -> None:
     assert run_on("asyncio", "core_goodput", 1200, 0.2) > 1e6
 
@@ -88,9 +73,22 @@ def test_quick_suite_runs(tmp_path: object) -> None:
     import stt_proto
 
     assert results["compiled"] is stt_proto.COMPILED  # which core was measured
-    for runtime, runs in results["handshakes_runs"].items():  # a median, samples kept
-        assert len(runs) == results["repeats"]
-        assert results["handshakes"][runtime] == median(runs)
+    assert results["heap_tuned"] is False
+    head = results["headline"]
+    for figures in head["handshakes"]["runtimes"].values():  # a median, samples kept
+        assert len(figures["runs"]) == results["repeats"]
+        assert figures["handshakes_per_s"] == median(
+            [run["handshakes_per_s"] for run in figures["runs"]])
+    runtimes = {row["runtime"] for row in head["goodput"]}
+    assert runtimes == set(results["runtimes"]) and "trio" in runtimes  # every runtime
+    for row in head["goodput"]:
+        assert len(row["raw_runs"]) == len(row["stt_runs"]) == results["repeats"]
+        assert row["ratio"] == pytest.approx(median(
+            [s / r for s, r in zip(row["stt_runs"], row["raw_runs"], strict=True)]))
+    for row in head["latency"]:
+        assert len(row["stt_samples"]) == len(row["raw_samples"]) == 200
+    assert {c["pass"] for c in head["targets"]} <= {True, False, None}
+    assert "goodput" in results["one_process"]  # the secondary section, labelled apart
 
 
 def test_offload_table_compares_with_its_own_run_and_aioquic() -> None:

@@ -1,0 +1,138 @@
+"""The suite's headline (issue 25): figures from two fresh processes per measurement, on every
+runtime, in processes that do nothing special (no heap tuning inherited from whoever started
+them), and issue 25's targets judged from them. Short runs; the quick suite is in
+``test_benchmarks.py``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from stt_bench import twoproc
+from stt_bench.alloc import TOP_PAD, TRIM_THRESHOLD
+from stt_bench.headline import measure_goodput, targets
+from stt_bench.report import targets_table
+
+pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.decode().partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peers_run_untuned_even_when_their_starter_is_tuned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old suite tuned its own heap and exported the settings, so every process it spawned
+    ran tuned: a headline peer must not inherit them; ``tuned=True`` sets them on purpose."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1")
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "2")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=3")
+    for tuned in (False, True):
+        with twoproc.Peer({"runtime": "asyncio", "role": "echo", "kind": "raw",
+                           "settings": {}}, tuned) as peer:
+            assert peer.read()["address"][0] == "127.0.0.1"
+            env = _environment_of(peer.process.pid)
+        tuning = {k: v for k, v in env.items() if k.startswith("MALLOC_") or
+                  k == "GLIBC_TUNABLES"}
+        assert tuning == ({"MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+                           "MALLOC_TOP_PAD_": str(TOP_PAD)} if tuned else {})
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", ["raw", "stt"])
+def test_two_process_goodput_is_timed_by_the_sink(runtime: str, kind: str) -> None:
+    rate = twoproc.goodput(runtime, kind, 0.2, settings={"max_frame_size": 16384},
+                           frame=16384)
+    assert rate > 1e6
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", ["raw", "stt"])
+def test_two_process_ping_pong(runtime: str, kind: str) -> None:
+    times = twoproc.ping_pong(runtime, kind, 30)
+    assert len(times) == 30 and all(0 < t < 5 for t in times)
+
+
+@pytest.mark.parametrize("datagram", [None, 16384])
+def test_two_process_aioquic(datagram: int | None) -> None:
+    pytest.importorskip("aioquic")
+    assert twoproc.goodput("asyncio", "quic", 0.3, datagram=datagram) > 1e5
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "trio"])
+def test_handshakes_from_client_processes(runtime: str) -> None:
+    result = twoproc.handshakes(runtime, 30, 2)
+    assert result["sessions"] == 30 and result["clients"] == 2
+    assert result["handshakes_per_s"] == pytest.approx(30 / result["seconds"])
+
+
+def test_the_handshake_floor_is_measured() -> None:
+    floor = twoproc.handshake_floor(50)
+    assert floor["x25519_s"] > 0 and floor["hash_s"] > 0
+    assert floor["per_side_s"] == pytest.approx(floor["x25519_s"] + floor["hash_s"])
+    assert floor["floor_per_s"] == pytest.approx(1 / floor["per_side_s"])
+
+
+def test_a_failing_peer_is_reported_with_its_stderr() -> None:
+    with pytest.raises(twoproc.PeerError, match="KeyError"), \
+            twoproc.Peer({"runtime": "asyncio", "role": "no such role"}) as peer:
+        peer.read(30)
+
+
+def test_every_sample_is_kept_and_the_ratio_pairs_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ratio is the median of per-repeat ratios, raw and STT taken back to back."""
+    figures = iter([100.0, 50.0, 100.0, 90.0, 200.0, 60.0])  # raw, stt per repeat
+
+    def fake(runtime: str, kind: str, seconds: float, **options: object) -> float:
+        return next(figures)
+
+    monkeypatch.setattr(twoproc, "goodput", fake)
+    (row,) = measure_goodput(["trio"], (("64 KB", 65000, None),), 0.1, 3, False, False)
+    assert row["raw_runs"] == [100.0, 100.0, 200.0]
+    assert row["stt_runs"] == [50.0, 90.0, 60.0]
+    assert row["ratio"] == pytest.approx(0.5)  # median of 0.5, 0.9, 0.3
+    assert row["raw"] == 100.0 and row["stt"] == 60.0
+
+
+def _goodput_row(runtime: str, frame: str, ratio: float, **extra: float) -> dict[str, object]:
+    return {"runtime": runtime, "frame": frame, "ratio": ratio, **extra}
+
+
+def test_targets_pass_fail_and_not_measured() -> None:
+    goodput = [_goodput_row("uvloop", "64 KB", 0.61), _goodput_row("uvloop", "16 KiB", 0.59),
+               _goodput_row("trio", "1,200 B + offload", 0.5),
+               _goodput_row("asyncio", "16 KiB", 0.7, over_aioquic_default=19.9,
+                            over_aioquic_best=5.0)]
+    latency = [{"runtime": "asyncio", "p50_ratio": 2.0, "p99_ratio": 3.1}]
+    handshakes = {"concurrent": 2000, "runtimes": {"uvloop": {"handshakes_per_s": 3000.0}}}
+    checks = {(c["target"], c["runtime"]): c["pass"]
+              for c in targets(goodput, latency, handshakes)}
+    assert checks[("goodput / raw UDP+AES-GCM, 64 KB", "uvloop")] is True
+    assert checks[("goodput / raw UDP+AES-GCM, 16 KiB", "uvloop")] is False
+    assert checks[("goodput / raw UDP+AES-GCM, 1,200 B + offload", "trio")] is True
+    assert checks[("goodput / raw UDP+AES-GCM, 64 KB", "trio")] is None  # not measured
+    assert checks[("ping-pong p50 / raw p50", "asyncio")] is True
+    assert checks[("ping-pong p99 / raw p99", "asyncio")] is False
+    assert checks[("ping-pong p50 / raw p50", "trio")] is None
+    assert checks[("handshakes/s, 2,000 concurrent", "uvloop")] is True
+    assert checks[("STT goodput (defaults) / aioquic at its defaults", "asyncio")] is False
+    assert checks[("STT goodput (defaults) / aioquic at 16,384 B datagrams", "asyncio")] is True
+    assert checks[("STT goodput (defaults) / aioquic at its defaults", "uvloop")] is None
+    console = Console(width=200, record=True)
+    console.print(targets_table(targets(goodput, latency, handshakes)))
+    text = console.export_text()
+    assert "PASS" in text and "FAIL" in text and "not measured" in text
+
+
+def test_no_tuning_variable_reaches_a_peer_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    env = twoproc.peer_environment(False)
+    assert "MALLOC_ARENA_MAX" not in env
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == twoproc.ROOT
