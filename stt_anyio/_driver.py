@@ -94,7 +94,11 @@ class AnyioDriver(NodeCore[Session]):
                 await wait_readable(sock)
             self._wait_scope = None
             timers = self._now() >= scope.deadline  # (_send_now may have moved it earlier)
-            self._drain()
+            if timers or not scope.cancelled_caught:
+                # A wait that a kick cut short says nothing about the socket: reading it
+                # then cost an empty read (a raised BlockingIOError) per kick. Input that
+                # came meanwhile keeps the socket readable, and the next wait returns at once.
+                self._drain()
 
     def _drain(self) -> None:
         """Socket input, bounded by time and count (``udp_io.drain_bounded``): the driver then

@@ -26,15 +26,15 @@ class AsyncioDriver(NodeCore[Session]):
     _ws: WebSocketIO | None
 
     def __init__(self, identity: Identity | None, settings: dict[str, Any]) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # (NodeCore makes a signal)
         super().__init__(Session, identity, settings)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._kicked = False
         self._writing = False
 
     def _new_signal(self) -> Signal:
-        return AsyncioSignal()
+        return AsyncioSignal(self._loop)
 
     def _now(self) -> float:
         # Not loop.time(): uvloop's is cached per iteration at millisecond resolution, which

@@ -9,14 +9,19 @@ from stt_runtime._signal import Signal
 
 
 class AsyncioSignal(Signal):
-    __slots__ = ("_waiters",)
+    """``loop``: the node's, where known. Python 3.11's ``asyncio.get_running_loop()`` makes
+    a ``getpid`` system call (its fork check) on every call, once per wait otherwise."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_loop", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
         # None until someone waits: sessions and streams hold several signals that never do
         self._waiters: list[asyncio.Future[None]] | None = None
 
     async def wait(self) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(future)

@@ -368,6 +368,8 @@ class StreamManager(Packetizer):
         if recv.final_size is not None and recv.finished and not stream.end_reported:
             stream.end_reported = True
             self._emit(StreamEnded(stream_id))
+            if not recv.messages:  # read through: a FIN alone may be the stream's last word
+                self._maybe_forget(stream)
 
     # -- acknowledgement and loss -----------------------------------------------------------------
 
