@@ -84,6 +84,8 @@ class STTNode(AnyioDriver):
                 await self._done.wait()
         if self._sock is not None:
             self._sock.close()
+        if self._group is not None:
+            self._group.close()
 
     async def _run(self, started: Event, failure: list[BaseException]) -> None:
         """The node's own task: its task group runs the driver and the websocket transport's
@@ -157,6 +159,8 @@ class STTNode(AnyioDriver):
             await self._done.wait()
         if self._sock is not None:
             self._sock.close()
+        if self._group is not None:
+            self._group.close()  # worker 0's sockets for the other workers
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -185,14 +189,15 @@ class STTNode(AnyioDriver):
         """Run ``await handler(session)`` for every inbound session until the node closes or
         this is cancelled (which cancels the handlers). With ``workers=N`` the node serves from N
         processes sharing its port, on this backend; ``handler`` must then be a module-level
-        function, and this process handles only the peers hashed to it."""
+        function, and this process handles only the sessions steered to it."""
         self._require_endpoint()
         if self.settings.socket.workers == 1:
             await serve_sessions(self, handler)
             return
+        assert self._group is not None  # made by start() for workers > 1
         pool = WorkerPool(anyio_worker,
                           worker_specs(self, handler, sniffio.current_async_library(),
-                                       STTNode))
+                                       STTNode), self._group)
         await anyio.to_thread.run_sync(pool.start)
         self._pool = pool
         try:

@@ -1,11 +1,12 @@
 """``STTNode(workers=N)`` on anyio: the worker processes of ``stt_runtime.workers`` (one
-port shared with SO_REUSEPORT, one identity, each worker owning the peers hashed to it), with
+port shared with SO_REUSEPORT, one identity, each worker owning the sessions steered to it), with
 the sessions served in a task group and each worker on the parent's anyio backend."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 import anyio
@@ -34,11 +35,12 @@ async def serve_sessions(node: Any, handler: shared.Handler) -> None:
             group.start_soon(shared.run_handler, handler, session)
 
 
-def anyio_worker(spec: shared.WorkerSpec, ready: Any) -> None:
-    """A spawned worker's main: rebuild the node on ``spec.runtime``, report, serve until
-    SIGTERM or until the parent is gone."""
+def anyio_worker(spec: shared.WorkerSpec, ready: Any, sock: socket.socket) -> None:
+    """A spawned worker's main: rebuild the node on ``spec.runtime`` and ``sock`` (its socket
+    of the group, handed by worker 0), report, serve until SIGTERM or until the parent is
+    gone."""
     async def main() -> None:
-        node = await shared.start_worker_node(spec, ready)
+        node = await shared.start_worker_node(spec, ready, sock)
         if node is None:
             return
         try:

@@ -76,6 +76,8 @@ class STTNode(AsyncioDriver):
                 if self._writing:
                     loop.remove_writer(self._sock.fileno())
             self._sock.close()
+        if self._group is not None:
+            self._group.close()  # worker 0's sockets for the other workers
         if self._timer is not None:
             self._timer.cancel()
         self._wake_everyone()
@@ -109,14 +111,16 @@ class STTNode(AsyncioDriver):
         """Run ``await handler(session)`` for every inbound session until the node closes or
         this is cancelled (which cancels the handlers). With ``workers=N`` the node serves from N
         processes sharing its port (``stt_runtime.workers``); ``handler`` must then be a
-        module-level function, and this process handles only the peers hashed to it."""
+        module-level function, and this process handles only the sessions steered to it."""
         self._require_endpoint()
         if self.settings.socket.workers == 1:
             await serve_sessions(self, handler)
             return
         loop = asyncio.get_running_loop()
         runtime = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-        pool = WorkerPool(asyncio_worker, worker_specs(self, handler, runtime, STTNode))
+        assert self._group is not None  # made by start() for workers > 1
+        pool = WorkerPool(asyncio_worker, worker_specs(self, handler, runtime, STTNode),
+                          self._group)
         await loop.run_in_executor(None, pool.start)
         self._pool = pool
         supervisor = asyncio.ensure_future(supervise(pool))

@@ -1,6 +1,6 @@
 """``STTNode(workers=N)`` on asyncio (uvloop too): worker 0's supervision and the spawned
 workers' main. The pool itself, shared with ``stt_anyio``, is ``stt_runtime.workers``: one port
-shared with SO_REUSEPORT, one identity, each worker owning the peers the kernel hashes to it."""
+shared with SO_REUSEPORT, one identity, each worker owning the sessions steered to it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from typing import Any
 
 from stt_runtime import workers as shared  # the pool, the specs, run_handler
@@ -37,14 +38,15 @@ async def serve_sessions(node: Any, handler: shared.Handler) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def asyncio_worker(spec: shared.WorkerSpec, ready: Any) -> None:
-    """A spawned worker's main on asyncio or uvloop: rebuild the node, report, serve."""
+def asyncio_worker(spec: shared.WorkerSpec, ready: Any, sock: socket.socket) -> None:
+    """A spawned worker's main on asyncio or uvloop: rebuild the node on ``sock`` (its socket
+    of the group, handed by worker 0), report, serve."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        node = await shared.start_worker_node(spec, ready)
+        node = await shared.start_worker_node(spec, ready, sock)
         if node is None:
             return
         try:

@@ -21,6 +21,7 @@ from typing import Protocol
 from .admission import SESSION_LIMIT_CODE, Admission, RetryTokens, address_key, read_message1
 from .budget import MemoryBudget
 from .buffers import SendBuffers
+from .cids import WorkerIds, worker_cid
 from .config import EndpointConfig
 from .errors import ProtocolError, UsageError
 from .events import Address, SessionAccepted
@@ -68,8 +69,9 @@ class Endpoint:
     """All sessions bound to one local address."""
 
     def __init__(self, config: EndpointConfig, identity: Identity | None = None,
-                 rng: RandomSource | None = None) -> None:
+                 rng: RandomSource | None = None, cid_worker: WorkerIds | None = None) -> None:
         self.config = config
+        self.cid_worker = cid_worker  # (index, count): local ids name this worker (cids.py)
         self.rng = rng or SystemRandom()
         self.identity = identity or Identity.generate(self.rng)
         self.sessions: dict[bytes, Session] = {}
@@ -121,10 +123,9 @@ class Endpoint:
         return session
 
     def _new_cid(self) -> bytes:
-        while True:
-            cid = self.rng.token_bytes(CID_LEN)
-            if cid not in self.sessions:
-                return cid
+        while (cid := worker_cid(self.rng.token_bytes(CID_LEN), self.cid_worker)) in self.sessions:
+            pass
+        return cid
 
     def use_send_buffers(self, count: int) -> None:
         """Seal large packets into ``count`` buffers reused from one :meth:`datagrams_to_send`

@@ -27,7 +27,7 @@ from .session import DatagramBudget, Session
 from .settings import NodeSettings, SocketSettings, preset_kwargs
 from .udp_io import UdpIO
 from .websocket import tune_stream_socket
-from .workers import WorkerPool, bind_shared
+from .workers import WorkerGroup, WorkerPool, bind_shared, join_group
 
 SEND_BATCH = 32  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
@@ -71,6 +71,7 @@ class NodeCore(Generic[SessionT]):
         self._udp: UdpIO | None = None
         self._ws = None
         self._pool: WorkerPool | None = None
+        self._group: WorkerGroup | None = None  # workers=N: this process's place among them
         self._sessions: dict[bytes, SessionT] = {}
         self._accepted: deque[SessionT] = deque()
         self._accept_signal: Signal = self._new_signal()
@@ -148,11 +149,14 @@ class NodeCore(Generic[SessionT]):
         return node
 
     def _bind_udp(self) -> socket.socket:
-        """Bind the UDP socket and make the endpoint for it."""
-        sock, self._granted = bind_udp(self.settings.socket)
+        """Bind the UDP socket and make the endpoint for it; with ``workers=N`` the socket is
+        one of a group (``workers.join_group``), a spawned worker's handed to it."""
+        group = self._group
+        sock, self._granted = bind_udp(self.settings.socket) if group is None else group.take()
         self._sock = sock
         self._udp = UdpIO(sock, self.settings.socket.udp_offload)
         self._endpoint = self._new_endpoint(sock.getsockname()[1])
+        self._group = join_group(self)
         return sock
 
     def _require_endpoint(self) -> Node:
@@ -218,6 +222,7 @@ class NodeCore(Generic[SessionT]):
             "recv_buffer_granted": self._granted[0],
             "send_buffer_granted": self._granted[1],
             "transport": self.settings.socket.transport,
+            "steering": None if self._group is None else self._group.steering,
             **udp_stats(self._udp),
             **({} if ws is None else {"websocket_protocol_errors": ws.protocol_errors,
                                       "websocket_dropped_sends": ws.dropped_sends}),

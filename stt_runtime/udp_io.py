@@ -212,17 +212,21 @@ class UdpIO:
 
     def _run_length(self, out: deque[tuple[Datagram, Address]]) -> int:
         """How many datagrams from the front of ``out`` one GSO send can carry: same address,
-        same size, except that a shorter one may end the run."""
+        same size, except that a shorter one may end the run, and one session's (the same
+        destination id): the receiver's kernel may steer the whole run to one worker by its
+        first datagram (``workers=N``, stt_runtime/steering.py)."""
         data, addr = out[0]
         size = len(data)
         if size > self.gso_max_segment:
             return 1
+        dcid = bytes(data[2:10])
         total = size
         count = 1
         for index in range(1, min(len(out), MAX_SEGMENTS)):
             other, other_addr = out[index]
             length = len(other)
-            if other_addr != addr or length > size or total + length > MAX_GSO_BYTES:
+            if other_addr != addr or length > size or total + length > MAX_GSO_BYTES \
+                    or other[2:10] != dcid:
                 break
             total += length
             count += 1

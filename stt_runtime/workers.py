@@ -1,22 +1,27 @@
 """Multi-process nodes: ``STTNode(workers=N)`` serves from N processes sharing one UDP port.
 
-Every worker binds the port with ``SO_REUSEPORT`` and the same identity. The kernel hashes each
-peer address to one of the sockets, so a peer's every datagram reaches the same worker. That
-worker owns the peer's sessions outright: nothing is shared, no datagram is forwarded.
+Worker 0 (the process that calls ``serve(handler)``) owns every socket of the port's
+``SO_REUSEPORT`` group: it binds them all when the node starts (the first one while nobody
+else holds the address, so a port in use fails as with one worker) and attaches a classic BPF
+program to the group that steers each datagram by the session id in its header
+(``steering.py``): a new session to the worker its random id names, every later packet to the
+worker that owns the session, whose index is encoded in the id it chose (``stt_proto/cids.py``).
+A session therefore stays with its worker when the peer's address changes. ``serve`` starts
+N-1 more with ``multiprocessing``'s spawn method and hands each its socket (the spawned
+process inherits the descriptor); each worker runs ``handler(session)`` for the sessions it
+accepts. ``handler`` must be a module-level function, since it travels by pickling.
 
-The process that calls ``serve(handler)`` is worker 0. It binds first (so ``port=0`` works),
-starts N-1 more with ``multiprocessing``'s spawn method and waits until each has bound. Each
-worker runs ``handler(session)`` for the sessions it accepts. ``handler`` must be a
-module-level function, since it travels to the workers by pickling.
+A worker that exits is replaced (at most once per ``RESTART_BACKOFF`` each) and the
+replacement takes the same socket, which worker 0 kept open: datagrams that arrived meanwhile
+wait in it, and no other worker's sessions move. The dead worker's own sessions are lost; its
+peers reconnect. The program picks only the group's own sockets, so another process of the same
+user that binds the same address receives nothing. Stopping worker 0 (cancelling ``serve`` or
+closing the node) sends the others SIGTERM. Each then closes its sessions gracefully; one that
+lingers past ``STOP_TIMEOUT`` is killed. A worker whose parent disappears stops by itself.
 
-A worker that exits is replaced (at most once per ``RESTART_BACKOFF`` each). Stopping
-worker 0 (cancelling ``serve`` or closing the node) sends the others SIGTERM. Each then
-closes its sessions gracefully; one that lingers past ``STOP_TIMEOUT`` is killed. A worker whose
-parent disappears stops by itself.
-
-A worker that dies changes the kernel's hash: its peers' sessions end up at other workers, which
-do not know them, and time out; new sessions are spread over the survivors and the replacement.
-Linux lets only processes of the same user share the port.
+Where the program cannot be attached (not Linux, an old kernel, a refusal), the kernel hashes
+each peer's address to a socket instead: a WARNING is logged and ``get_stats()["steering"]``
+says ``"address-hash"`` (``"session-id"`` otherwise).
 """
 
 from __future__ import annotations
@@ -37,28 +42,127 @@ import attrs
 
 from stt_proto import Identity, SessionClosed, UsageError
 
+from . import steering
+from ._address import open_udp_socket
+from .udp_io import SOL_UDP, UDP_GRO, UdpIO
+
 log = logging.getLogger("stt.workers")
 Handler = Callable[[Any], Awaitable[None]]
-START_TIMEOUT = 60.0  # seconds for a worker to import, bind and report
+START_TIMEOUT = 60.0  # seconds for a worker to import, take its socket and report
 STOP_TIMEOUT = 5.0
 PARENT_POLL = 1.0  # seconds between a worker's checks that its parent is alive
-SUPERVISE_INTERVAL = 1.0  # seconds between worker 0's checks for workers that exited
+SUPERVISE_INTERVAL = 0.25  # seconds between worker 0's checks for workers that exited
 RESTART_BACKOFF = 5.0  # a worker is restarted no sooner than this after its last start
 HANDLER_FAILED = 1  # the application error code of a session whose serve() handler raised
 
 
 def bind_shared(sock: socket.socket, address: tuple[str, int]) -> None:
-    """Bind ``sock`` so that other workers may bind the same address."""
-    option = getattr(socket, "SO_REUSEPORT", None)
-    if option is None:
-        raise UsageError("workers > 1 needs SO_REUSEPORT, which this platform lacks")
-    sock.setsockopt(socket.SOL_SOCKET, option, 1)
-    sock.bind(address)
+    """Bind worker 0's socket, the first of the port's group (``steering.bind_first``)."""
+    steering.bind_first(sock, address)
+
+
+@attrs.define(eq=False)
+class WorkerGroup:
+    """A process's place among a node's workers. Worker 0's holds every socket of the group
+    (index -> socket; its own is the node's); a spawned worker's, the one it was handed."""
+
+    index: int
+    count: int
+    sockets: dict[int, socket.socket]
+    steering: str  # steering.SESSION_ID or steering.ADDRESS_HASH
+    settings: Any = None  # worker 0's SocketSettings: how to bind the others' sockets
+
+    def take(self) -> tuple[socket.socket, tuple[int, int]]:
+        """A spawned worker's socket and the buffer sizes it has (``bind_udp``'s result)."""
+        sock = self.sockets[self.index]
+        sock.setblocking(False)
+        return sock, (sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+                      sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2)
+
+    def open_members(self) -> None:
+        """Bind worker 0's sockets for workers 1..N-1 (those it lacks), in index order, on its
+        own socket's address."""
+        settings = self.settings
+        first = self.sockets[0]
+        port = first.getsockname()[1]
+        for index in range(1, self.count):
+            if index in self.sockets:
+                continue
+            sock, host = open_udp_socket(settings.host)
+            try:
+                for option, size in ((socket.SO_RCVBUF, settings.recv_buffer_size),
+                                     (socket.SO_SNDBUF, settings.send_buffer_size)):
+                    sock.setsockopt(socket.SOL_SOCKET, option, size)
+                steering.bind_member(sock, (host, port))
+            except BaseException:
+                sock.close()
+                raise
+            self.sockets[index] = sock
+
+    def steer(self, serving: bool) -> None:
+        """Worker 0 spreads the group over all N workers (``serve`` runs) or keeps every
+        datagram itself. With address hashing the other sockets exist only while serving."""
+        if self.steering == steering.SESSION_ID:
+            if self.sockets[0].fileno() == -1:
+                return  # the node closed first: the group is gone
+            reason = steering.attach(self.sockets[0], self.count if serving else 1)
+            if reason is not None:  # attached once already: not expected to fail now
+                log.error("re-steering the worker group failed: %s", reason)
+        elif not serving:
+            self.close()
+
+    def close(self) -> None:
+        """Close the sockets this process holds for other workers (its own is the node's)."""
+        for index in [i for i in self.sockets if i != self.index]:
+            self.sockets.pop(index).close()
+
+
+def join_group(node: Any) -> WorkerGroup | None:
+    """Place a node that has just made its socket and endpoint (``NodeCore._bind_udp``) in its
+    worker group: None with one worker. Worker 0 makes the group (its socket is index 0) and,
+    where the steering program attaches, binds the other workers' sockets at once, so the
+    kernel numbers them 0..N-1 before anyone else can join; a spawned worker finds its group
+    set (``start_worker_node``). The endpoint's local ids then name the worker."""
+    count = node.settings.socket.workers
+    if count == 1:
+        return None
+    group: WorkerGroup | None = node._group
+    if group is None:  # worker 0
+        group = WorkerGroup(0, count, {0: node._sock}, steering.SESSION_ID, node.settings.socket)
+        try:
+            group.open_members()  # the group exists once a second socket joins the first
+        except BaseException:
+            group.close()
+            node._sock.close()  # start() fails: nothing else would close it
+            raise
+        reason = steering.attach(node._sock, 1)  # every datagram to worker 0 until serve()
+        if reason is not None:
+            group.steering = steering.ADDRESS_HASH
+            group.close()  # bound again by serve(), as the kernel's hash spreads over them
+            log.warning("workers=%d: datagrams are steered by the kernel's hash of each peer's "
+                        "address, not by session id (%s): a session whose peer changes address "
+                        "may reach another worker and time out, and another process of this "
+                        "user bound to the port may take a share", count, reason)
+    if group.steering == steering.SESSION_ID:
+        quiet_gro(node._udp)
+    node._endpoint.endpoint.cid_worker = (group.index, count)
+    return group
+
+
+def quiet_gro(udp: UdpIO) -> None:
+    """Turn UDP GRO off on a steered socket: GRO coalesces a peer's datagrams before the kernel
+    picks a socket, and the program sees only the first, so two sessions' datagrams from one
+    address could reach one worker. Segmentation offload (sending) stays."""
+    if udp.gro:
+        with contextlib.suppress(OSError):
+            udp.sock.setsockopt(SOL_UDP, UDP_GRO, 0)
+        udp.gro = False
 
 
 @attrs.frozen
 class WorkerSpec:
-    """What one spawned worker needs to rebuild the node: picklable values only."""
+    """What one spawned worker needs to rebuild the node: picklable values only (its socket
+    travels beside it)."""
 
     index: int
     runtime: str  # "asyncio", "uvloop" or an anyio backend name ("trio", ...)
@@ -67,15 +171,19 @@ class WorkerSpec:
     handler: Handler
     parent_pid: int
     node_class: Any  # the binding's STTNode, pickled by reference (its module is imported)
+    steering: str = steering.ADDRESS_HASH
 
 
 class WorkerPool:
-    """The spawned workers (1..N-1) of one node. ``start``, ``replace_dead`` and ``stop``
-    block (process start-up and joins), so async code runs them in a thread."""
+    """The spawned workers (1..N-1) of one node, each on its socket of ``group``. ``start``,
+    ``replace_dead`` and ``stop`` block (process start-up and joins), so async code runs them
+    in a thread."""
 
-    def __init__(self, entry: Callable[[WorkerSpec, Any], None], specs: list[WorkerSpec]) -> None:
+    def __init__(self, entry: Callable[[WorkerSpec, Any, socket.socket], None],
+                 specs: list[WorkerSpec], group: WorkerGroup) -> None:
         self._entry = entry
         self._specs = specs
+        self._group = group
         self._context = multiprocessing.get_context("spawn")
         self._ready: Any = None
         self._started_at: dict[int, float] = {}
@@ -85,7 +193,7 @@ class WorkerPool:
         self._lock = threading.Lock()  # replace_dead and stop run in executor threads
 
     def start(self) -> None:
-        """Start every worker and wait until each has bound the port (or raise)."""
+        """Start every worker on its socket and wait until each has reported (or raise)."""
         if self._specs:
             try:
                 pickle.dumps(self._specs[0].handler)
@@ -93,9 +201,12 @@ class WorkerPool:
                 raise UsageError("with workers > 1 the handler must be a module-level function: "
                                  f"it is sent to the worker processes ({exc})") from None
         self._ready = self._context.Queue()
-        for spec in self._specs:
-            self._spawn(spec)
         try:
+            with self._lock:
+                self._group.open_members()
+                self._group.steer(True)
+                for spec in self._specs:
+                    self._spawn(spec)
             for _ in self._specs:
                 index, error = self._ready.get(timeout=START_TIMEOUT)
                 if error:
@@ -105,9 +216,10 @@ class WorkerPool:
             raise
 
     def _spawn(self, spec: WorkerSpec) -> None:
-        process = self._context.Process(target=self._entry, args=(spec, self._ready),
-                                        name=f"stt-worker-{spec.index}", daemon=True)
-        process.start()
+        process = self._context.Process(
+            target=self._entry, args=(spec, self._ready, self._group.sockets[spec.index]),
+            name=f"stt-worker-{spec.index}", daemon=True)
+        process.start()  # the socket's descriptor is passed to the new process
         self.processes[spec.index] = process
         self._started_at[spec.index] = time.monotonic()
 
@@ -145,10 +257,12 @@ class WorkerPool:
         return sum(p.is_alive() for p in self.processes.values())
 
     def stop(self) -> None:
+        """Stop every worker, then give worker 0 the whole group again."""
         with self._lock:
             self._stopping = True
             processes = list(self.processes.values())
         self._stop(processes)
+        self._group.steer(False)
 
     def _stop(self, processes: list[Any]) -> None:
         for process in processes:
@@ -171,8 +285,11 @@ def worker_specs(node: Any, handler: Handler, runtime: str,
     worker builds a ``node_class``."""
     settings = node.settings.keywords()
     settings["port"] = node.address[1]
+    group = getattr(node, "_group", None)
+    mode = steering.ADDRESS_HASH if group is None else group.steering
     return [WorkerSpec(index, runtime, settings, node.identity.private_bytes(), handler,
-                       os.getpid(), node_class) for index in range(1, settings["workers"])]
+                       os.getpid(), node_class, mode)
+            for index in range(1, settings["workers"])]
 
 
 async def run_handler(handler: Handler, session: Any) -> None:
@@ -192,10 +309,13 @@ async def run_handler(handler: Handler, session: Any) -> None:
                                 f"the server's handler failed: {type(exc).__name__}: {exc}")
 
 
-async def start_worker_node(spec: WorkerSpec, ready: Any) -> Any:
+async def start_worker_node(spec: WorkerSpec, ready: Any, sock: socket.socket) -> Any:
     """Build and start a spawned worker's node (``spec.node_class``, either binding's
-    ``STTNode``) and report to the parent; None when it failed, which is reported too."""
+    ``STTNode``) on ``sock``, the socket worker 0 handed it, and report to the parent; None
+    when it failed, which is reported too."""
     node = spec.node_class(Identity.from_private_bytes(spec.private_key), **spec.settings)
+    node._group = WorkerGroup(spec.index, spec.settings["workers"], {spec.index: sock},
+                              spec.steering)
     try:
         await node.start()
     except Exception as exc:
@@ -206,5 +326,6 @@ async def start_worker_node(spec: WorkerSpec, ready: Any) -> Any:
 
 
 __all__ = ["HANDLER_FAILED", "PARENT_POLL", "RESTART_BACKOFF", "START_TIMEOUT", "STOP_TIMEOUT",
-           "SUPERVISE_INTERVAL", "Handler", "WorkerPool", "WorkerSpec", "bind_shared",
-           "run_handler", "start_worker_node", "worker_specs"]
+           "SUPERVISE_INTERVAL", "Handler", "WorkerGroup", "WorkerPool", "WorkerSpec",
+           "bind_shared", "join_group", "quiet_gro", "run_handler", "start_worker_node",
+           "worker_specs"]

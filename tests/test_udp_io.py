@@ -44,10 +44,15 @@ def _receive_all(io: UdpIO, expected: int) -> list[bytes]:
     return got
 
 
+def _one_session(size: int) -> bytes:
+    """A datagram of one session: a GSO run carries one destination id (bytes 2-9) only."""
+    return bytes(10) + os.urandom(size - 10)
+
+
 def _datagrams() -> list[bytes]:
     # a full run, a second run cut short by a smaller datagram, then odd sizes
-    return ([os.urandom(1200) for _ in range(MAX_SEGMENTS + 5)] + [os.urandom(700)]
-            + [os.urandom(1200) for _ in range(3)] + [os.urandom(90), os.urandom(1300)])
+    return ([_one_session(1200) for _ in range(MAX_SEGMENTS + 5)] + [_one_session(700)]
+            + [_one_session(1200) for _ in range(3)] + [_one_session(90), _one_session(1300)])
 
 
 @linux_only
@@ -123,11 +128,11 @@ def test_offload_refused_falls_back_to_plain_sends_for_good() -> None:
 def test_segment_size_refused_lowers_the_limit_and_resends_plainly() -> None:
     fake = FakeSocket(refuse=errno.EINVAL)
     io = _fake_io(fake)
-    data = [os.urandom(1200) for _ in range(10)]
+    data = [_one_session(1200) for _ in range(10)]
     out: Queue = deque((d, ("127.0.0.1", 9)) for d in data)
     assert io.send(out)
     assert fake.sent == data and io.gso and io.gso_max_segment == 1199
-    small = [os.urandom(1000) for _ in range(4)]
+    small = [_one_session(1000) for _ in range(4)]
     fake.refuse = None
     assert io.send(deque((d, ("127.0.0.1", 9)) for d in small))
     assert fake.sent == data + small and fake.gso_calls == 1  # smaller segments still offload
@@ -205,7 +210,7 @@ def test_segment_options_are_kept_per_size_and_bounded() -> None:
     io = _fake_io(fake)
     sent: list[bytes] = []
     for size in range(1000, 1200):
-        run = [os.urandom(size) for _ in range(3)]
+        run = [_one_session(size) for _ in range(3)]
         assert io.send(deque((d, ("127.0.0.1", 9)) for d in run))
         sent += run
         assert len(io._segment_options) <= 64

@@ -1,5 +1,6 @@
-"""STTNode(workers=N): N processes share the port, each serving the peers the kernel hashes to
-it, with the same identity; stopping the node stops them all."""
+"""STTNode(workers=N): N processes share the port, each serving the sessions steered to it,
+with the same identity; stopping the node stops them all. Steering itself, the socket hand-over
+and restarts on the same socket: tests/test_steering.py and tests/test_steering_udp.py."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_two_workers_share_the_port_and_both_serve() -> None:
                                              for i in range(CLIENTS)))
             assert [echoed for _, echoed in answers] == [b"hello %d" % i for i in range(CLIENTS)]
             pids = {pid for pid, _ in answers}
-            assert len(pids) == 2  # 2 / 2**16 odds that the kernel hashed all 16 to one worker
+            assert len(pids) == 2  # 2 / 2**16 odds that all 16 random ids named one worker
             serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await serving

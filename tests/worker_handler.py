@@ -1,5 +1,5 @@
-"""A session handler for the worker-process tests: module-level, so it can be pickled to the
-spawned workers. It answers every message with the worker's pid and the message."""
+"""Session handlers for the worker-process tests: module-level, so they can be pickled to the
+spawned workers. They answer every message with the worker's pid and the message."""
 
 from __future__ import annotations
 
@@ -11,3 +11,12 @@ async def echo_pid(session: Any) -> None:
     stream = await session.accept_stream()
     async for message in stream:
         await stream.send(str(os.getpid()).encode() + b":" + message)
+
+
+async def echo_place(session: Any) -> None:
+    """Answer every message with where it was served: ``pid:peer port:message``, the port the
+    serving worker sees the peer at."""
+    stream = await session.accept_stream()
+    async for message in stream:
+        port = session.remote_address[1]
+        await stream.send(b"%d:%d:" % (os.getpid(), port) + message)
