@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import click
 
 from stt_proto.sim import LinkProfile
@@ -103,12 +104,15 @@ def _shown(address: tuple[str, int]) -> str:
 @click.option("--reorder-delay", default="5ms", show_default=True)
 @click.option("--duplicate", default="0", show_default=True,
               help="Share of datagrams sent twice.")
+@click.option("--mtu", type=click.IntRange(1, 65535), default=None,
+              help="Drop datagrams larger than this many bytes (a path's MTU less the IP and "
+                   "UDP headers, with fragments dropped): 1472 models Ethernet over IPv4.")
 @click.option("--seed", type=int, default=None, help="Repeat the same random fates.")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds (default: at Ctrl-C or SIGTERM).")
 def impair(listen: str, to: str, rate: str, delay: str, jitter: str, loss: str,
            queue: str | None, reorder: str, reorder_delay: str, duplicate: str,
-           seed: int | None, duration: float | None) -> None:
+           mtu: int | None, seed: int | None, duration: float | None) -> None:
     """Forward UDP from --listen to --to (and replies back) through a link with a rate,
     delay, jitter, loss, a drop-tail queue, reordering and duplication: the simulator's link
     model on real sockets. Each option is VALUE for both directions or FORWARD,BACK.
@@ -116,6 +120,8 @@ def impair(listen: str, to: str, rate: str, delay: str, jitter: str, loss: str,
     listen_at, target = _address(listen, "--listen"), _address(to, "--to")
     forward, back = _profiles(rate, delay, jitter, loss, queue, duplicate, reorder,
                               reorder_delay)
+    if mtu is not None:
+        forward, back = attrs.evolve(forward, mtu=mtu), attrs.evolve(back, mtu=mtu)
     try:
         link = ImpairedLink(listen_at, target, forward, back, seed=seed)
     except OSError as exc:

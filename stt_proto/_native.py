@@ -52,6 +52,7 @@ COMPILED_MODULES = (
     "streams.manager",
     "dataplane",
     "path",
+    "pmtu",
     "session.state",
     "session.timers",
     "session.protection",

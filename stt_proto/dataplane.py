@@ -14,9 +14,12 @@ from .config import SessionConfig
 from .congestion import CongestionController, make_controller
 from .errors import UsageError
 from .events import DatagramReceived
-from .frames import AckFrame, DatagramFrame, Frame, PingFrame, encode_frame
+from .frames import AckFrame, DatagramFrame, Frame, PaddingFrame, PingFrame, encode_frame
 from .handshake_payload import TransportSettings
 from .packet import CID_LEN, TAG_LEN, Datagram
+from .pmtu import BASE as BASE_DATAGRAM
+from .pmtu import COMPLETE as PMTU_COMPLETE
+from .pmtu import PathMtu
 from .recovery import AckResult, LossRecovery, SentPacket
 from .rtt import RttEstimator
 from .streams.manager import StreamManager
@@ -25,6 +28,7 @@ from .streams.stream import Stream
 
 PACKET_OVERHEAD = 2 + CID_LEN + 8 + TAG_LEN  # header with the longest packet number, and tag
 MAX_QUEUED_DATAGRAMS = 256
+PTO_BLACK_HOLE = 2  # probe timeouts in a row with full-size packets out: see on_timer
 COALESCE_HOLD_MAX = 0.005  # seconds a small message may wait to be coalesced (≤ one RTT)
 
 
@@ -50,13 +54,18 @@ class DataPlane:
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
     __slots__ = ("_datagrams", "_emit", "_peer_max_datagram", "cc", "datagram_bytes_received",
-                 "datagram_bytes_sent", "datagrams_dropped", "max_datagram", "more", "pacer",
-                 "probes", "recovery", "rtt", "send_rate", "streams")
+                 "datagram_bytes_sent", "datagrams_dropped", "datagrams_too_large",
+                 "frame_ceiling", "max_datagram", "more", "pacer", "pmtu", "probes", "recovery",
+                 "rtt", "send_rate", "streams")
 
     def __init__(self, *, config: SessionConfig, is_initiator: bool, local: TransportSettings,
                  peer: TransportSettings, rtt: RttEstimator,
-                 emit: Callable[[Any], None], seed: int = 0) -> None:
-        self.max_datagram = min(config.max_frame_size, peer.max_frame_size)
+                 emit: Callable[[Any], None], seed: int = 0, ipv6: bool = False) -> None:
+        # The largest datagram either end allows; packets are built to what the path has been
+        # shown to carry (pmtu.py), which starts at 1,200 bytes and is probed up to this.
+        self.frame_ceiling = min(config.max_frame_size, peer.max_frame_size)
+        self.pmtu = PathMtu(self.frame_ceiling, ipv6)
+        self.max_datagram = self.pmtu.current
         self.rtt = rtt
         self.recovery = LossRecovery(rtt)
         self.cc: CongestionController = make_controller(config.congestion_control,
@@ -70,6 +79,7 @@ class DataPlane:
         self._peer_max_datagram = peer.max_datagram_size
         self._datagrams: list[bytes] = []  # usually empty; a deque's block costs 600 B a session
         self.datagrams_dropped = 0
+        self.datagrams_too_large = 0  # larger than the path carries: dropped, not fragmented
         self.more = False  # the last build stopped at its limit with more to send
         self.datagram_bytes_sent = 0
         self.datagram_bytes_received = 0
@@ -80,7 +90,7 @@ class DataPlane:
 
     def send_datagram(self, data: bytes | bytearray | memoryview) -> bool:
         """Queue an unreliable message; False (and nothing queued) when the queue is full."""
-        limit = min(self.max_datagram, self._peer_max_datagram) - PACKET_OVERHEAD - 9
+        limit = min(self.frame_ceiling, self._peer_max_datagram) - PACKET_OVERHEAD - 9
         if len(data) > limit:
             raise UsageError(f"a datagram carries at most {limit} bytes, got {len(data)}")
         if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
@@ -101,6 +111,10 @@ class DataPlane:
     def _apply(self, result: AckResult, now: float) -> None:
         streams = self.streams
         acked = result.acked
+        pmtu = self.pmtu
+        if pmtu.probing or pmtu.current > BASE_DATAGRAM:
+            acked, lost = self._path_news(acked, result.lost, now)
+            result.lost = lost
         if acked:
             # one packet, a dialogue's usual ACK: its items as they are, without a copy
             streams.on_items_acked(acked[0].items if len(acked) == 1 else
@@ -116,6 +130,39 @@ class DataPlane:
             self._lost(result.lost, now)
         if result.persistent_congestion:
             self.cc.on_persistent_congestion(now)
+
+    def _path_news(self, acked: list[SentPacket], lost: list[SentPacket],
+                   now: float) -> tuple[list[SentPacket], list[SentPacket]]:
+        """What ACKs and losses tell path-MTU discovery; returns them without the probes,
+        which carry no data and whose loss says nothing about congestion."""
+        pmtu = self.pmtu
+        if pmtu.probing:
+            probes = [p for p in acked if pmtu.is_probe(p.pn)]
+            for packet in probes:
+                pmtu.on_probe_acked(packet.pn)
+            if probes:
+                acked = [p for p in acked if p not in probes]
+            lost_probes = [p for p in lost if pmtu.is_probe(p.pn)]
+            if lost_probes:
+                lost = [p for p in lost if p not in lost_probes]
+                # Data lost beside them: a full queue, not the path's size, may have taken
+                # the probes too, so they are sent again rather than counted as refusals.
+                for packet in lost_probes:
+                    pmtu.on_probe_lost(packet.pn, congested=bool(lost))
+        if acked:
+            pmtu.on_packets_acked(max(p.size for p in acked))
+        for packet in lost:
+            pmtu.on_packet_lost(packet.size, self.recovery.pto_count, now)
+        self._follow_path()
+        return acked, lost
+
+    def _follow_path(self) -> None:
+        """Build packets to the size path-MTU discovery found (up or, after a black hole,
+        down: what is in flight of a larger size is resent in packets of the new size)."""
+        size = self.pmtu.current
+        if size != self.max_datagram:
+            self.max_datagram = size
+            self.cc.on_datagram_size(size)
 
     def _lost(self, lost: list[SentPacket], now: float) -> None:
         for packet in lost:
@@ -153,8 +200,16 @@ class DataPlane:
         if deadline is None or now < deadline:
             return
         lost, probe = self.recovery.on_timeout(now)
+        if lost and (self.pmtu.probing or self.pmtu.current > BASE_DATAGRAM):
+            lost = self._path_news([], lost, now)[1]
         if lost:
             self._lost(lost, now)
+        if probe and self.recovery.pto_count >= PTO_BLACK_HOLE and self.recovery.bytes_in_flight \
+                and self.pmtu.current > BASE_DATAGRAM:
+            # Nothing acknowledged through two probe timeouts while sending full-size packets:
+            # perhaps the path shrank. Probe at the base size; the search finds the new size.
+            self.pmtu.on_black_hole(now)
+            self._follow_path()
         if probe:
             self.probes = 2
             # Probe with the oldest unacknowledged data, sent again in new packets.
@@ -204,6 +259,8 @@ class DataPlane:
             self.pacer.next_send = now
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
+        if self.pmtu.due(now):
+            self._probe_path(now, seal, out)
         if not ack and not head and not self.probes and not self._datagrams and \
                 not self.streams.has_pending():
             return out  # the poll after a packet that needs no answer yet: nothing to build
@@ -227,6 +284,10 @@ class DataPlane:
             items: list[RetransmitItem] = []
             allowed = (self._cwnd_room() or self.probes > 0) and self.pacer.ready(now)
             if allowed:
+                while self._datagrams and len(self._datagrams[0]) + 9 > space and \
+                        not self.pmtu.probing and self.pmtu.state == PMTU_COMPLETE:
+                    self._datagrams.pop(0)  # larger than the path carries, even alone: dropped
+                    self.datagrams_too_large += 1
                 while self._datagrams and len(self._datagrams[0]) + 9 <= space - len(payload):
                     data = self._datagrams.pop(0)
                     encode_frame(DatagramFrame(data), payload)
@@ -260,6 +321,21 @@ class DataPlane:
                 self.more = True
                 break
         return out
+
+    def _probe_path(self, now: float, seal: Callable[[bytes | bytearray], tuple[Datagram, int]],
+                    out: list[Datagram]) -> None:
+        """Path-MTU probes (pmtu.py): a PING padded to each size under test. Outside congestion
+        control (not in flight: their loss is the path's size, not a queue) but tracked by
+        loss detection, so each is acknowledged or declared lost."""
+        for size in self.pmtu.sizes_to_probe(now):
+            payload = bytearray()
+            encode_frame(PingFrame(), payload)
+            encode_frame(PaddingFrame(size - PACKET_OVERHEAD - len(payload)), payload)
+            datagram, pn = seal(payload)
+            self.recovery.on_packet_sent(SentPacket(pn, now, len(datagram), True, False, []),
+                                         app_limited=False)
+            self.pmtu.on_probe_sent(pn, size)
+            out.append(datagram)
 
     def _build_bulk(self, source: tuple[Stream, int, int], now: float,
                     seal: Callable[[bytes | bytearray], tuple[Datagram, int]], out: list[Datagram],

@@ -48,6 +48,10 @@ class LinkProfile:
     duplicate: float = 0.0
     reorder: float = 0.0
     reorder_delay: float = 0.005
+    # The largest datagram the path carries whole (None: any). A larger one is dropped, as on a
+    # path whose MTU is smaller with don't-fragment set, or through a middlebox that drops IP
+    # fragments: what path-MTU discovery must find (pmtu.py).
+    mtu: int | None = None
 
     def __attrs_post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):
@@ -57,6 +61,8 @@ class LinkProfile:
             raise ValueError("latency, jitter and reorder_delay must be >= 0")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth must be positive or None")
+        if self.mtu is not None and self.mtu < 1:
+            raise ValueError("mtu must be positive or None")
 
 
 @attrs.define(slots=True)
@@ -70,6 +76,7 @@ class LinkCounters:
     queue_drops: int = 0
     duplicated: int = 0
     reordered: int = 0
+    too_big: int = 0  # larger than the profile's mtu: dropped
 
 
 @attrs.define(slots=True)
@@ -92,6 +99,9 @@ class Link:
         profile = self.profile
         counters = self.counters
         counters.sent += 1
+        if profile.mtu is not None and size > profile.mtu:
+            counters.too_big += 1
+            return []
         if profile.loss and rng.random() < profile.loss:
             counters.lost += 1
             return []

@@ -67,6 +67,12 @@ class SessionStats:
     # and candidate addresses dropped unanswered (an attacker's copy, or a path that died).
     paths_validated: int = 0
     path_validations_failed: int = 0
+    # Path-MTU discovery (pmtu.py): the datagram size the session builds to, whether it is
+    # still probing for a larger one ("searching") or settled ("complete"), and how often a
+    # shrunken path (a black hole) sent it back to the 1,200-byte base.
+    path_mtu: int = 0
+    path_mtu_state: str = ""
+    path_mtu_black_holes: int = 0
 
 
 @attrs.frozen(slots=True)

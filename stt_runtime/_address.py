@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 
 from stt_proto import UsageError
 
@@ -35,12 +36,42 @@ def open_udp_socket(host: str | None) -> tuple[socket.socket, str]:
                     sock.close()  # no dual stack: IPv4 reaches more peers than IPv6 alone
                 else:
                     sock.setblocking(False)
+                    never_fragment(sock)
                     return sock, "::"
         host = "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
+    never_fragment(sock)
     return sock, host
+
+
+# Linux: set don't-fragment and ignore the kernel's path-MTU cache (IP_PMTUDISC_PROBE): the
+# session finds the path's size itself (stt_proto/pmtu.py), with probes larger than the cache
+# may believe; a datagram too large for the interface fails to send (EMSGSIZE), as a lost probe.
+# (Python's socket module does not export these: the values of <linux/in.h> and <linux/in6.h>.)
+_LINUX = sys.platform.startswith("linux")
+_PMTUDISC_PROBE = 3
+_IP_MTU_DISCOVER = 10 if _LINUX else None
+_IPV6_MTU_DISCOVER = 23 if _LINUX else None
+
+
+def never_fragment(sock: socket.socket) -> bool:
+    """Have the kernel never fragment what ``sock`` sends (both families on a dual-stack
+    socket); False where the platform has no such option (the datagrams may then be cut)."""
+    done = False
+    options = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]
+    if sock.family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
+    for level, option in options:
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(level, option, _PMTUDISC_PROBE)
+            done = True
+        except OSError:
+            pass  # e.g. IPv4 options on an IPv6-only socket
+    return done
 
 
 def is_dual_stack(sock: socket.socket) -> bool:

@@ -287,7 +287,8 @@ def udp_stats(udp: UdpIO | None) -> dict[str, Any]:
     if udp is None:
         return {"send_errors": 0}
     return {"send_errors": udp.send_errors, "gso": udp.gso, "gro": udp.gro,
-            "gso_sends": udp.gso_sends, "gro_reads": udp.gro_reads}
+            "gso_sends": udp.gso_sends, "gro_reads": udp.gro_reads,
+            "oversize_refused": udp.oversize_refused}
 
 
 def endpoint_stats(stats: EndpointStats) -> dict[str, Any]:

@@ -90,6 +90,7 @@ class UdpIO:
         self.gso_max_segment = RECV_BUFFER  # lowered when a path refuses larger segments
         self.buffer = bytearray(RECV_BUFFER)
         self.send_errors = 0
+        self.oversize_refused = 0  # datagrams larger than the interface (EMSGSIZE): probes
         self.gso_sends = 0  # sendmsg calls that carried more than one datagram
         self.gro_reads = 0  # reads that returned more than one datagram
         self._segment_options: dict[int, list[tuple[int, int, bytes]]] = {}
@@ -182,6 +183,13 @@ class UdpIO:
         """Count a refused send and log it: each kind of error (errno) once at WARNING, as it
         is the only trace of a path that drops everything, and every repeat at DEBUG."""
         self.send_errors += count
+        if error.errno == errno.EMSGSIZE:
+            # larger than the interface carries: a path-MTU probe's usual end (pmtu.py), and a
+            # lost datagram the session's loss recovery resends in smaller packets
+            self.oversize_refused += count
+            log.debug("a %d-datagram send to %s:%s was too large: %s", count, addr[0], addr[1],
+                      error)
+            return
         first = error.errno not in self._logged_errors
         if first:
             self._logged_errors.add(error.errno)

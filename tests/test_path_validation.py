@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from stt_proto import DeterministicRandom, Endpoint, Session, SessionTerminated
+from stt_proto import DeterministicRandom, Endpoint, Session, SessionConfig, SessionTerminated
 from stt_proto import frames as F
 from stt_proto.errors import DecodeError
 from stt_proto.packet import DATA_KEY_PHASE, parse_data_header
@@ -64,6 +64,9 @@ class _OldMapping:
 
     def handle_timer(self, now: float) -> None:
         pass
+
+
+KEEP_ALIVE = SessionConfig().keep_alive_interval
 
 
 def _rebind(pair: Pair, *, old_mapping_open: bool) -> None:
@@ -162,7 +165,13 @@ def test_nat_rebinding_mid_transfer_completes_byte_exact(direction: str,
     rebound_at = pair.net.now
     _rebind(pair, old_mapping_open=old_mapping_open)
     assert run_transfers(pair.net, transfers, timeout=60.0)
-    assert pair.net.now - rebound_at < 2.0  # a round trip to validate, no stall
+    if direction == "download" and not old_mapping_open:
+        # The client only receives, and what was on its way went to the dead mapping: the
+        # server learns the new address from the client's next packet, an ACK owed at the
+        # moment of the rebinding (by chance of timing) or else its keep-alive PING.
+        assert pair.net.now - rebound_at < KEEP_ALIVE + 2.0
+    else:
+        assert pair.net.now - rebound_at < 2.0  # a round trip to validate, no stall
     for transfer in transfers:
         assert _sha(transfer.received) == _sha(transfer.messages)
     assert server.remote_address == A2
@@ -248,7 +257,7 @@ def test_a_copied_packet_from_a_victim_gets_the_victim_only_challenges(scenario:
     transfer = Transfer(pair.net, server, client, messages)  # a download: the client ACKs
     if scenario == "one":
         pair.net.tamper = None
-        run_transfers(pair.net, [transfer], timeout=0.2)
+        run_transfers(pair.net, [transfer], timeout=0.05)  # a few round trips in
         assert not transfer.done
         copied = _copy_first(pair.net, every=False)
     assert run_transfers(pair.net, [transfer], timeout=60.0)

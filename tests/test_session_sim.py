@@ -181,7 +181,7 @@ def test_forged_packets_are_dropped_without_harm(pair: Pair) -> None:
     forged = bytearray(client._send_keys.cipher.seal(server.local_cid, 10_000, 0, b"\x01"))
     forged[-1] ^= 0xFF
     pair.net.send(A, B, bytes(forged))
-    pair.net.send(A, B, b"\x01\x06" + server.local_cid + b"\x05" + bytes(40))
+    pair.net.send(A, B, b"\x01\x06" + server.local_cid + b"\x3f" + bytes(40))  # pn 63: unused
     pair.net.run(0.1)
     assert server.counters.decrypt_failures == 2
     assert server.state is State.ESTABLISHED

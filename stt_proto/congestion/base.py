@@ -35,6 +35,15 @@ class CongestionController:
     def on_loss(self, lost: list[SentPacket], rtt: RttEstimator, now: float) -> None:
         raise NotImplementedError
 
+    def on_datagram_size(self, size: int) -> None:
+        """Path-MTU discovery changed the datagram size. Before any congestion signal the
+        window keeps its count of packets (the initial window is 10 of them, whatever their
+        size); after one it keeps its bytes. Never below the minimum window."""
+        if size > self.max_datagram and self.ssthresh == float("inf"):
+            self.cwnd = self.cwnd * size // self.max_datagram
+        self.max_datagram = size
+        self.cwnd = max(self.cwnd, self.minimum_window)
+
     def on_persistent_congestion(self, now: float) -> None:
         self.cwnd = self.minimum_window
 

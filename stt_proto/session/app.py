@@ -37,9 +37,10 @@ def check_open_arguments(max_frame_size: object, no_delay: object,
 
 
 def open_stream(data: DataPlane, size: int | None, no_delay: bool | None, priority: int) -> int:
+    # the ceiling, not the size found so far: packets follow the path's size as it is found
     if size is None:
-        size = data.max_datagram
-    return data.streams.open(min(size, data.max_datagram), no_delay, priority).stream_id
+        size = data.frame_ceiling
+    return data.streams.open(min(size, data.frame_ceiling), no_delay, priority).stream_id
 
 
 def stream_state(data: DataPlane, stream_id: int) -> tuple[bool, bool, int | None]:
@@ -64,8 +65,9 @@ def session_stats(data: DataPlane | None, counters: SessionCounters, rtt: RttEst
                   config: SessionConfig, result: HandshakeResult | None,
                   path: PathValidator | None) -> SessionStats:
     c = counters
-    lost = data.recovery.lost_packets if data else 0
-    in_flight_sent = data.recovery.sent_count if data else 0
+    # path-MTU probes are not the application's traffic: their losses are the path's size
+    lost = data.recovery.lost_packets - data.pmtu.probes_lost if data else 0
+    in_flight_sent = data.recovery.sent_count - data.pmtu.probes_sent if data else 0
     streams = data.streams if data else None
     return SessionStats(
         bytes_sent=(streams.bytes_sent + data.datagram_bytes_sent) if data and streams else 0,
@@ -82,10 +84,14 @@ def session_stats(data: DataPlane | None, counters: SessionCounters, rtt: RttEst
         replays_dropped=c.replays_dropped, decrypt_failures=c.decrypt_failures,
         key_updates_sent=c.key_updates_sent, key_updates_received=c.key_updates_received,
         pings_sent=c.pings_sent,
-        datagrams_dropped=data.datagrams_dropped if data else 0,
-        datagrams_dropped_by_reason={"send_queue_full": data.datagrams_dropped if data else 0},
+        datagrams_dropped=data.datagrams_dropped + data.datagrams_too_large if data else 0,
+        datagrams_dropped_by_reason={"send_queue_full": data.datagrams_dropped if data else 0,
+                                     "larger_than_path": data.datagrams_too_large if data else 0},
         congestion_control=config.congestion_control,
         cipher=result.cipher if result else "",
         paths_validated=path.validated if path else 0,
         path_validations_failed=path.failed if path else 0,
+        path_mtu=data.max_datagram if data else 0,
+        path_mtu_state=data.pmtu.state if data else "",
+        path_mtu_black_holes=data.pmtu.black_holes if data else 0,
     )

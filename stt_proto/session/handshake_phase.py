@@ -83,7 +83,8 @@ class HandshakePhase:
                                  local=local_settings(session.config),
                                  peer=result.peer_settings, rtt=session.rtt,
                                  emit=session._events.append,
-                                 seed=session._rng.token_bytes(1)[0])
+                                 seed=session._rng.token_bytes(1)[0],
+                                 ipv6=":" in session.remote_address[0])
         session._move(ESTABLISHED)
         session._last_received = session._last_sent = session._last_ping = now
 
@@ -94,6 +95,8 @@ class HandshakePhase:
         session._timers.clear(T_HANDSHAKE_RESEND)
         self.packet = None
         self.initiator = None  # its padded message 1 is no longer needed
+        if session.data is not None:
+            session.data.pmtu.start()  # probes only once both sides hold the keys
         result = session.handshake_result
         if result is not None:
             session.purpose = result.purpose

@@ -118,12 +118,16 @@ def impairment(*, rate: str | Number | None = None, delay: str | Number = 0,
                jitter: str | Number = 0, loss: str | Number = 0,
                queue: str | Number | None = None, duplicate: str | Number = 0,
                reorder: str | Number = 0, reorder_delay: str | Number = "5ms",
-               round_trip: str | Number | None = None) -> LinkProfile:
+               round_trip: str | Number | None = None, mtu: int | None = None) -> LinkProfile:
     """One direction's :class:`~stt_proto.sim.LinkProfile` from strings or numbers.
 
     ``delay`` is this direction's one-way delay; a queue in ``bdp`` uses ``round_trip`` (default:
     twice ``delay``, the same delay back). ``queue`` None is the simulator's default (1 MiB);
-    it matters only with a ``rate``."""
+    it matters only with a ``rate``. ``mtu``: the largest datagram (UDP payload) the link
+    carries; larger ones are dropped, as by a path with don't-fragment set or a middlebox that
+    drops IP fragments."""
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or mtu < 1):
+        raise ValueError(f"mtu must be a positive number of bytes, got {mtu!r}")
     bandwidth = parse_rate(rate)
     latency = parse_duration(delay)
     trip = 2 * latency if round_trip is None else parse_duration(round_trip)
@@ -132,7 +136,7 @@ def impairment(*, rate: str | Number | None = None, delay: str | Number = 0,
     return LinkProfile(latency=latency, jitter=parse_duration(jitter), bandwidth=bandwidth,
                        queue_limit=queue_limit, loss=parse_fraction(loss),
                        duplicate=parse_fraction(duplicate), reorder=parse_fraction(reorder),
-                       reorder_delay=parse_duration(reorder_delay))
+                       reorder_delay=parse_duration(reorder_delay), mtu=mtu)
 
 
 def describe(profile: LinkProfile) -> str:
@@ -151,4 +155,6 @@ def describe(profile: LinkProfile) -> str:
             parts.append(f"{fraction * 100:g}% {name}")
     if profile.reorder:
         parts.append(f"reorder delay {profile.reorder_delay * 1e3:g} ms")
+    if profile.mtu is not None:
+        parts.append(f"datagrams over {profile.mtu} B dropped")
     return ", ".join(parts)

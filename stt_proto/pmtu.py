@@ -1,0 +1,176 @@
+"""Packetization-layer path-MTU discovery (after RFC 8899, DPLPMTUD): how large a datagram the
+path to the peer carries, found by probing with padded packets that carry no data.
+
+A session starts at the base size every IPv6 path carries (1,200 bytes) and probes upwards to its
+ceiling (the smaller of both ends' ``max_frame_size``). A probe is a PING padded to the size under
+test; an acknowledged probe raises the size, a lost one proves nothing about congestion (the data
+plane keeps it out of the controller) but counts as a failure at that size.
+
+The search goes in rounds. The first round probes, at once, the ceiling and the common path sizes
+below it (a 9,000 and a 1,500-byte MTU, 1,280), so loopback reaches its ceiling in one round trip
+and an Ethernet path its 1,500-byte size in one more; each following round probes the sizes not
+yet settled, and then halves the gap between the largest size acknowledged and the smallest
+refused. A size refused three times is too big (a probe lost beside lost data is sent again
+without counting: a full queue, not the size, may have taken it). Once settled, the search
+runs again after ``RAISE_INTERVAL`` (the path may have grown).
+
+Black holes: when several full-size packets are lost in a row with no full-size packet
+acknowledged since and a probe timeout has passed, the path shrank (a route change, a tunnel):
+the size drops back to the base at once and the search starts again.
+"""
+
+from __future__ import annotations
+
+BASE = 1200  # the smallest datagram every IPv6 path carries (and STT's MIN_FRAME_SIZE)
+# UDP payload of a path with these link MTUs, after the IP and UDP headers (IPv4: 28, IPv6: 48)
+LINK_MTUS = (9000, 1500, 1280)
+MAX_PROBES = 3  # refusals before a size is judged too big (RFC 8899's MAX_PROBES)
+REFINE_GAP = 64  # halve the gap between acknowledged and refused sizes until it is this small
+RAISE_INTERVAL = 600.0  # seconds before searching again for a larger size (RFC 8899)
+BLACK_HOLE_LOSSES = 3  # full-size packets lost in a row that, after a probe timeout, mean one
+
+SEARCHING = "searching"
+COMPLETE = "complete"
+STATES = (SEARCHING, COMPLETE)
+
+
+class PathMtu:
+    """One session's path MTU: :attr:`current` is the size packets are built to."""
+
+    __slots__ = ("_failures", "_ipv6", "_large_lost", "_low", "_next_search", "_probes",
+                 "_refused", "black_holes", "ceiling", "current", "enabled", "probes_acked",
+                 "probes_lost", "probes_sent", "state")
+
+    def __init__(self, ceiling: int, ipv6: bool = False) -> None:
+        self.ceiling = ceiling
+        self._ipv6 = ipv6
+        self.current = min(BASE, ceiling)
+        self._low = self.current  # the largest size acknowledged
+        self._refused = ceiling + 1  # the smallest size judged too big
+        self._failures: dict[int, int] = {}  # size -> probes of it lost, this search
+        self._probes: dict[int, int] = {}  # packet number -> size, of probes in flight
+        self._large_lost = 0  # full-size packets lost since one was acknowledged
+        self._next_search = 0.0
+        self.state = SEARCHING if ceiling > self.current else COMPLETE
+        self.black_holes = 0
+        self.enabled = False  # see start()
+        self.probes_acked = 0
+        self.probes_lost = 0
+        self.probes_sent = 0
+
+    # -- what to probe ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The handshake is confirmed: probing may begin (before, a padded probe would only
+        cost an initiator whose peer has not finished, or a spoofed one, bytes)."""
+        self.enabled = True
+
+    def due(self, now: float) -> bool:
+        """Whether :meth:`sizes_to_probe` may have sizes for ``now`` (cheap, every build)."""
+        if self._probes or not self.enabled:
+            return False
+        if self.state == SEARCHING:
+            return True
+        return now >= self._next_search and self.current < self.ceiling
+
+    def sizes_to_probe(self, now: float) -> list[int]:
+        """The probe sizes to send now (largest first): none while probes are in flight."""
+        if self._probes:
+            return []
+        if self.state == COMPLETE:
+            if now < self._next_search or self.current >= self.ceiling:
+                return []
+            self._restart(now)
+        sizes = [size for size in self._candidates() if self._low < size < self._refused]
+        if not sizes:
+            gap = self._refused - self._low
+            if gap <= REFINE_GAP or self._low >= self.ceiling:
+                self._settle(now)
+                return []
+            sizes = [self._low + gap // 2]
+        return sizes
+
+    def _candidates(self) -> list[int]:
+        overhead = 48 if self._ipv6 else 28
+        sizes = [self.ceiling] + [mtu - overhead for mtu in LINK_MTUS]
+        return [size for size in sorted(set(sizes), reverse=True)
+                if BASE < size <= self.ceiling and self._failures.get(size, 0) < MAX_PROBES]
+
+    def on_probe_sent(self, pn: int, size: int) -> None:
+        self._probes[pn] = size
+        self.probes_sent += 1
+
+    @property
+    def probing(self) -> bool:
+        """Whether a probe is in flight (the data plane then checks ACKs and losses for it)."""
+        return bool(self._probes)
+
+    def is_probe(self, pn: int) -> bool:
+        return pn in self._probes
+
+    # -- what the path said -----------------------------------------------------------------------
+
+    def on_probe_acked(self, pn: int) -> None:
+        size = self._probes.pop(pn, None)
+        if size is None:
+            return
+        self.probes_acked += 1
+        if size > self._low:
+            self._low = size
+        if size > self.current:
+            self.current = size
+        if size >= self._refused:  # refused earlier, yet it went through: loss, not size
+            self._refused = size + 1
+
+    def on_probe_lost(self, pn: int, congested: bool = False) -> None:
+        """A probe was declared lost; with ``congested`` (data was lost beside it) it proves
+        nothing about its size and is simply sent again."""
+        size = self._probes.pop(pn, None)
+        if size is None:
+            return
+        self.probes_lost += 1
+        if congested:
+            return
+        failures = self._failures[size] = self._failures.get(size, 0) + 1
+        if (failures >= MAX_PROBES or size not in self._candidates_all()) \
+                and self._low < size < self._refused:
+            self._refused = size  # a refinement probe gets one try: the size in hand is good
+
+    def _candidates_all(self) -> set[int]:
+        overhead = 48 if self._ipv6 else 28
+        return {self.ceiling, *(mtu - overhead for mtu in LINK_MTUS)}
+
+    def on_packets_acked(self, largest_size: int) -> None:
+        """Packets of the session were acknowledged, the largest of ``largest_size`` bytes."""
+        if largest_size > BASE:
+            self._large_lost = 0
+
+    def on_packet_lost(self, size: int, pto_count: int, now: float) -> bool:
+        """A packet (not a probe) was lost; True when that reveals a black hole, in which case
+        the size is back at the base and the search starts again."""
+        if size <= BASE or size < self.current:
+            return False
+        self._large_lost += 1
+        if self._large_lost < BLACK_HOLE_LOSSES or pto_count < 1:
+            return False
+        self.on_black_hole(now)
+        return True
+
+    def on_black_hole(self, now: float) -> None:
+        """Full-size packets stopped getting through: back to the base size, search again."""
+        self.black_holes += 1
+        self.current = self._low = min(BASE, self.ceiling)
+        self._large_lost = 0
+        self._restart(now)
+
+    # -- search rounds ----------------------------------------------------------------------------
+
+    def _restart(self, now: float) -> None:
+        self.state = SEARCHING if self.ceiling > self.current else COMPLETE
+        self._refused = self.ceiling + 1
+        self._failures = {}
+        self._probes = {}
+
+    def _settle(self, now: float) -> None:
+        self.state = COMPLETE
+        self._next_search = now + RAISE_INTERVAL
