@@ -112,7 +112,7 @@ class DataPlane:
         streams = self.streams
         acked = result.acked
         pmtu = self.pmtu
-        if pmtu.probing or pmtu.current > BASE_DATAGRAM:
+        if pmtu.watching:
             acked, lost = self._path_news(acked, result.lost, now)
             result.lost = lost
         if acked:
@@ -200,7 +200,7 @@ class DataPlane:
         if deadline is None or now < deadline:
             return
         lost, probe = self.recovery.on_timeout(now)
-        if lost and (self.pmtu.probing or self.pmtu.current > BASE_DATAGRAM):
+        if lost and self.pmtu.watching:
             lost = self._path_news([], lost, now)[1]
         if lost:
             self._lost(lost, now)

@@ -37,13 +37,16 @@ STATES = (SEARCHING, COMPLETE)
 class PathMtu:
     """One session's path MTU: :attr:`current` is the size packets are built to."""
 
-    __slots__ = ("_failures", "_ipv6", "_large_lost", "_low", "_next_search", "_probes",
+    __slots__ = ("_common", "_failures", "_large_lost", "_low", "_next_search", "_probes",
                  "_refused", "black_holes", "ceiling", "current", "enabled", "probes_acked",
                  "probes_lost", "probes_sent", "state")
 
     def __init__(self, ceiling: int, ipv6: bool = False) -> None:
         self.ceiling = ceiling
-        self._ipv6 = ipv6
+        overhead = 48 if ipv6 else 28  # the IPv6 or IPv4 header and UDP's
+        # the ceiling and the common paths' sizes below it, largest first
+        self._common = tuple(sorted({size for size in (ceiling, *(m - overhead for m in LINK_MTUS))
+                                     if BASE < size <= ceiling}, reverse=True))
         self.current = min(BASE, ceiling)
         self._low = self.current  # the largest size acknowledged
         self._refused = ceiling + 1  # the smallest size judged too big
@@ -91,10 +94,7 @@ class PathMtu:
         return sizes
 
     def _candidates(self) -> list[int]:
-        overhead = 48 if self._ipv6 else 28
-        sizes = [self.ceiling] + [mtu - overhead for mtu in LINK_MTUS]
-        return [size for size in sorted(set(sizes), reverse=True)
-                if BASE < size <= self.ceiling and self._failures.get(size, 0) < MAX_PROBES]
+        return [size for size in self._common if self._failures.get(size, 0) < MAX_PROBES]
 
     def on_probe_sent(self, pn: int, size: int) -> None:
         self._probes[pn] = size
@@ -102,8 +102,14 @@ class PathMtu:
 
     @property
     def probing(self) -> bool:
-        """Whether a probe is in flight (the data plane then checks ACKs and losses for it)."""
+        """Whether a probe is in flight."""
         return bool(self._probes)
+
+    @property
+    def watching(self) -> bool:
+        """Whether ACKs and losses tell discovery anything: a probe is in flight, or packets
+        above the base size could reveal a black hole."""
+        return bool(self._probes) or self.current > BASE
 
     def is_probe(self, pn: int) -> bool:
         return pn in self._probes
@@ -132,13 +138,9 @@ class PathMtu:
         if congested:
             return
         failures = self._failures[size] = self._failures.get(size, 0) + 1
-        if (failures >= MAX_PROBES or size not in self._candidates_all()) \
+        if (failures >= MAX_PROBES or size not in self._common) \
                 and self._low < size < self._refused:
             self._refused = size  # a refinement probe gets one try: the size in hand is good
-
-    def _candidates_all(self) -> set[int]:
-        overhead = 48 if self._ipv6 else 28
-        return {self.ceiling, *(mtu - overhead for mtu in LINK_MTUS)}
 
     def on_packets_acked(self, largest_size: int) -> None:
         """Packets of the session were acknowledged, the largest of ``largest_size`` bytes."""
