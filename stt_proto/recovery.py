@@ -97,6 +97,12 @@ class LossRecovery:
 
     # -- sending ----------------------------------------------------------------------------------
 
+    @property
+    def app_limited(self) -> bool:
+        """Whether packets sent now are marked application-limited (their rate samples may
+        not lower the bandwidth estimate): sending ran short of data within the last window."""
+        return self._app_limited_until > self.delivered
+
     def on_packet_sent(self, packet: SentPacket, app_limited: bool) -> None:
         if not self.sent:
             self.first_sent_time = self.delivered_time = packet.time_sent

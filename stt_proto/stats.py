@@ -73,6 +73,14 @@ class SessionStats:
     path_mtu: int = 0
     path_mtu_state: str = ""
     path_mtu_black_holes: int = 0
+    # What a time series of the sender needs (plotted by ``python -m stt_bench.timeseries``):
+    # bytes now unacknowledged, the pacing rate, the latest RTT sample, whether recent sending
+    # was limited by the application rather than the window, and the controller's phase.
+    bytes_in_flight: int = 0
+    pacing_rate_mbps: float = 0.0
+    rtt_latest_ms: float = 0.0
+    app_limited: bool = False
+    congestion_state: str = ""
 
 
 @attrs.frozen(slots=True)

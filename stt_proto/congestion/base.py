@@ -54,3 +54,8 @@ class CongestionController:
     @property
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
+
+    @property
+    def state(self) -> str:
+        """The controller's phase, for stats: "slow_start" or "congestion_avoidance"."""
+        return "slow_start" if self.in_slow_start else "congestion_avoidance"

@@ -77,6 +77,11 @@ class Bbr(CongestionController):
         self._extra_slot = 0
         self._extra_rounds = 0
 
+    @property
+    def state(self) -> str:
+        """The BBR mode, for stats: "startup", "drain", "probe_bw" or "probe_rtt"."""
+        return self.mode.name.lower()
+
     # -- model ------------------------------------------------------------------------------------
 
     def _bdp(self, gain: float) -> int:

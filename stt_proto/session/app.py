@@ -94,4 +94,11 @@ def session_stats(data: DataPlane | None, counters: SessionCounters, rtt: RttEst
         path_mtu=data.max_datagram if data else 0,
         path_mtu_state=data.pmtu.state if data else "",
         path_mtu_black_holes=data.pmtu.black_holes if data else 0,
+        bytes_in_flight=data.recovery.bytes_in_flight if data else 0,
+        pacing_rate_mbps=data.cc.pacing_rate(rtt) * 8 / 1e6 if data else 0.0,
+        rtt_latest_ms=rtt.latest * 1000,
+        # nothing in flight: neither the window nor pacing holds anything back
+        app_limited=(data.recovery.app_limited or not data.recovery.bytes_in_flight)
+        if data else False,
+        congestion_state=data.cc.state if data else "",
     )
