@@ -5,7 +5,8 @@ The clients connect, wait at a barrier, then each sends 1 MiB messages for the s
 and reports what the server acknowledged; the aggregate is the sum over the interval. Run with
 workers=1 and workers=2 in one invocation to get the ratio. The machine must have cores for the
 clients too: on 2 cores the clients and the workers compete, so the ratio shows the contention
-rather than the scaling.
+rather than the scaling. Many sessions per client process, with each worker's own bytes and
+sessions: ``workers_many.py`` (what ``python -m stt_bench`` runs).
 """
 
 from __future__ import annotations
