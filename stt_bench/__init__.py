@@ -7,6 +7,8 @@
   ``on_trio``), the core alone (``core``), idle sessions, worker scaling and the CPU profile.
 * ``baselines``: raw UDP+AEAD (per runtime), TCP+TLS 1.3 and aioquic.
 * ``remote``: both ends of ``stt bench --serve`` / ``--to`` (``serve``, ``client``).
+* ``netns``: real links between two network namespaces (a veth pair's MTU, a rule dropping IP
+  fragments, a rate) with one node in each (``netns_peer``): issue 28's tests and goodput.
 * ``registry``: which callable measures which one-process workload on which runtime; ``run_on``.
 * ``report`` (tables and JSON), ``plots`` (PNGs), ``suite`` (``python -m stt_bench``, also
   ``python -m benchmarks``), ``alloc`` (glibc heap tuning for the tools, never for the
