@@ -73,7 +73,7 @@ class SessionStats:
     path_mtu: int = 0
     path_mtu_state: str = ""
     path_mtu_black_holes: int = 0
-    # What a time series of the sender needs (plotted by ``python -m stt_bench.timeseries``):
+    # What a time series of the sender needs (``python -m stt_bench.impaired --series``):
     # bytes now unacknowledged, the pacing rate, the latest RTT sample, whether recent sending
     # was limited by the application rather than the window, and the controller's phase.
     bytes_in_flight: int = 0
