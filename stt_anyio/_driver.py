@@ -5,6 +5,7 @@ wait. ``STTNode`` (``node.py``) adds the lifetime and the API around it."""
 from __future__ import annotations
 
 import math
+import socket
 from typing import Any
 
 import anyio
@@ -30,6 +31,9 @@ class AnyioDriver(NodeCore[Session]):
         self._primitives: Primitives = ANYIO  # bound to the running backend by start()
         super().__init__(Session, identity, settings)
         self._wait_scope: Scope | None = None  # the driver's wait; cancelled to wake it
+        self._wait_deadline = math.inf  # the endpoint's deadline that wait is for
+        self._kicked = False  # a kick moved the wait's deadline to the past (see _kick)
+        self._timers = True  # the driver's next poll runs due deadlines
 
     def _new_signal(self) -> Signal:
         return AnyioSignal(self._primitives.event)
@@ -46,18 +50,45 @@ class AnyioDriver(NodeCore[Session]):
         if endpoint is None or self._closed:
             return
         self._service()
+        self._resume_wait(endpoint)
+
+    def _resume_wait(self, endpoint: Node) -> None:
+        """After a poll outside the driver: its wait goes on (a kick's wake taken back, where
+        not yet delivered), until the endpoint's deadline where that is earlier; a full
+        socket wakes it at once (it waits until writable)."""
         scope = self._wait_scope
-        if self._out or scope is None:
-            self._kick()
+        if scope is None:
+            return
+        if self._out:
+            scope.cancel()
             return
         deadline = endpoint.get_timer()
-        if deadline is not None and deadline < scope.deadline:
-            scope.deadline = deadline
+        if deadline is not None and deadline < self._wait_deadline:
+            self._wait_deadline = deadline
+        if scope.deadline != self._wait_deadline:  # (a scope already cancelled stays so)
+            scope.deadline = self._wait_deadline
 
     def _kick(self) -> None:
+        """Wake the driver for a poll at the scheduler's next pass: its wait's deadline moves
+        to the past. On trio a deadline is looked at once per pass, so a task that waits on
+        the node before then (``_flush``) polls itself and takes the wake back; elsewhere
+        (anyio on asyncio) the scope is cancelled at once, as by ``cancel()``."""
         scope = self._wait_scope
-        if scope is not None:
-            scope.cancel()
+        if scope is not None and not self._kicked:
+            self._kicked = True
+            scope.deadline = -math.inf
+
+    def _flush(self) -> bool:
+        """Run now the poll a kick asked for, if one is pending; True if it ran. The facades
+        call it before a task waits on the node (``Stream.receive``): an answer written just
+        before the next read leaves in this task's step, and on trio the driver, not yet
+        woken, keeps waiting (a task switch and a cancelled wait less per message)."""
+        endpoint = self._endpoint
+        if not self._kicked or endpoint is None or self._closed:
+            return False
+        self._service()
+        self._resume_wait(endpoint)
+        return True
 
     async def _drive_websocket(self, endpoint: Node) -> None:
         timers = True
@@ -65,11 +96,12 @@ class AnyioDriver(NodeCore[Session]):
         while not self._closed:
             self._service(timers)
             deadline = endpoint.get_timer()
-            with new_scope(math.inf if deadline is None else deadline) as scope:
+            self._wait_deadline = math.inf if deadline is None else deadline
+            with new_scope(self._wait_deadline) as scope:
                 self._wait_scope = scope
                 await anyio.sleep_forever()
             self._wait_scope = None
-            timers = self._now() >= scope.deadline
+            timers = self._now() >= self._wait_deadline
 
     async def _drive(self) -> None:
         sock, endpoint = self._sock, self._endpoint
@@ -78,27 +110,47 @@ class AnyioDriver(NodeCore[Session]):
             return
         if sock is None or endpoint is None:
             return
-        timers = True
-        new_scope, wait_readable = self._primitives.scope, self._primitives.wait_readable
+        self._timers = True
+        new_scope = self._primitives.scope
         while not self._closed:
-            self._service(timers)
-            timers = False
-            if self._out:
-                await anyio.wait_writable(sock)
-                self._send()
-                timers = True  # a full socket can hold the driver here past a deadline
-                continue
-            deadline = endpoint.get_timer()
-            with new_scope(math.inf if deadline is None else deadline) as scope:
-                self._wait_scope = scope
-                await wait_readable(sock)
+            # One cancel scope for as many waits as end with the socket readable (a new
+            # scope per datagram cost its setup and teardown); a kick or a deadline that
+            # cancels it ends it, and the next wait gets a new one.
+            with new_scope(math.inf) as scope:
+                await self._waits(sock, endpoint, scope)
             self._wait_scope = None
-            timers = self._now() >= scope.deadline  # (_send_now may have moved it earlier)
-            if timers or not scope.cancelled_caught:
+            if self._closed:
+                return
+            # (_send_now may have moved the deadline earlier; a kick moves the scope's)
+            self._timers = self._now() >= self._wait_deadline
+            if self._timers:
                 # A wait that a kick cut short says nothing about the socket: reading it
                 # then cost an empty read (a raised BlockingIOError) per kick. Input that
                 # came meanwhile keeps the socket readable, and the next wait returns at once.
                 self._drain()
+
+    async def _waits(self, sock: socket.socket, endpoint: Node, scope: Scope) -> None:
+        """Service, wait until the socket is readable (or ``scope``, moved to the endpoint's
+        deadline, is cancelled: then this raises), drain; again."""
+        wait_readable = self._primitives.wait_readable
+        while not self._closed:
+            self._service(self._timers)
+            self._timers = False
+            if self._out:
+                scope.deadline = math.inf  # (a full socket may hold it past a deadline)
+                await anyio.wait_writable(sock)
+                self._send()
+                self._timers = True
+                continue
+            deadline = endpoint.get_timer()
+            self._wait_deadline = math.inf if deadline is None else deadline
+            if scope.deadline != self._wait_deadline:
+                scope.deadline = self._wait_deadline
+            self._wait_scope = scope
+            await wait_readable(sock)
+            self._wait_scope = None
+            self._timers = self._now() >= self._wait_deadline
+            self._drain()
 
     def _drain(self) -> None:
         """Socket input, bounded by time and count (``udp_io.drain_bounded``): the driver then
@@ -113,6 +165,7 @@ class AnyioDriver(NodeCore[Session]):
         deadlines run only when the driver's wait reached its deadline (``timers``). The
         events go out from here, not from inside the poll, so that a datagram's way to
         ``stream.receive()`` stays short (docs/architecture.md)."""
+        self._kicked = False
         endpoint = self._endpoint
         if endpoint is not None:
             self._poll(endpoint, timers)

@@ -54,6 +54,17 @@ class AsyncioDriver(NodeCore[Session]):
         if self._kicked:
             self._service()
 
+    def _flush(self) -> bool:
+        """Run now the poll a kick deferred, if one is pending; True if it ran. The facades
+        call it before a task waits on the node (``Stream.receive``): an answer written just
+        before the next read (an echo, a request/response loop) then leaves in this task's
+        step instead of the loop's next pass, and what the task wrote before waiting (a
+        message and its stream's close) still leaves together."""
+        if not self._kicked or self._closed:
+            return False
+        self._service()
+        return True
+
     def _send_now(self) -> None:
         """Poll the endpoint at once (a no_delay stream's message leaves before send() returns)
         instead of on the next loop pass."""

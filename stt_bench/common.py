@@ -40,6 +40,12 @@ def one_peer_sessions(count: int) -> dict[str, Any]:
             "max_half_open_per_address": max(1024, count), "max_half_open": max(4096, count)}
 
 
+def run_timeout(count: int) -> float:
+    """Seconds a run of ``count`` round trips may take in all: one timeout around the timed
+    loop, never one per round trip (its cost would be measured with the round trip)."""
+    return 10.0 + count * 0.02
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]

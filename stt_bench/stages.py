@@ -15,7 +15,8 @@ compiled core cannot be wrapped, its calls are timed from outside (between two s
   from its readiness wait (anyio);
 * ``read`` / ``opened``: the datagram was read, and the core's ``receive_datagram`` (which
   decrypts it and handles its frames) returned;
-* ``drained``: ``UdpIO.drain`` returned (after one more read found the socket empty);
+* ``drained``: ``UdpIO.drain`` returned (after one more read found the socket empty, or,
+  when input is sparse, right after the one read: ``udp_io.drain_bounded``);
 * ``signal set``: the stream's readable signal was set (the event handed to the reader).
 
 It prints the median of each interval over the round trips, the raw UDP ping-pong (same

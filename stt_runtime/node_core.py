@@ -110,6 +110,12 @@ class NodeCore(Generic[SessionT]):
         returns)."""
         raise NotImplementedError
 
+    def _flush(self) -> bool:
+        """Run a poll that a kick deferred now, before the calling task waits; True if one
+        ran (the caller then looks again before it waits). Bindings that defer polls
+        override it."""
+        return False
+
     # -- presets ----------------------------------------------------------------------------------
 
     @classmethod

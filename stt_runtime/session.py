@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     class Node(Protocol):
         def _kick(self) -> None: ...
         def _send_now(self) -> None: ...
+        def _flush(self) -> bool: ...
         def _now(self) -> float: ...
         def _new_signal(self) -> Signal: ...
 
@@ -155,6 +156,8 @@ class Stream:
                 self._session._drop_if_done(self)
                 raise self._end_error(f"stream {self.stream_id} was closed by the peer")
             self._session._raise_if_closed()
+            if self._session._node._flush():
+                continue  # what this task wrote has left; the poll may have changed state
             await self._readable.wait()
 
     async def flush(self) -> None:

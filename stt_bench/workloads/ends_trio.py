@@ -6,6 +6,7 @@ baseline through trio's own readiness waits on a plain non-blocking socket (as i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -15,10 +16,10 @@ from typing import Any
 
 import trio
 
-from stt_anyio import STTNode
+from stt_anyio import STTError, STTNode
 
 from ..baselines.aead import make_sealer
-from ..common import Meter, MiB, on_loopback, udp_pair
+from ..common import Meter, MiB, on_loopback, run_timeout, udp_pair
 from .lines import emit, read_line
 
 
@@ -137,8 +138,9 @@ async def echo(spec: dict[str, Any]) -> None:
             async def serve() -> None:
                 session = await node.accept()
                 stream = await session.accept_stream()
-                async for message in stream:
-                    await stream.send(message)
+                with contextlib.suppress(STTError):  # the pinger closed its session: done
+                    async for message in stream:
+                        await stream.send(message)
 
             nursery.start_soon(serve)
             emit({"address": node.address, "node_id": node.node_id.hex()})
@@ -147,16 +149,17 @@ async def echo(spec: dict[str, Any]) -> None:
 
 
 async def pinger(spec: dict[str, Any]) -> None:
-    """``count`` round trips of a 4-byte ping: raw UDP, or a no_delay STT stream."""
+    """``count`` round trips of a 4-byte ping: raw UDP, or a no_delay STT stream; one timeout
+    for the whole run (as on asyncio), not a cancel scope per round trip."""
     count = int(spec["count"])
     target = _address(spec)
     times: list[float] = []
     if spec["kind"] == "raw":
         sock = _bound_socket()
-        for _ in range(count):
-            start = time.perf_counter()
-            sock.sendto(b"ping", target)
-            with trio.fail_after(5):
+        with trio.fail_after(run_timeout(count)):
+            for _ in range(count):
+                start = time.perf_counter()
+                sock.sendto(b"ping", target)
                 while True:
                     await trio.lowlevel.wait_readable(sock)
                     try:
@@ -164,18 +167,18 @@ async def pinger(spec: dict[str, Any]) -> None:
                         break
                     except BlockingIOError:
                         continue
-            times.append(time.perf_counter() - start)
+                times.append(time.perf_counter() - start)
         sock.close()
     else:
         async with STTNode(**on_loopback(spec["settings"])) as node:
             session = await node.connect(target, bytes.fromhex(spec["node_id"]), timeout=20)
             stream = session.open_stream(no_delay=True)
-            for _ in range(count):
-                start = time.perf_counter()
-                await stream.send(b"ping")
-                with trio.fail_after(5):
+            with trio.fail_after(run_timeout(count)):
+                for _ in range(count):
+                    start = time.perf_counter()
+                    await stream.send(b"ping")
                     await stream.receive()
-                times.append(time.perf_counter() - start)
+                    times.append(time.perf_counter() - start)
             await session.close()
     emit({"times": times})
 
