@@ -41,6 +41,7 @@ from ._address import is_dual_stack, plain_host, wire_address
 log = logging.getLogger("stt.udp")
 Address = tuple[str, int]
 Receive = Callable[[memoryview, Address, float], object]
+Clock = Callable[[], float]
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -52,12 +53,18 @@ MAX_DRAIN = 4096  # reads per readiness callback before servicing timers and out
 DRAIN_SLICE = 16  # reads between two looks at the clock (drain_bounded)
 DRAIN_TIME = 0.004  # seconds of input handling per wake-up, at most (plus one slice)
 DRAIN_COUNT = 1024  # reads per wake-up, at most
+SPARSE_RUN = 7  # wake-ups that read one datagram and no more, after a drain that found one
 CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _native_u32 = struct.Struct("=I").unpack_from  # UDP_GRO's segment size, a C int
 # A GSO send of these sizes is refused as a whole: the route cannot carry one segment, or the
 # device cannot checksum them; the first means "not this size", the second "never".
 _SIZE_REFUSED = (errno.EINVAL, errno.EMSGSIZE)
 _OFFLOAD_REFUSED = (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+
+
+def _fixed(now: float) -> Clock:
+    """A clock stuck at ``now`` (``UdpIO.drain`` given a time, not a clock)."""
+    return lambda: now
 
 
 def _probe_gso(sock: socket.socket) -> bool:
@@ -83,6 +90,8 @@ def _enable_gro(sock: socket.socket) -> bool:
 class UdpIO:
     """One UDP socket's datagram I/O; ``offload`` asks for GSO and GRO where available."""
 
+    sparse = 0  # wake-ups left that read one datagram without looking for more (drain_bounded)
+
     def __init__(self, sock: socket.socket, offload: bool = True) -> None:
         self.sock = sock
         self.gso = offload and _probe_gso(sock)
@@ -100,10 +109,14 @@ class UdpIO:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def drain(self, receive: Receive, now: float, limit: int = MAX_DRAIN) -> int:
+    def drain(self, receive: Receive, now: float | Clock, limit: int = MAX_DRAIN) -> int:
         """Hand every waiting datagram (at most ``limit`` reads) to ``receive``; the view it
         gets is valid only during the call. Returns the reads made: fewer than ``limit``
-        means the socket is empty."""
+        means the socket is empty. ``now``: the time to stamp every datagram with, or a clock
+        read after each read (the runtimes): a datagram that came in while earlier ones were
+        handled must not get a time from before it arrived, or an ACK's RTT sample comes out
+        shorter than the path (issue 26)."""
+        clock = now if callable(now) else _fixed(now)
         sock, buffer, mapped = self.sock, self.buffer, self.dual_stack
         view = memoryview(buffer)
         if not self.gro:
@@ -114,7 +127,8 @@ class UdpIO:
                     return reads
                 except OSError:
                     continue  # e.g. an ICMP error queued on the socket: not a datagram
-                receive(view[:size], (plain_host(addr[0]) if mapped else addr[0], addr[1]), now)
+                receive(view[:size], (plain_host(addr[0]) if mapped else addr[0], addr[1]),
+                        clock())
             return limit
         buffers = [buffer]
         for reads in range(limit):
@@ -125,16 +139,17 @@ class UdpIO:
             except OSError:
                 continue
             address = (plain_host(addr[0]) if mapped else addr[0], addr[1])
+            stamp = clock()
             segment = size
             for level, kind, data in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
                     segment = _native_u32(data)[0] or size
             if segment >= size:
-                receive(view[:size], address, now)
+                receive(view[:size], address, stamp)
                 continue
             self.gro_reads += 1
             for start in range(0, size, segment):
-                receive(view[start:min(size, start + segment)], address, now)
+                receive(view[start:min(size, start + segment)], address, stamp)
         return limit
 
     # -- output -----------------------------------------------------------------------------------
@@ -246,17 +261,30 @@ class UdpIO:
 def drain_bounded(udp: UdpIO, receive: Receive, clock: Callable[[], float], *,
                   budget: float = DRAIN_TIME, count: int = DRAIN_COUNT,
                   timer: Callable[[], float] = perf_counter) -> tuple[int, bool]:
-    """Read from ``udp`` into ``receive`` (each slice stamped with ``clock()``) until the
+    """Read from ``udp`` into ``receive`` (each datagram stamped with ``clock()`` read just
+    after it was read, never before: issue 26's RTT samples below the path's) until the
     socket is empty, ``budget`` seconds of ``timer`` have passed or ``count`` reads are done.
     Returns the reads made and whether the socket may hold more (the bound was reached).
-    Sessions share the work in the order their datagrams arrived."""
+    Sessions share the work in the order their datagrams arrived.
+
+    Sparse input (a request/response exchange: one datagram per wake-up) is read without
+    the read that finds the socket empty, a system call and a raised BlockingIOError per
+    message: after a wake-up that found one datagram, the next ``SPARSE_RUN`` read one and
+    stop. The runtimes' readiness waits are level-triggered, so the loop's next poll, which
+    it makes anyway, reports whatever else came; a burst meanwhile costs at most that many
+    wake-ups of one datagram before the next full drain sees it."""
+    if udp.sparse:
+        udp.sparse -= 1
+        reads = udp.drain(receive, clock, 1)
+        return reads, reads > 0
     start = timer()
     total = 0
     while True:
         want = count - total if count - total < DRAIN_SLICE else DRAIN_SLICE
-        reads = udp.drain(receive, clock(), want)
+        reads = udp.drain(receive, clock, want)
         total += reads
         if reads < want:
+            udp.sparse = SPARSE_RUN if total == 1 else 0
             return total, False
         if total >= count or timer() - start >= budget:
             return total, True
