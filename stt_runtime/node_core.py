@@ -286,6 +286,9 @@ class NodeCore(Generic[SessionT]):
             self._send()
             if len(batch) < SEND_BATCH:
                 break  # a short batch: the endpoint has nothing more ready now
+            # the next batch's packets leave after this one's sealing and sending: stamped
+            # with the time before them, their RTT samples would come out too long
+            now = self._now()
 
 
 def udp_stats(udp: UdpIO | None) -> dict[str, Any]:
