@@ -259,7 +259,10 @@ class DataPlane:
             self.pacer.next_send = now
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
-        if self.pmtu.due(now):
+        pmtu = self.pmtu
+        if not pmtu.wanted and self._outgrows(space):
+            pmtu.want()
+        if pmtu.due(now):
             self._probe_path(now, seal, out)
         if not ack and not head and not self.probes and not self._datagrams and \
                 not self.streams.has_pending():
@@ -297,6 +300,8 @@ class DataPlane:
                 streams = self.streams
                 if not streams.write_small(payload, space, items, now, in_flight):
                     streams.fill(payload, space, items, now, in_flight)
+                    if len(payload) + 64 >= space and not pmtu.wanted and streams.has_pending():
+                        pmtu.want()  # a full packet and more to come: larger ones would pay
                 if self.probes and not items and not eliciting:
                     encode_frame(PingFrame(), payload)  # a probe must elicit an ACK
                     eliciting = True
@@ -321,6 +326,13 @@ class DataPlane:
                 self.more = True
                 break
         return out
+
+    def _outgrows(self, space: int) -> bool:
+        """Whether what is queued needs more than base-size packets: a datagram larger than
+        one, or a run of full packets of stream data (path-MTU discovery starts then)."""
+        if any(len(data) + 9 > space for data in self._datagrams):
+            return True
+        return self.streams.bulk_source(space) is not None
 
     def _probe_path(self, now: float, seal: Callable[[bytes | bytearray], tuple[Datagram, int]],
                     out: list[Datagram]) -> None:

@@ -38,8 +38,8 @@ class PathMtu:
     """One session's path MTU: :attr:`current` is the size packets are built to."""
 
     __slots__ = ("_common", "_failures", "_large_lost", "_low", "_next_search", "_probes",
-                 "_refused", "black_holes", "ceiling", "current", "enabled", "probes_acked",
-                 "probes_lost", "probes_sent", "state")
+                 "_refused", "black_holes", "ceiling", "confirmed", "current", "enabled",
+                 "probes_acked", "probes_lost", "probes_sent", "state", "wanted")
 
     def __init__(self, ceiling: int, ipv6: bool = False) -> None:
         self.ceiling = ceiling
@@ -56,7 +56,9 @@ class PathMtu:
         self._next_search = 0.0
         self.state = SEARCHING if ceiling > self.current else COMPLETE
         self.black_holes = 0
-        self.enabled = False  # see start()
+        self.enabled = False  # confirmed and wanted: see start() and want()
+        self.confirmed = False
+        self.wanted = False
         self.probes_acked = 0
         self.probes_lost = 0
         self.probes_sent = 0
@@ -64,9 +66,19 @@ class PathMtu:
     # -- what to probe ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """The handshake is confirmed: probing may begin (before, a padded probe would only
-        cost an initiator whose peer has not finished, or a spoofed one, bytes)."""
-        self.enabled = True
+        """The handshake is confirmed: probing may begin once it is wanted (before, a padded
+        probe would only cost an initiator whose peer has not finished, or a spoofed one,
+        bytes)."""
+        self.confirmed = True
+        self.enabled = self.wanted
+
+    def want(self) -> None:
+        """The session has more to send than a base-size packet holds: a larger size would
+        pay. Until then it does not probe: a session that only exchanges small messages, or
+        thousands of sessions confirming at once, would send tens of kilobytes of padding
+        each for nothing."""
+        self.wanted = True
+        self.enabled = self.confirmed
 
     def due(self, now: float) -> bool:
         """Whether :meth:`sizes_to_probe` may have sizes for ``now`` (cheap, every build)."""
@@ -104,6 +116,12 @@ class PathMtu:
     def probing(self) -> bool:
         """Whether a probe is in flight."""
         return bool(self._probes)
+
+    @property
+    def stats_state(self) -> str:
+        """For stats: "idle" while nothing has wanted larger packets (no search yet), else
+        the search's state."""
+        return self.state if self.wanted or self.state == COMPLETE else "idle"
 
     @property
     def watching(self) -> bool:

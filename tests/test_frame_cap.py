@@ -11,6 +11,7 @@ from stt_proto import FrameError, Session, SessionTerminated, State
 from stt_proto import frames as F
 from stt_proto.events import DatagramReceived
 from stt_proto.packet import DATA_KEY_PHASE, parse_data_header
+from stt_proto.pmtu import COMPLETE
 
 from .conftest import A, Pair, make_pair
 
@@ -113,6 +114,9 @@ def test_many_small_stream_messages_at_once_are_split_below_the_cap() -> None:
     hold them all, over the cap; the sender splits them and every message arrives."""
     pair = make_pair(client_config=BIG, server_config=BIG)
     client, server = pair.established()
+    # packets grow past 1,200 bytes once a transfer has made path-MTU discovery search
+    client.send_message(client.open_stream(), bytes(256 * 1024))
+    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
     streams = [client.open_stream() for _ in range(1_500)]
     for stream in streams:
         assert client.send_message(stream, b"x")
@@ -135,6 +139,9 @@ def test_many_resets_at_once_are_split_below_the_cap() -> None:
     """Control frames too: 1,500 RESET_STREAMs queued at once go out in packets under the cap."""
     pair = make_pair(client_config=BIG, server_config=BIG)
     client, server = pair.established()
+    # packets grow past 1,200 bytes once a transfer has made path-MTU discovery search
+    client.send_message(client.open_stream(), bytes(256 * 1024))
+    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
     streams = [client.open_stream() for _ in range(1_500)]
     for stream in streams:
         client.send_message(stream, b"x")

@@ -20,6 +20,7 @@ MiB = 1024 * 1024
 def _round(pmtu: PathMtu, path_mtu: int, now: float, pn: list[int]) -> list[int]:
     """One round of probes over a path carrying ``path_mtu``: each acknowledged or lost."""
     pmtu.start()
+    pmtu.want()
     sizes = pmtu.sizes_to_probe(now) if pmtu.due(now) else []
     sent = []
     for size in sizes:
@@ -69,16 +70,24 @@ def test_an_odd_path_size_is_found_to_within_the_refinement_gap() -> None:
     assert 4000 - 64 <= pmtu.current <= 4000
 
 
-def test_no_probe_before_the_handshake_is_confirmed() -> None:
+def test_no_probe_before_the_handshake_is_confirmed_and_larger_packets_are_wanted() -> None:
     pmtu = PathMtu(16384)
     assert not pmtu.due(0.0)
     pmtu.start()
+    assert not pmtu.due(0.0)  # confirmed, but nothing queued needs more than 1,200 bytes
+    pmtu.want()
     assert pmtu.due(0.0)
+    early = PathMtu(16384)
+    early.want()  # data queued before the handshake is confirmed
+    assert not early.due(0.0)
+    early.start()
+    assert early.due(0.0)
 
 
 def test_a_probe_lost_beside_lost_data_is_not_a_refusal() -> None:
     pmtu = PathMtu(16384)
     pmtu.start()
+    pmtu.want()
     for _ in range(5):
         for number, size in enumerate(pmtu.sizes_to_probe(0.0)):
             pmtu.on_probe_sent(number, size)
@@ -89,6 +98,7 @@ def test_a_probe_lost_beside_lost_data_is_not_a_refusal() -> None:
 def test_a_probe_in_flight_holds_the_next_round() -> None:
     pmtu = PathMtu(16384)
     pmtu.start()
+    pmtu.want()
     pmtu.on_probe_sent(7, pmtu.sizes_to_probe(0.0)[0])
     assert pmtu.probing and pmtu.is_probe(7) and not pmtu.due(0.0)
     assert pmtu.sizes_to_probe(0.0) == []
@@ -97,6 +107,7 @@ def test_a_probe_in_flight_holds_the_next_round() -> None:
 def test_the_search_runs_again_after_the_raise_interval() -> None:
     pmtu, pn = PathMtu(16384), [0]
     pmtu.start()
+    pmtu.want()
     while pmtu.state == SEARCHING:
         _round(pmtu, 1472, 1.0, pn)
     assert not pmtu.due(1.0 + RAISE_INTERVAL - 1)
@@ -131,6 +142,7 @@ def test_a_session_finds_its_path_size_within_a_second_on_a_50_ms_path(mtu: int)
     pair = _pair(mtu)
     start = pair.net.now  # from the first handshake packet
     client, _ = pair.established()
+    client.send_message(client.open_stream(), bytes(8 * MiB))  # what makes larger packets pay
     assert pair.net.run_until(lambda: client.data.max_datagram >= mtu - 64, 5.0)
     assert pair.net.now - start < 1.0  # found (the search may still be ruling out larger)
     assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
@@ -175,9 +187,9 @@ def test_a_path_that_shrinks_mid_transfer_is_detected_and_the_transfer_completes
 def test_a_datagram_larger_than_the_path_is_dropped_and_counted() -> None:
     pair = _pair(1472)
     client, _ = pair.established()
-    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
-    client.send_datagram(bytes(4000))  # fits max_frame_size, not the path
+    client.send_datagram(bytes(4000))  # fits max_frame_size, not the path: starts the search
     client.send_datagram(b"small")
+    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
     pair.net.run(0.2)
     stats = client.get_stats()
     assert stats.datagrams_dropped_by_reason["larger_than_path"] == 1
@@ -189,6 +201,24 @@ def test_no_probe_on_a_session_whose_frames_are_the_base_size() -> None:
     client, _ = pair.established()
     pair.net.run(0.5)
     assert client.data.pmtu.probes_sent == 0 and client.data.max_datagram == 1200
+
+
+def test_sessions_that_exchange_only_small_messages_never_probe() -> None:
+    """Probing starts when the session has more to send than a 1,200-byte packet holds: a
+    request-response session or thousands confirming at once pay no padding."""
+    pair = _pair(None)
+    client, server = pair.established()
+    stream = client.open_stream()
+    for n in range(40):
+        client.send_message(stream, b"ping %d" % n)
+        pair.net.run(0.06)
+    pair.net.run(1.0)
+    for session in (client, server):
+        assert session.data.pmtu.probes_sent == 0 and session.data.max_datagram == 1200
+        assert session.get_stats().path_mtu_state == "idle"
+    client.send_message(stream, bytes(MiB))
+    assert pair.net.run_until(lambda: client.data.max_datagram == 16384, 1.0)
+    assert server.data.pmtu.probes_sent == 0  # it only acknowledges: 1,200 bytes suffice
 
 
 def test_the_suites_path_mtu_figures_meet_the_issues_targets() -> None:

@@ -45,10 +45,15 @@ def test_default_settings_cross_a_path_that_drops_datagrams_over_1472_bytes() ->
 
 
 def test_loopback_discovery_reaches_the_frame_size_at_once() -> None:
+    """Once a session has more to send than a 1,200-byte packet holds (before that it does
+    not probe: tests/test_pmtu.py), loopback carries the frame size after one round trip."""
     async def main() -> tuple[int, str]:
         async with STTNode(host="127.0.0.1") as server, STTNode(host="127.0.0.1") as client:
             session = await client.connect(server.address, server.node_id)
             await server.accept()
+            await asyncio.sleep(0.1)
+            assert session.get_stats().path_mtu == 1200  # small packets only so far
+            await session.open_stream().send(bytes(MiB))
             for _ in range(100):  # one round trip of probes
                 stats = session.get_stats()
                 if stats.path_mtu_state == "complete":

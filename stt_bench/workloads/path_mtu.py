@@ -52,14 +52,19 @@ def simulated() -> dict[str, float]:
     (16 KiB to 1,472 bytes) until the session is sending again at the new size."""
     profile = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB, mtu=ETHERNET)
     net, session, _ = _pair(profile)
+    # an application that sends as soon as it can (discovery waits for data to send)
+    net.run_until(lambda: session.is_established, 10.0)
+    session.send_message(session.open_stream(), bytes(8 * MiB))
     net.run_until(lambda: session.get_stats().path_mtu >= ETHERNET - 64, 10.0)
     found = net.now
 
     wide = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB)
     net, session, server = _pair(wide)
+    net.run_until(lambda: session.is_established, 10.0)
+    stream = session.open_stream()
+    session.send_message(stream, bytes(MiB))
     net.run_until(lambda: session.confirmed and session.get_stats().path_mtu_state == "complete",
                   10.0)
-    stream = session.open_stream()
     got = [0]
     sent = 0
     while net.now < 3.0:  # a transfer at 16 KiB packets

@@ -92,7 +92,7 @@ def session_stats(data: DataPlane | None, counters: SessionCounters, rtt: RttEst
         paths_validated=path.validated if path else 0,
         path_validations_failed=path.failed if path else 0,
         path_mtu=data.max_datagram if data else 0,
-        path_mtu_state=data.pmtu.state if data else "",
+        path_mtu_state=data.pmtu.stats_state if data else "",
         path_mtu_black_holes=data.pmtu.black_holes if data else 0,
         bytes_in_flight=data.recovery.bytes_in_flight if data else 0,
         pacing_rate_mbps=data.cc.pacing_rate(rtt) * 8 / 1e6 if data else 0.0,
