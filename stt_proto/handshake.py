@@ -33,6 +33,7 @@ PROTOCOL = "Noise_XX_25519_ChaChaPoly_BLAKE2s"
 PROTOCOL_PSK = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"STT handshake v1"
 INITIAL_HEADER_ROOM = 2 + 2 * CID_LEN + 1  # version, flags, two cids, empty token length
+_VERSION = encode_varint(VERSION)
 
 
 def local_settings(config: SessionConfig) -> TransportSettings:
@@ -47,6 +48,35 @@ def local_settings(config: SessionConfig) -> TransportSettings:
         max_datagram_size=config.max_frame_size,
         keep_alive_timeout_ms=int(config.keep_alive_timeout * 1000),
     )
+
+
+@attrs.frozen(slots=True)
+class LocalPayload:
+    """What this node's handshake payloads repeat in every handshake, encoded once per
+    configuration: its cipher preference and transport settings."""
+
+    preference: tuple[str, ...]
+    preference_bytes: bytes
+    settings: TransportSettings
+    settings_bytes: bytes
+
+
+_LOCAL: dict[int, tuple[SessionConfig, LocalPayload]] = {}
+
+
+def local_payload(config: SessionConfig) -> LocalPayload:
+    """``config``'s :class:`LocalPayload`, kept while ``config`` is (configurations are frozen,
+    and a node passes the same one to every session it makes)."""
+    entry = _LOCAL.get(id(config))
+    if entry is not None and entry[0] is config:
+        return entry[1]
+    preference = tuple(config.cipher_preference)
+    settings = local_settings(config)
+    local = LocalPayload(preference, encode_preference(preference), settings, settings.encode())
+    if len(_LOCAL) >= 64:  # a process that makes configurations on the fly: bounded
+        _LOCAL.clear()
+    _LOCAL[id(config)] = (config, local)  # holding config keeps its id from being reused
+    return local
 
 
 @attrs.frozen(slots=True)
@@ -108,15 +138,18 @@ def _signing_key(fields: dict[int, bytes]) -> bytes:
 
 
 def _finish(state: HandshakeState, initiator: bool, cipher: str,
-            settings: TransportSettings, purpose: Purpose, signing_key: bytes) -> HandshakeResult:
+            settings: TransportSettings, purpose: Purpose, signing_key: bytes,
+            peer_id: bytes | None = None) -> HandshakeResult:
     c1, c2 = state.split()
     k1, k2 = c1.key, c2.key
     if k1 is None or k2 is None or state.rs is None:  # pragma: no cover - split() guarantees
         raise HandshakeError("handshake finished without keys")
     send, recv = (k1, k2) if initiator else (k2, k1)
+    if peer_id is None:
+        peer_id = node_id_for(state.rs, signing_key)
     return HandshakeResult(cipher, PacketCipher(cipher, send), PacketCipher(cipher, recv),
-                           state.rs, node_id_for(state.rs, signing_key), settings,
-                           state.handshake_hash, purpose, signing_key)
+                           state.rs, peer_id, settings, state.handshake_hash, purpose,
+                           signing_key)
 
 
 def _live(state: HandshakeState | None) -> HandshakeState:
@@ -150,10 +183,11 @@ class InitiatorHandshake:
         self._state: HandshakeState | None = _new_state(config, identity, rng, True)
         self._local_cid = local_cid
         self._expected_peer_id = expected_peer_id
-        self._preference = tuple(config.cipher_preference)
+        self._local = local = local_payload(config)
+        self._preference = local.preference
         payload = encode_payload(
-            {Field.VERSION: encode_varint(VERSION), Field.CONNECTION_ID: local_cid,
-             Field.CIPHER_PREFERENCE: encode_preference(self._preference)},
+            {Field.VERSION: _VERSION, Field.CONNECTION_ID: local_cid,
+             Field.CIPHER_PREFERENCE: local.preference_bytes},
             pad_to=MIN_INITIAL_SIZE - INITIAL_HEADER_ROOM - 32,
         )
         self.message1 = _live(self._state).write_message(payload)
@@ -176,17 +210,18 @@ class InitiatorHandshake:
         settings = TransportSettings.decode(require(fields, Field.SETTINGS))
         signing_key = _signing_key(fields)
         rs = state.rs
-        if rs is None or node_id_for(rs, signing_key) != self._expected_peer_id:
-            got = node_id_for(rs, signing_key).hex() if rs else "nothing"
+        peer_id = node_id_for(rs, signing_key) if rs is not None else None
+        if peer_id is None or peer_id != self._expected_peer_id:
+            got = peer_id.hex() if peer_id is not None else "nothing"
             raise AuthenticationError(f"responder's node id is {got}, expected "
                                       f"{self._expected_peer_id.hex()}")
-        fields3 = {Field.SETTINGS: local_settings(self._config).encode(),
+        fields3 = {Field.SETTINGS: self._local.settings_bytes,
                    Field.SIGNING_KEY: self._signing_public}
         if self._purpose is not Purpose.APPLICATION:
             fields3[Field.PURPOSE] = encode_varint(self._purpose)
         message3 = state.write_message(encode_payload(fields3))
         result = self.result = _finish(state, True, expected, settings, self._purpose,
-                                       signing_key)
+                                       signing_key, peer_id)
         self._state = None  # keys split: free the Noise state (it holds ephemeral keys)
         return message3, result
 
@@ -198,7 +233,8 @@ class ResponderHandshake:
         self._config = config
         self._signing_public = identity.signing_public
         self._state: HandshakeState | None = _new_state(config, identity, rng, False)
-        self._preference = tuple(config.cipher_preference)
+        self._local = local_payload(config)
+        self._preference = self._local.preference
         self._cipher = ""
         self.peer_cid = b""
         self.result: HandshakeResult | None = None
@@ -215,11 +251,11 @@ class ResponderHandshake:
 
     def write_message2(self, local_cid: bytes) -> bytes:
         return _live(self._state).write_message(encode_payload({
-            Field.VERSION: encode_varint(VERSION),
+            Field.VERSION: _VERSION,
             Field.CONNECTION_ID: local_cid,
-            Field.CIPHER_PREFERENCE: encode_preference(self._preference),
+            Field.CIPHER_PREFERENCE: self._local.preference_bytes,
             Field.CHOSEN_CIPHER: encode_preference((self._cipher,)),
-            Field.SETTINGS: local_settings(self._config).encode(),
+            Field.SETTINGS: self._local.settings_bytes,
             Field.SIGNING_KEY: self._signing_public,
         }))
 

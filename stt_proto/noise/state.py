@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import CryptoError, NoiseError
 from .patterns import ProtocolName, parse_protocol_name
-from .primitives import CIPHERS, DHLEN, HASHES, MAX_NONCE, TAG_LEN, Cipher, KeyPair
+from .primitives import CIPHERS, DHLEN, HASHES, MAX_NONCE, TAG_LEN, Cipher, HashFunction, KeyPair
 
 MAX_MESSAGE_LEN = 65535
 
@@ -26,38 +26,64 @@ class CipherState:
 
     def initialize_key(self, key: bytes) -> None:
         self.key = key
-        self._cipher = self._cipher_type(key)
+        self._cipher = None  # made at first use: Split's two states are read for their keys only
         self.n = 0
 
     def has_key(self) -> bool:
-        return self._cipher is not None
+        return self.key is not None
+
+    def _aead(self) -> Cipher:
+        cipher = self._cipher
+        if cipher is None:
+            if self.key is None:
+                raise NoiseError("no key")  # pragma: no cover - callers check has_key first
+            cipher = self._cipher = self._cipher_type(self.key)
+        return cipher
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        if self._cipher is None:
+        if self.key is None:
             return plaintext
         if self.n >= MAX_NONCE:
             raise NoiseError("nonce space exhausted; rekey or start a new session")
-        out = self._cipher.encrypt(self.n, ad, plaintext)
+        out = self._aead().encrypt(self.n, ad, plaintext)
         self.n += 1
         return out
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
-        if self._cipher is None:
+        if self.key is None:
             return ciphertext
         if self.n >= MAX_NONCE:
             raise NoiseError("nonce space exhausted; rekey or start a new session")
-        out = self._cipher.decrypt(self.n, ad, ciphertext)
+        out = self._aead().decrypt(self.n, ad, ciphertext)
         self.n += 1
         return out
 
     def rekey(self) -> None:
         """Noise REKEY: the new key is ENCRYPT(k, 2**64-1, empty, 32 zero bytes)[:32]."""
-        if self._cipher is None:
+        if self.key is None:
             raise NoiseError("cannot rekey a CipherState without a key")
-        new_key = self._cipher.encrypt(MAX_NONCE, b"", bytes(32))[:32]
+        new_key = self._aead().encrypt(MAX_NONCE, b"", bytes(32))[:32]
         n = self.n
         self.initialize_key(new_key)
         self.n = n
+
+
+_INITIAL_HASHES: dict[str, bytes] = {}
+
+
+def _initial_hash(full_name: str, hash_function: HashFunction) -> bytes:
+    """InitializeSymmetric's ``h`` for a protocol name, computed once per name (a node uses one
+    or two; every handshake starts from it)."""
+    h = _INITIAL_HASHES.get(full_name)
+    if h is None:
+        name = full_name.encode("ascii")
+        if len(name) <= hash_function.hashlen:
+            h = name + bytes(hash_function.hashlen - len(name))
+        else:
+            h = hash_function.hash(name)
+        if len(_INITIAL_HASHES) < 64:
+            _INITIAL_HASHES[full_name] = h
+    return h
 
 
 class SymmetricState:
@@ -67,11 +93,7 @@ class SymmetricState:
 
     def __init__(self, protocol: ProtocolName) -> None:
         self.hash = HASHES[protocol.hash]
-        name = protocol.full.encode("ascii")
-        if len(name) <= self.hash.hashlen:
-            self.h = name + bytes(self.hash.hashlen - len(name))
-        else:
-            self.h = self.hash.hash(name)
+        self.h = _initial_hash(protocol.full, self.hash)
         self.ck = self.h
         self.cipher_state = CipherState(CIPHERS[protocol.cipher])
 
@@ -141,6 +163,7 @@ class HandshakeState:
                 f"{self.pattern.name} needs {self.pattern.psk_count} psk(s), got {len(psks)}"
             )
         self._psks = list(psks)
+        self._uses_psk = self.pattern.uses_psk  # read per ephemeral key: a property's scan
         self._ephemeral_factory = ephemeral_factory
         self.symmetric = SymmetricState(self.protocol)
         self.symmetric.mix_hash(prologue)
@@ -227,7 +250,7 @@ class HandshakeState:
                     self.e = self._ephemeral_factory()
                 out += self.e.public
                 sym.mix_hash(self.e.public)
-                if self.pattern.uses_psk:
+                if self._uses_psk:
                     sym.mix_key(self.e.public)
             elif token == "s":
                 if self.s is None:
@@ -259,7 +282,7 @@ class HandshakeState:
                 self.re = bytes(view[pos : pos + DHLEN])
                 pos += DHLEN
                 sym.mix_hash(self.re)
-                if self.pattern.uses_psk:
+                if self._uses_psk:
                     sym.mix_key(self.re)
             elif token == "s":
                 size = DHLEN + (TAG_LEN if sym.cipher_state.has_key() else 0)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..dataplane import DataPlane
 from ..errors import ConnectionRefused, HandshakeError, ProtocolError, UsageError
 from ..events import HandshakeCompleted
-from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake, local_settings
+from ..handshake import HandshakeResult, InitiatorHandshake, ResponderHandshake, local_payload
 from ..packet import Packet, PacketType, RefuseCode, build_long_packet
 from ..stats import DropReason
 from .ending import fail, terminate
@@ -80,7 +80,7 @@ class HandshakePhase:
         session.peer_id = result.peer_id
         session._protection.install(result.send, result.recv, now)
         session.data = DataPlane(config=session.config, is_initiator=session.is_initiator,
-                                 local=local_settings(session.config),
+                                 local=local_payload(session.config).settings,
                                  peer=result.peer_settings, rtt=session.rtt,
                                  emit=session._events.append,
                                  seed=session._rng.token_bytes(1)[0],
