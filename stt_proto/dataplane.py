@@ -53,7 +53,8 @@ class DataPlane:
     """What a session sends and receives once keys are installed."""
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
-    __slots__ = ("_datagrams", "_emit", "_peer_max_datagram", "cc", "datagram_bytes_received",
+    __slots__ = ("_datagrams", "_emit", "_peer_max_datagram", "_probe_sizes", "cc",
+                 "datagram_bytes_received",
                  "datagram_bytes_sent", "datagrams_dropped", "datagrams_too_large",
                  "frame_ceiling", "max_datagram", "more", "pacer", "pmtu", "probes", "recovery",
                  "rtt", "send_rate", "streams")
@@ -65,6 +66,7 @@ class DataPlane:
         # shown to carry (pmtu.py), which starts at 1,200 bytes and is probed up to this.
         self.frame_ceiling = min(config.max_frame_size, peer.max_frame_size)
         self.pmtu = PathMtu(self.frame_ceiling, ipv6)
+        self._probe_sizes: list[int] = []  # a round of probes cut short by a batch limit
         self.max_datagram = self.pmtu.current
         self.rtt = rtt
         self.recovery = LossRecovery(rtt)
@@ -209,6 +211,7 @@ class DataPlane:
             # Nothing acknowledged through two probe timeouts while sending full-size packets:
             # perhaps the path shrank. Probe at the base size; the search finds the new size.
             self.pmtu.on_black_hole(now)
+            self._probe_sizes = []  # a round cut short by a batch limit is moot now
             self._follow_path()
         if probe:
             self.probes = 2
@@ -262,8 +265,14 @@ class DataPlane:
         pmtu = self.pmtu
         if not pmtu.wanted and self._outgrows(space):
             pmtu.want()
-        if pmtu.due(now):
-            self._probe_path(now, seal, out)
+        if self._probe_sizes or pmtu.due(now):
+            # Probes first, within ``limit``: one place is kept for the packet that carries
+            # an ACK or a control frame already taken from the session (``ack``, ``head``).
+            urgent = bool(ack or head)
+            self._probe_path(now, seal, out, None if limit is None else limit - urgent)
+            if limit is not None and len(out) >= limit:
+                self.more = True
+                return out
         if not ack and not head and not self.probes and not self._datagrams and \
                 not self.streams.has_pending():
             return out  # the poll after a packet that needs no answer yet: nothing to build
@@ -335,11 +344,15 @@ class DataPlane:
         return self.streams.bulk_source(space) is not None
 
     def _probe_path(self, now: float, seal: Callable[[bytes | bytearray], tuple[Datagram, int]],
-                    out: list[Datagram]) -> None:
+                    out: list[Datagram], limit: int | None) -> None:
         """Path-MTU probes (pmtu.py): a PING padded to each size under test. Outside congestion
         control (not in flight: their loss is the path's size, not a queue) but tracked by
-        loss detection, so each is acknowledged or declared lost."""
-        for size in self.pmtu.sizes_to_probe(now):
+        loss detection, so each is acknowledged or declared lost. A round that does not fit
+        in ``limit`` datagrams goes on at the next call."""
+        sizes = self._probe_sizes or self.pmtu.sizes_to_probe(now)
+        room = len(sizes) if limit is None else max(0, limit - len(out))
+        self._probe_sizes = sizes[room:]
+        for size in sizes[:room]:
             payload = bytearray()
             encode_frame(PingFrame(), payload)
             encode_frame(PaddingFrame(size - PACKET_OVERHEAD - len(payload)), payload)
