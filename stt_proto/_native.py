@@ -63,6 +63,7 @@ COMPILED_MODULES = (
     "session.ending",
     "session.timeouts",
     "session.core",
+    "timer_table",
     "endpoint",
     "node",
 )

@@ -145,19 +145,21 @@ class RateLimiter:
 class RetryTokens:
     """Stateless address-validation tokens: ``timestamp_ms(8) · BLAKE2s-MAC(timestamp · address
     · original dcid)[:16]``, valid for ``TOKEN_LIFETIME`` seconds from the address they were
-    sent to."""
+    sent to. ``offset`` moves the caller's clock onto one every worker of a node shares (a
+    token one worker made is checked by another: ``Endpoint.join_workers``)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "offset")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, offset: float = 0.0) -> None:
         self._key = key
+        self.offset = offset
 
     def _mac(self, stamp: bytes, addr: Address, dcid: bytes) -> bytes:
         material = stamp + f"{addr[0]}|{addr[1]}".encode() + dcid
         return blake2s(material, key=self._key, digest_size=16).digest()
 
     def make(self, addr: Address, dcid: bytes, now: float) -> bytes:
-        stamp = int(now * 1000).to_bytes(8, "big")
+        stamp = int((now + self.offset) * 1000).to_bytes(8, "big")
         return stamp + self._mac(stamp, addr, dcid)
 
     def valid(self, token: bytes, addr: Address, dcid: bytes, now: float) -> bool:
@@ -165,7 +167,7 @@ class RetryTokens:
             return False
         stamp = token[:8]
         issued = int.from_bytes(stamp, "big") / 1000
-        if not 0 <= now - issued <= TOKEN_LIFETIME:
+        if not 0 <= now + self.offset - issued <= TOKEN_LIFETIME:
             return False
         return hmac.compare_digest(token[8:], self._mac(stamp, addr, dcid))
 

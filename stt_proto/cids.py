@@ -3,9 +3,11 @@
 Every packet's destination id sits in its cleartext header (bytes 2-9, ``docs/wire-format.md``).
 With ``workers=N`` the kernel steers each datagram to worker ``u32(id[0:4]) mod N`` (a classic
 BPF program, ``stt_runtime/steering.py``). An INITIAL's destination id is the initiator's random
-one, so new sessions spread uniformly over the workers; every later packet carries an id the
-receiving worker chose itself, with its own index encoded here, so a session stays with its
-worker whatever address the peer sends from. The other 60-odd bits stay random.
+one, so new sessions spread uniformly over the workers, or, after a RETRY that redirects it,
+one the redirecting worker made here to name the worker placement chose (``placement.py``);
+every later packet carries an id the receiving worker chose itself, with its own index encoded
+here, so a session stays with its worker whatever address the peer sends from. The other
+60-odd bits stay random.
 """
 
 from __future__ import annotations

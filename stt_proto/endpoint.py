@@ -12,7 +12,6 @@ DHT's there. A bare endpoint, with none, refuses such inbound sessions.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import deque
 from functools import partial
@@ -42,13 +41,14 @@ from .packet import (
     parse_data_header,
     parse_packet,
 )
+from .placement import Placement, redirect_target
 from .randomness import RandomSource, SystemRandom
 from .session import ESTABLISHED, HANDSHAKING, TERMINATED, Session
 from .stats import DropReason, EndpointStats
+from .timer_table import TimerTable
 
 log = logging.getLogger("stt.endpoint")
 
-HEAP_SLACK = 64  # stale timer entries tolerated beyond two per scheduled session
 _APPLICATION = Purpose.APPLICATION  # plain names for the per-datagram path (see session/state.py)
 _INITIAL = PacketType.INITIAL
 _DATA_KEY_PHASE = DATA_KEY_PHASE
@@ -76,23 +76,22 @@ class Endpoint:
         self.identity = identity or Identity.generate(self.rng)
         self.sessions: dict[bytes, Session] = {}
         self._initial_routes: dict[tuple[Address, bytes], bytes] = {}
-        self._heap: list[tuple[float, int, bytes]] = []
-        self._scheduled: dict[bytes, float] = {}
-        self._seq = 0
+        self._timers = TimerTable()  # each session's deadline: the runtime arms the earliest
         self._dirty: dict[bytes, Session] = {}
-        # Sessions with output still to build, served in turn across batched calls: O(1) per
-        # session, however many are waiting (10,000 closing at once, say).
+        # Sessions with output still to build, served in turn across batched calls (O(1) each)
         self._send_queue: deque[Session] = deque()
         self._send_queued: set[bytes] = set()
-        # Sessions whose deadline may have moved: rescheduled in one pass before the timer is
-        # next read, not once per datagram.
+        # Sessions whose deadline may have moved: rescheduled before the timer is next read
         self._unscheduled: dict[bytes, Session] = {}
         self._touched: dict[bytes, Session] = {}  # sessions that may have new events
-        # Sessions that want the next poll (Session.woken): no session calls up into the endpoint.
-        self._woken: dict[bytes, Session] = {}
+        self._woken: dict[bytes, Session] = {}  # want the next poll (Session.woken): no call up
         self._stateless_out: list[tuple[Datagram, Address]] = []
         self._events: deque[SessionAccepted] = deque()
         self._tokens = RetryTokens(self.rng.token_bytes(32))
+        # workers=N: where new inbound sessions belong (placement.py); None keeps them here.
+        self.placement: Placement | None = None
+        self.inbound = 0  # inbound sessions, half-open ones included: what placement counts
+        self.redirects_sent = 0  # RETRYs that sent a new session to another worker
         # Budgets and limits for inbound handshakes, and the RETRY / REFUSE rate limiters.
         self._admission = Admission(config)
         # Node-wide receive memory (budget.py): reassembly of large messages, window growth.
@@ -104,11 +103,9 @@ class Endpoint:
         self.datagrams_in = self.datagrams_out = self.bytes_in = self.bytes_out = 0
         self.retries_sent = self.refusals_sent = 0
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
-        # Takes the service sessions (the DHT's, set by the node core); None refuses them.
-        self.service: SessionService | None = None
+        self.service: SessionService | None = None  # the DHT's (node core); None refuses them
         self._send_buffers: SendBuffers | None = None  # see use_send_buffers
-        # Large packets are opened into this one buffer, which every session shares: no
-        # allocation per packet; what a packet's frames keep, they copy (see buffers.py).
+        # Large packets are opened into this one buffer all sessions share (see buffers.py)
         self._recv_buffer = memoryview(bytearray(MAX_DATAGRAM_SIZE)) if SEAL_INTO else None
 
     # -- sessions ---------------------------------------------------------------------------------
@@ -164,9 +161,8 @@ class Endpoint:
                 self._reschedule(session)
 
     def take_touched(self) -> list[Session]:
-        """Sessions that ran since the last call (and so may have events to read), including
-        ones that have just been forgotten, whatever their purpose (the node core keeps the
-        application's). Runtimes call this after datagrams_to_send."""
+        """Sessions that ran since the last call (they may have events), forgotten ones and
+        every purpose included (the node core keeps the application's)."""
         touched = list(self._touched.values())
         self._touched.clear()
         return touched
@@ -256,14 +252,16 @@ class Endpoint:
             if not validated:
                 self._drop(DropReason.UNEXPECTED)
                 return None
-        elif admission.under_load:
-            if admission.retries.allow(key, now):
-                token = self._tokens.make(addr, packet.dcid, now)
-                self._stateless_reply(build_long_packet(
-                    PacketType.RETRY, packet.scid, packet.dcid, token=token), addr, refusal=False)
-            else:
-                self._drop(DropReason.RATE_LIMITED)
-            return None
+        else:
+            target = redirect_target(self.placement, self.cid_worker, now)
+            if target is not None or admission.under_load:
+                if admission.retries.allow(key, now):
+                    self._retry(packet, addr, target, now)
+                    return None
+                if admission.under_load:
+                    self._drop(DropReason.RATE_LIMITED)
+                    return None
+                # a redirect over the RETRY budget: the session stays here, unbalanced
         if admission.address_half_open_full(key):
             self._drop(DropReason.RATE_LIMITED)  # the initiator resends its INITIAL later
             return None
@@ -282,7 +280,38 @@ class Endpoint:
         self._initial_routes[(addr, packet.dcid)] = session.local_cid
         admission.add_half_open(session.local_cid, key, now)
         self._add(session, now)
+        self._count_inbound(1)
         return session
+
+    def join_workers(self, worker: WorkerIds, placement: Placement | None,
+                     retry_key: bytes, clock_offset: float = 0.0) -> None:
+        """Join a node's workers: local ids name this one, ``placement`` may send new sessions
+        to another, RETRY tokens use the group's key and a shared clock (``now + clock_offset``:
+        trio's starts anywhere), so the worker a RETRY names accepts its token."""
+        self.cid_worker = worker
+        self.placement = placement
+        if retry_key:
+            self._tokens = RetryTokens(retry_key, clock_offset)
+        if placement is not None:
+            placement.count(self.inbound)
+
+    def _retry(self, packet: Packet, addr: Address, target: int | None, now: float) -> None:
+        """A RETRY whose token validates ``addr`` for the id the initiator's next INITIAL
+        carries: its RETRY's source id. That is the INITIAL's own destination id, or for a
+        redirect a fresh one naming worker ``target``, where the steering program sends it.
+        The same size either way, and no state is kept."""
+        dcid = packet.dcid
+        if target is not None and self.cid_worker is not None:
+            dcid = worker_cid(self.rng.token_bytes(CID_LEN), (target, self.cid_worker[1]))
+            self.redirects_sent += 1
+        token = self._tokens.make(addr, dcid, now)
+        self._stateless_reply(build_long_packet(PacketType.RETRY, packet.scid, dcid, token=token),
+                              addr, refusal=False)
+
+    def _count_inbound(self, change: int) -> None:
+        self.inbound += change
+        if self.placement is not None:
+            self.placement.count(self.inbound)
 
     def _evict(self, cid: bytes, now: float) -> None:
         """Drop a half-open handshake to make room, telling its initiator (REFUSE, busy)."""
@@ -353,49 +382,19 @@ class Endpoint:
     # -- timers -----------------------------------------------------------------------------------
 
     def _reschedule(self, session: Session) -> None:
-        deadline = session.get_timer()
-        cid = session.local_cid
-        if deadline is None:
-            self._scheduled.pop(cid, None)
-            return
-        if self._scheduled.get(cid) == deadline:
-            return
-        scheduled = self._scheduled
-        scheduled[cid] = deadline
-        self._seq += 1
-        heap = self._heap
-        heapq.heappush(heap, (deadline, self._seq, cid))
-        if len(heap) > 2 * len(scheduled) + HEAP_SLACK:
-            # A moved deadline leaves its old entry behind until it reaches the top, and a
-            # far one (keep-alive) stays for seconds: rebuild from the live deadlines, so the
-            # heap holds at most about two entries per session.
-            self._heap = [(at, index, key) for index, (key, at) in enumerate(scheduled.items())]
-            heapq.heapify(self._heap)
+        self._timers.set(session.local_cid, session.get_timer())
 
     def get_timer(self) -> float | None:
         """The one deadline the runtime arms: the earliest of all sessions'."""
         self._flush_schedule()
-        heap = self._heap
-        while heap:
-            at, _, cid = heap[0]
-            if self._scheduled.get(cid) == at:
-                return at
-            heapq.heappop(heap)  # stale entry
-        return None
+        return self._timers.earliest()
 
     def handle_timer(self, now: float) -> None:
         """Run every session whose deadline has come, each once (output is taken afterwards)."""
         self._flush_schedule()
-        heap = self._heap
-        due: list[Session] = []
-        while heap and heap[0][0] <= now:
-            deadline, _, cid = heapq.heappop(heap)
-            if self._scheduled.get(cid) != deadline:
-                continue
-            del self._scheduled[cid]
-            session = self.sessions.get(cid)
-            if session is not None:
-                due.append(session)
+        sessions = self.sessions
+        due = [session for cid in self._timers.pop_due(now)
+               if (session := sessions.get(cid)) is not None]
         for session in due:
             was_handshaking = session.state is HANDSHAKING
             session.handle_timer(now)
@@ -485,12 +484,13 @@ class Endpoint:
         cid = session.local_cid
         if self.sessions.pop(cid, None) is None:
             return
-        self._scheduled.pop(cid, None)
+        self._timers.cancel(cid)
         if session.state is not TERMINATED:  # pragma: no cover
             raise UsageError("forgetting a live session")
         if session.data is not None:
             session.data.streams.detach_budget()
         if not session.is_initiator:
+            self._count_inbound(-1)
             self._admission.forget(cid)
             # The INITIAL route outlives the handshake so that replayed INITIALs reach the
             # session (and are dropped as replays) instead of opening half-open sessions.

@@ -8,8 +8,10 @@ and delivers to the socket whose index it returns:
 * a payload shorter than a header (10 bytes) or of another version: socket 0;
 * anything else: ``u32(bytes 2..5) mod N``, the first 4 bytes of the destination session id,
   which every packet type carries at the same place (``docs/wire-format.md``). An INITIAL's is
-  the initiator's random id (uniform over sessions); every later packet's was chosen by the
-  worker that owns the session, with its index encoded (``stt_proto/cids.py``).
+  the initiator's random id (uniform over sessions), or the id a redirecting RETRY gave it,
+  which names a less-loaded worker (``stt_proto/placement.py``: the program stays stateless);
+  every later packet's was chosen by the worker that owns the session, with its index encoded
+  (``stt_proto/cids.py``).
 
 The program returns only 0..N-1, the group's own sockets: a socket some other process of the
 same user binds to the same address joins the group at index N or later and is never chosen

@@ -19,6 +19,12 @@ user that binds the same address receives nothing. Stopping worker 0 (cancelling
 closing the node) sends the others SIGTERM. Each then closes its sessions gracefully; one that
 lingers past ``STOP_TIMEOUT`` is killed. A worker whose parent disappears stops by itself.
 
+New sessions are balanced over the workers (``stt_proto/placement.py``): each worker publishes
+its count of inbound sessions in a small shared array (:func:`shared_loads`, made by worker 0
+and handed to each worker in its spec, with the RETRY tokens' key), and one holding clearly more
+than the least-loaded worker answers a new INITIAL with a RETRY that sends the initiator there.
+A worker that is not running has an ``ABSENT`` slot and is never chosen.
+
 Where the program cannot be attached (not Linux, an old kernel, a refusal), the kernel hashes
 each peer's address to a socket instead: a WARNING is logged and ``get_stats()["steering"]``
 says ``"address-hash"`` (``"session-id"`` otherwise).
@@ -41,6 +47,7 @@ from typing import Any
 import attrs
 
 from stt_proto import Identity, SessionClosed, UsageError
+from stt_proto.placement import ABSENT, LoadBalancer
 
 from . import steering
 from ._address import open_udp_socket
@@ -71,6 +78,8 @@ class WorkerGroup:
     sockets: dict[int, socket.socket]
     steering: str  # steering.SESSION_ID or steering.ADDRESS_HASH
     settings: Any = None  # worker 0's SocketSettings: how to bind the others' sockets
+    loads: Any = None  # shared_loads(): each worker's inbound sessions (session-id steering)
+    retry_key: bytes = b""  # the RETRY tokens' key, the same in every worker
 
     def take(self) -> tuple[socket.socket, tuple[int, int]]:
         """A spawned worker's socket and the buffer sizes it has (``bind_udp``'s result)."""
@@ -145,8 +154,28 @@ def join_group(node: Any) -> WorkerGroup | None:
                         "user bound to the port may take a share", count, reason)
     if group.steering == steering.SESSION_ID:
         quiet_gro(node._udp)
-    node._endpoint.endpoint.cid_worker = (group.index, count)
+        if group.loads is None and group.index == 0:
+            group.loads = shared_loads(count)
+    if not group.retry_key:
+        group.retry_key = os.urandom(32)
+    # Redirects work only where the program steers INITIALs by the id a RETRY names.
+    placement = None if group.loads is None else LoadBalancer(group.loads, group.index)
+    # RETRY tokens one worker makes and another checks: time.monotonic() is one clock for
+    # every process of the machine, the node's own (trio's, say) may not be.
+    offset = time.monotonic() - node._now()
+    node._endpoint.endpoint.join_workers((group.index, count), placement, group.retry_key,
+                                         offset)
     return group
+
+
+def shared_loads(count: int) -> Any:
+    """The group's array of inbound sessions per worker, in shared memory that spawned workers
+    inherit through their spec: worker 0's slot 0, the others :data:`ABSENT` until each starts
+    (``placement.py``). Each slot has one writer, its worker; everyone reads them all."""
+    loads = multiprocessing.get_context("spawn").RawArray("q", count)
+    for index in range(1, count):
+        loads[index] = ABSENT
+    return loads
 
 
 def quiet_gro(udp: UdpIO) -> None:
@@ -172,6 +201,8 @@ class WorkerSpec:
     parent_pid: int
     node_class: Any  # the binding's STTNode, pickled by reference (its module is imported)
     steering: str = steering.ADDRESS_HASH
+    loads: Any = None  # the group's shared_loads() (inherited by the spawned process)
+    retry_key: bytes = b""
 
 
 class WorkerPool:
@@ -243,6 +274,7 @@ class WorkerPool:
             process = self.processes.get(spec.index)
             if process is None or process.is_alive():
                 continue
+            self._absent(spec.index)  # its sessions are gone; its replacement counts anew
             if now - self._started_at[spec.index] < RESTART_BACKOFF:
                 continue
             process.join()
@@ -261,8 +293,17 @@ class WorkerPool:
         with self._lock:
             self._stopping = True
             processes = list(self.processes.values())
-        self._stop(processes)
+        for index in range(1, self._group.count):
+            self._absent(index)  # before (no redirect to a stopping worker) and after (its
+        self._stop(processes)  # last counts, written while it closed its sessions)
+        for index in range(1, self._group.count):
+            self._absent(index)
         self._group.steer(False)
+
+    def _absent(self, index: int) -> None:
+        """No new session is sent to worker ``index``: it is not running."""
+        if self._group.loads is not None:
+            self._group.loads[index] = ABSENT
 
     def _stop(self, processes: list[Any]) -> None:
         for process in processes:
@@ -287,8 +328,9 @@ def worker_specs(node: Any, handler: Handler, runtime: str,
     settings["port"] = node.address[1]
     group = getattr(node, "_group", None)
     mode = steering.ADDRESS_HASH if group is None else group.steering
+    loads, key = (None, b"") if group is None else (group.loads, group.retry_key)
     return [WorkerSpec(index, runtime, settings, node.identity.private_bytes(), handler,
-                       os.getpid(), node_class, mode)
+                       os.getpid(), node_class, mode, loads, key)
             for index in range(1, settings["workers"])]
 
 
@@ -315,7 +357,7 @@ async def start_worker_node(spec: WorkerSpec, ready: Any, sock: socket.socket) -
     when it failed, which is reported too."""
     node = spec.node_class(Identity.from_private_bytes(spec.private_key), **spec.settings)
     node._group = WorkerGroup(spec.index, spec.settings["workers"], {spec.index: sock},
-                              spec.steering)
+                              spec.steering, loads=spec.loads, retry_key=spec.retry_key)
     try:
         await node.start()
     except Exception as exc:
@@ -327,5 +369,5 @@ async def start_worker_node(spec: WorkerSpec, ready: Any, sock: socket.socket) -
 
 __all__ = ["HANDLER_FAILED", "PARENT_POLL", "RESTART_BACKOFF", "START_TIMEOUT", "STOP_TIMEOUT",
            "SUPERVISE_INTERVAL", "Handler", "WorkerGroup", "WorkerPool", "WorkerSpec",
-           "bind_shared", "join_group", "quiet_gro", "run_handler", "start_worker_node",
-           "worker_specs"]
+           "bind_shared", "join_group", "quiet_gro", "run_handler", "shared_loads",
+           "start_worker_node", "worker_specs"]

@@ -97,7 +97,7 @@ def test_responder_never_amplifies_beyond_three_times() -> None:
     pair.net.run(0.05)
     victim_bytes_in = pair.net.link_counters(A, B)
     pair.client.sessions.clear()  # the "client" is a spoofed victim: it sends nothing more
-    pair.client._scheduled.clear()
+    pair.client._timers.clear()
     pair.net.run(12.0)
     sent_to_victim = sum(len(raw) for _, src, _, raw in pair.net.trace if src == B)
     received = sum(len(raw) for _, src, _, raw in pair.net.trace if src == A)
@@ -182,7 +182,7 @@ def test_one_timer_for_many_sessions() -> None:
     assert all(s.confirmed for s in sessions)
     deadline = pair.client.get_timer()
     assert deadline == min(s.get_timer() for s in sessions if s.get_timer() is not None)
-    assert len(pair.client._heap) < 4 * len(sessions)  # stale entries are pruned as they surface
+    assert pair.client._timers.heap_size < 4 * len(sessions)  # stale entries are pruned
 
 
 def test_endpoint_close_sends_close_to_every_peer() -> None:
@@ -306,8 +306,8 @@ def test_a_short_batch_means_nothing_more_is_ready(limit: int, sizes: list[int],
 def test_timer_heap_stays_bounded_while_deadlines_move() -> None:
     """A moved deadline leaves a stale heap entry behind; the heap is rebuilt before stale
     entries outnumber live ones twice over, and the earliest deadline is still found."""
-    from stt_proto.endpoint import HEAP_SLACK
     from stt_proto.session import Session, State
+    from stt_proto.timer_table import HEAP_SLACK
 
     pair = make_pair()
     sessions = [pair.connect() for _ in range(5)]
@@ -325,7 +325,7 @@ def test_timer_heap_stays_bounded_while_deadlines_move() -> None:
         at = 1000.0 + (step * 7919) % 997  # deadlines jump back and forth
         for session in sessions:
             move(session, at)
-        longest = max(longest, len(endpoint._heap))
-    assert longest <= 2 * len(endpoint._scheduled) + HEAP_SLACK + 1
+        longest = max(longest, endpoint._timers.heap_size)
+    assert longest <= 2 * len(endpoint._timers) + HEAP_SLACK + 1
     move(sessions[2], 500.0)  # earlier than anything before
     assert endpoint.get_timer() == 500.0 + len(sessions[2].local_cid)

@@ -189,11 +189,13 @@ def _aim(client: STTNode, index: int, count: int) -> None:
 
 
 async def _echo_loop(client: STTNode, server: STTNode, seed: int, rounds: int,
-                     wait: float) -> tuple[int, bool]:
+                     wait: float) -> tuple[int, bool, int]:
     """Send ``rounds`` random messages, one every 30 ms, each answered byte-exact, on a session
-    steered to worker ``seed % 3``: (the serving pid, whether every round came back)."""
+    aimed at worker ``seed % 3``: (the serving pid, whether every round came back, the worker
+    that owns the session, which placement may have chosen instead)."""
     _aim(client, seed % 3, 3)  # read by connect() before its first wait
     session = await client.connect(server.address, server.node_id, timeout=20)
+    worker = cid_worker_index(session._proto.remote_cid, 3)
     stream = session.open_stream()
     pid = 0
     rng = __import__("random").Random(seed)
@@ -209,10 +211,10 @@ async def _echo_loop(client: STTNode, server: STTNode, seed: int, rounds: int,
     except AssertionError:
         raise
     except Exception:  # the session's worker died: a timeout, or the session lost
-        return pid, False
+        return pid, False, worker
     with contextlib.suppress(Exception):
         await session.close()
-    return pid, True
+    return pid, True, worker
 
 
 def test_killing_a_worker_leaves_the_others_sessions_and_its_peers_reconnect(
@@ -244,11 +246,12 @@ def test_killing_a_worker_leaves_the_others_sessions_and_its_peers_reconnect(
             assert pool.processes[2].pid == pid != pids[2] and pool.restarts == 1
             assert inode in _socket_inode(pid)
             results = await asyncio.gather(*loops)
-            for index, (served, completed) in enumerate(results):
-                if index % 3 == 2:  # on the killed worker
+            assert {worker for _, _, worker in results} == {0, 1, 2}
+            for index, (served, completed, worker) in enumerate(results):
+                if worker == 2:  # on the killed worker
                     assert not completed and served in (0, pids[2])
                 else:  # the others' transfers all complete, byte-exact, where they began
-                    assert completed and served == pids[index % 3], (index, served, pids)
+                    assert completed and served == pids[worker], (index, served, pids)
             assert reconnected < 10.0, reconnected  # the target is 2 s on a machine to spare
             print(f"reconnected to the replacement {reconnected:.2f} s after the kill")
 

@@ -16,12 +16,16 @@ Aggregate goodput is the receivers' view: every byte over the span from the firs
 worker to the last (which includes draining what the clients had queued when the interval
 ended: with many sessions into few workers that can take several times the interval).
 
-Balance: a session's worker is ``u32(the initiator's random id) mod N``, uniform and independent
-per session, so the sessions per worker are multinomial. :func:`chance_below` gives the exact
-odds that some worker gets fewer than a given number; the issue's target (no worker under half
-the mean share with >= 64 sessions) fails by chance alone in 1.7 % of runs with 64 sessions over
-4 workers and 25 % over 8 (256 sessions over 8: 0.27 %). Scaling needs cores for the clients
-and the workers: on fewer than 16 it shows contention, not scaling, and is not judged.
+Balance: the steering program sends a new session to worker ``u32(the initiator's random id)
+mod N``, uniform and independent per session, so by the hash alone the sessions per worker are
+multinomial. :func:`chance_below` gives the exact odds that some worker gets fewer than a given
+number; the issue's target (no worker under half the mean share with >= 64 sessions) would fail
+by chance in 1.7 % of runs with 64 sessions over 4 workers and 25 % over 8 (256 sessions over
+8: 0.27 %). Placement (``stt_proto/placement.py``) corrects the tail: a worker holding clearly
+more than the least-loaded one redirects a new session there with a RETRY, so the figures
+measure the workers' balance, and the hash's odds are printed beside them for comparison.
+Scaling needs cores for the clients and the workers: on fewer than 16 it shows contention, not
+scaling, and is not judged.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class SessionReport:
     messages: int
     first: float  # time.monotonic() at the first and the last message (one clock per machine)
     last: float
+    redirects: int = 0  # new sessions the worker had sent to another by then (placement.py)
 
 
 @attrs.frozen
@@ -84,12 +89,18 @@ class Tally:
             messages += 1
         sid = session.session_id
         report = SessionReport(cid_worker_index(sid, self.workers), os.getpid(), received,
-                               messages, first, last)
+                               messages, first, last, _redirects(session))
         path = Path(self.directory, sid.hex() + ".json")
         path.with_suffix(".tmp").write_text(json.dumps(attrs.asdict(report)), encoding="utf-8")
         path.with_suffix(".tmp").replace(path)  # the parent never reads half a report
         await stream.send(b"%d" % received)
         await stream.close()
+
+
+def _redirects(session: Any) -> int:
+    """The RETRY redirects the serving worker's endpoint has sent so far (0 where unknown)."""
+    core = getattr(getattr(session, "_node", None), "_endpoint", None)
+    return int(getattr(getattr(core, "endpoint", None), "redirects_sent", 0))
 
 
 async def _send_for(stream: Any, message: bytes, finish: float) -> int:
@@ -216,7 +227,11 @@ def summarize(reports: list[SessionReport], workers: int, sent: int,
                      "byte_share": served / mean_bytes if mean_bytes else 0.0,
                      "goodput": served / span if span > 0 else 0.0})
     least = min(row["sessions"] for row in rows)
+    redirects: dict[int, int] = {}  # pid -> the most its worker reported (counts only grow)
+    for r in reports:
+        redirects[r.pid] = max(redirects.get(r.pid, 0), r.redirects)
     return {"workers": workers, "sessions": len(reports), "bytes": total, "sent": sent,
+            "redirected": sum(redirects.values()),
             "goodput": total / span if span > 0 else 0.0, "span": span,
             "client_goodput": sent / elapsed if elapsed > 0 else 0.0, "per_worker": rows,
             "least_session_share": min(row["session_share"] for row in rows),
@@ -293,13 +308,13 @@ def scaling_verdicts(rows: list[dict[str, Any]]) -> list[str]:
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The sweep as text: one line per worker count, then one per worker."""
     lines = [f"{'workers':>7} {'sessions':>8} {'MB/s':>8} {'x 1':>6} {'least sess/mean':>15} "
-             f"{'least bytes/mean':>16}  balance (odds of FAIL by chance)"]
+             f"{'least bytes/mean':>16}  balance (the hash alone: odds of FAIL)"]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         lines.append(f"{row['workers']:>7} {row['sessions']:>8} {row['goodput'] / 1e6:>8,.1f} "
                      f"{ratio:>6} {row['least_session_share']:>15.2f} "
                      f"{row['least_byte_share']:>16.2f}  {row['balance']} "
-                     f"({row['chance_below_half']:.2%})")
+                     f"({row['chance_below_half']:.2%}); {row['redirected']} redirected")
         for worker in row["per_worker"]:
             lines.append(f"{'':>9}worker {worker['worker']}: {worker['sessions']:>3} sessions, "
                          f"{worker['bytes'] / 1e6:>9,.1f} MB, {worker['goodput'] / 1e6:>7,.1f} "

@@ -157,8 +157,11 @@ class HandshakePhase:
             return None
         if ptype is PacketType.RETRY and hs is not None and hs.result is None:
             if self.token or not packet.token:
-                return DropReason.UNEXPECTED
+                return DropReason.UNEXPECTED  # at most one RETRY per handshake
             self.token = packet.token
+            # The next INITIAL goes to the RETRY's source id, which its token is bound to: the
+            # same id as before, or one naming another worker of the node (placement.py).
+            session.remote_cid = packet.scid
             self.retransmits = 0
             self.send(session, self.initial_packet(session), now)
             return None
