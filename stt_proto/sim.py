@@ -8,6 +8,7 @@ so the same seed and the same endpoints give the same trace, byte for byte.
 from __future__ import annotations
 
 import heapq
+import math
 import random as _random
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
@@ -179,11 +180,21 @@ Tamper = Callable[[Address, Address, bytes], bytes | None]
 
 
 class Network:
-    """Drives endpoints on a virtual clock; ``trace`` records every delivered datagram."""
+    """Drives endpoints on a virtual clock; ``trace`` records every delivered datagram.
+
+    ``timer_granularity`` and ``timer_lateness`` model a real event loop's timers (uvloop's
+    resolution is 1 ms, and a busy loop wakes up late): an endpoint's deadline fires at the
+    next multiple of the granularity, plus a uniform ``0..timer_lateness`` of its own (from a
+    generator of its own, so the links' random fates stay those of the same seed without)."""
 
     def __init__(self, seed: int = 0, default_profile: LinkProfile | None = None,
-                 *, record_trace: bool = True) -> None:
+                 *, record_trace: bool = True, timer_granularity: float = 0.0,
+                 timer_lateness: float = 0.0) -> None:
         self.now = 0.0
+        self.timer_granularity = timer_granularity
+        self.timer_lateness = timer_lateness
+        self._late_rng = _random.Random(seed + 1)
+        self._fire_at: dict[Address, tuple[float, float]] = {}  # deadline -> when it fires
         self._rng = _random.Random(seed)
         self.default_profile = default_profile or LinkProfile()
         self.endpoints: dict[Address, Driven] = {}
@@ -243,8 +254,25 @@ class Network:
 
     # -- running ----------------------------------------------------------------------------------
 
+    def _timer(self, address: Address, endpoint: Driven) -> float | None:
+        """When ``endpoint``'s deadline fires: at once, or as a coarse, late timer would."""
+        deadline = endpoint.get_timer()
+        if deadline is None or not (self.timer_granularity or self.timer_lateness):
+            return deadline
+        known = self._fire_at.get(address)
+        if known is not None and known[0] == deadline:
+            return known[1]
+        fire = deadline
+        if self.timer_granularity:
+            fire = math.ceil(deadline / self.timer_granularity) * self.timer_granularity
+        if self.timer_lateness:
+            fire += self._late_rng.uniform(0, self.timer_lateness)
+        self._fire_at[address] = (deadline, fire)
+        return fire
+
     def next_time(self) -> float | None:
-        times = [t for t in (e.get_timer() for e in self.endpoints.values()) if t is not None]
+        times = [t for t in (self._timer(a, e) for a, e in self.endpoints.items())
+                 if t is not None]
         if self._queue:
             times.append(self._queue[0][0])
         return min(times) if times else None
@@ -265,8 +293,8 @@ class Network:
             if endpoint is not None:
                 endpoint.receive_datagram(payload, src, self.now)
         else:
-            for endpoint in self.endpoints.values():
-                timer = endpoint.get_timer()
+            for address, endpoint in self.endpoints.items():
+                timer = self._timer(address, endpoint)
                 if timer is not None and timer <= self.now:
                     endpoint.handle_timer(self.now)
         self.flush()

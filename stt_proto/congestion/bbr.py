@@ -6,6 +6,11 @@ flight at twice the bandwidth-delay product. Random loss does not shrink the mod
 Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
 one base RTT.
 
+STARTUP is made for shallow drop-tail queues (issue 26: on real sockets through a 1-BDP queue it
+lost a quarter of its packets): its window is capped at 2 BDPs, not 2.89, and it ends on loss
+(as BBRv2 does) when a round loses over 2 % while RTT samples show a standing queue, instead of
+waiting three rounds of flat bandwidth, which app-limited samples can postpone for seconds.
+
 ACKs that arrive in bursts (a receiver that drains a batch of datagrams before it answers, GRO,
 Wi-Fi aggregation) acknowledge more data at once than the bandwidth explains. As Linux's BBR
 does, the cap is raised by the largest such excess seen over the last 5-10 round trips, so the
@@ -22,6 +27,10 @@ from ..rtt import RttEstimator
 from .base import CongestionController
 
 STARTUP_GAIN = 2.885  # 2 / ln 2
+# STARTUP paces at 2.89 x the bandwidth but caps what is in flight at 2 BDPs (as BBRv3 does):
+# a 2.89 BDP window overflows a 1-BDP drop-tail queue by nearly a BDP in the round the pipe
+# fills, while 2 BDPs fit it; the window still doubles each round as the estimate does.
+STARTUP_CWND_GAIN = 2.0
 CWND_GAIN = 2.0
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 BW_WINDOW_ROUNDS = 10
@@ -31,6 +40,12 @@ FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 EXTRA_ACKED_WINDOW_ROUNDS = 5  # each of the two slots of the excess-acked maximum
 EXTRA_ACKED_MAX_TIME = 0.1  # the excess allowed is at most this many seconds at the bandwidth
+# STARTUP ends on loss (as in BBRv2) when a round loses more than this share of its data, at
+# least STARTUP_LOSS_PACKETS packets, while RTT samples show a standing queue: a shallow drop-tail
+# queue overflows before three rounds without growth would end it.
+STARTUP_LOSS_RATE = 0.02
+STARTUP_LOSS_PACKETS = 4
+STARTUP_QUEUE_RTT = 1.25  # the latest RTT at least this many minimum RTTs: the queue is full
 
 
 class Mode(Enum):
@@ -53,7 +68,7 @@ class Bbr(CongestionController):
         self._seed = seed
         self.mode = STARTUP
         self.pacing_gain = STARTUP_GAIN
-        self.cwnd_gain = STARTUP_GAIN
+        self.cwnd_gain = STARTUP_CWND_GAIN
         self._bw_samples: list[tuple[int, float]] = []  # a few rounds' worth: a list is smaller
         self.btl_bw = 0.0
         self.min_rtt = float("inf")
@@ -76,6 +91,11 @@ class Bbr(CongestionController):
         self._extra_acked = [0, 0]
         self._extra_slot = 0
         self._extra_rounds = 0
+        # STARTUP's losses in the current round, and what the round delivered before them
+        self._round_lost_bytes = 0
+        self._round_lost_packets = 0
+        self._round_delivered = 0
+        self._delivered = 0
 
     @property
     def state(self) -> str:
@@ -155,6 +175,10 @@ class Bbr(CongestionController):
             return
         acked_bytes = sum(p.size for p in acked)
         self._update_round(rate)
+        self._delivered = rate.delivered
+        if self._round_start:
+            self._round_delivered = rate.delivered
+            self._round_lost_bytes = self._round_lost_packets = 0
         self._update_bw(rate)
         self._update_ack_aggregation(acked_bytes, now)
         self._check_full_pipe(rate)
@@ -173,7 +197,7 @@ class Bbr(CongestionController):
         if self.mode is STARTUP and self.filled_pipe:
             self.mode = DRAIN
             self.pacing_gain = 1 / STARTUP_GAIN
-            self.cwnd_gain = STARTUP_GAIN
+            self.cwnd_gain = STARTUP_CWND_GAIN
         if self.mode is DRAIN and bytes_in_flight <= self._bdp(1.0):
             self._enter_probe_bw(now)
         if self.mode is PROBE_BW and now - self._cycle_stamp > self.min_rtt:
@@ -189,7 +213,8 @@ class Bbr(CongestionController):
                 self._enter_probe_bw(now)
             else:
                 self.mode = STARTUP
-                self.pacing_gain = self.cwnd_gain = STARTUP_GAIN
+                self.pacing_gain = STARTUP_GAIN
+                self.cwnd_gain = STARTUP_CWND_GAIN
 
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = PROBE_BW
@@ -221,7 +246,20 @@ class Bbr(CongestionController):
         self.cwnd = max(self.cwnd, 4 * self.max_datagram)
 
     def on_loss(self, lost: list[SentPacket], rtt: RttEstimator, now: float) -> None:
-        """Random loss is not a congestion signal here; the model already bounds the queue."""
+        """Random loss is not a congestion signal here; the model already bounds the queue.
+        In STARTUP, though, loss beside a full queue means the pipe is full: a 1-BDP drop-tail
+        queue overflows in the round startup's 2.89 gain fills it, and waiting the three
+        rounds of flat bandwidth that would end startup loses a window's worth."""
+        if self.filled_pipe or self.mode is not STARTUP:
+            return
+        self._round_lost_packets += len(lost)
+        self._round_lost_bytes += sum(p.size for p in lost)
+        lost_bytes = self._round_lost_bytes
+        delivered = self._delivered - self._round_delivered
+        if (self._round_lost_packets >= STARTUP_LOSS_PACKETS
+                and lost_bytes > STARTUP_LOSS_RATE * (delivered + lost_bytes)
+                and rtt.latest >= STARTUP_QUEUE_RTT * min(self.min_rtt, rtt.min_rtt)):
+            self.filled_pipe = True  # the next ACK moves to DRAIN
 
     def pacing_rate(self, rtt: RttEstimator) -> float:
         if self.btl_bw == 0:
