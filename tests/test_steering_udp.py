@@ -191,11 +191,11 @@ def _aim(client: STTNode, index: int, count: int) -> None:
 async def _echo_loop(client: STTNode, server: STTNode, seed: int, rounds: int,
                      wait: float) -> tuple[int, bool, int]:
     """Send ``rounds`` random messages, one every 30 ms, each answered byte-exact, on a session
-    aimed at worker ``seed % 3``: (the serving pid, whether every round came back, the worker
+    aimed at worker ``seed % 4``: (the serving pid, whether every round came back, the worker
     that owns the session, which placement may have chosen instead)."""
-    _aim(client, seed % 3, 3)  # read by connect() before its first wait
+    _aim(client, seed % 4, 4)  # read by connect() before its first wait
     session = await client.connect(server.address, server.node_id, timeout=20)
-    worker = cid_worker_index(session._proto.remote_cid, 3)
+    worker = cid_worker_index(session._proto.remote_cid, 4)
     stream = session.open_stream()
     pid = 0
     rng = __import__("random").Random(seed)
@@ -222,7 +222,7 @@ def test_killing_a_worker_leaves_the_others_sessions_and_its_peers_reconnect(
     monkeypatch.setattr(workers, "RESTART_BACKOFF", 0.5)
 
     async def main() -> None:
-        async with _serving(echo_pid, 3) as server, STTNode() as client:
+        async with _serving(echo_pid, 4) as server, STTNode() as client:
             await asyncio.sleep(workers.RESTART_BACKOFF)  # alive long enough to be replaced
             pids = _pids(server)
             pool = server._pool
@@ -231,13 +231,13 @@ def test_killing_a_worker_leaves_the_others_sessions_and_its_peers_reconnect(
             assert group is not None
             inode = os.fstat(group.sockets[2].fileno()).st_ino
             loops = [asyncio.ensure_future(_echo_loop(client, server, i, 30, 2.0))
-                     for i in range(12)]
+                     for i in range(16)]
             await asyncio.sleep(0.6)  # transfers under way on every worker
             os.kill(pids[2], signal.SIGKILL)
             killed_at = time.monotonic()
             # the killed worker's peers reconnect at once; new sessions aimed at worker 2
             # (their INITIALs' ids name it) reach the replacement, on the same socket
-            _aim(client, 2, 3)
+            _aim(client, 2, 4)
             pid = 0
             while pid in (0, pids[2]):
                 with contextlib.suppress(Exception):
@@ -246,13 +246,13 @@ def test_killing_a_worker_leaves_the_others_sessions_and_its_peers_reconnect(
             assert pool.processes[2].pid == pid != pids[2] and pool.restarts == 1
             assert inode in _socket_inode(pid)
             results = await asyncio.gather(*loops)
-            assert {worker for _, _, worker in results} == {0, 1, 2}
+            assert {worker for _, _, worker in results} == {0, 1, 2, 3}
             for index, (served, completed, worker) in enumerate(results):
                 if worker == 2:  # on the killed worker
                     assert not completed and served in (0, pids[2])
                 else:  # the others' transfers all complete, byte-exact, where they began
                     assert completed and served == pids[worker], (index, served, pids)
-            assert reconnected < 10.0, reconnected  # the target is 2 s on a machine to spare
+            assert reconnected < 2.0, reconnected  # issue 27: within 2 s
             print(f"reconnected to the replacement {reconnected:.2f} s after the kill")
 
     asyncio.run(main())
