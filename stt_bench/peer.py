@@ -22,25 +22,20 @@ import warnings
 from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    spec: dict[str, Any] = json.loads(args[0])
-    # the node warns when the kernel grants smaller socket buffers than asked: a figure of
-    # the defaults, reported by the starter, not noise on this process's stderr
-    warnings.simplefilter("ignore", RuntimeWarning)
+def run_roles(spec: dict[str, Any], asyncio_roles: str, trio_roles: str) -> int:
+    """Run ``spec["role"]`` on ``spec["runtime"]``: the coroutine function of that name in the
+    ``ROLES`` table of module ``asyncio_roles`` (asyncio, uvloop) or ``trio_roles`` (trio)."""
+    import importlib
+
     runtime = spec["runtime"]
     if runtime == "trio":
         import trio
 
-        from .workloads.ends_trio import ROLES as TRIO_ROLES
-
-        trio.run(TRIO_ROLES[spec["role"]], spec)
+        trio.run(importlib.import_module(trio_roles).ROLES[spec["role"]], spec)
         return 0
     import asyncio
 
-    from .workloads.ends_asyncio import ROLES
-
-    coro = ROLES[spec["role"]](spec)
+    coro = importlib.import_module(asyncio_roles).ROLES[spec["role"]](spec)
     if runtime == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 
@@ -48,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         asyncio.run(coro)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec: dict[str, Any] = json.loads(args[0])
+    # the node warns when the kernel grants smaller socket buffers than asked: a figure of
+    # the defaults, reported by the starter, not noise on this process's stderr
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return run_roles(spec, "stt_bench.workloads.ends_asyncio", "stt_bench.workloads.ends_trio")
 
 
 if __name__ == "__main__":

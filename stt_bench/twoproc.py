@@ -51,14 +51,15 @@ def peer_environment(tuned: bool) -> dict[str, str]:
 class Peer:
     """One peer process: JSON lines from its stdout, lines to its stdin."""
 
-    def __init__(self, spec: dict[str, Any], tuned: bool = False) -> None:
+    def __init__(self, spec: dict[str, Any], tuned: bool = False, *,
+                 module: str = "stt_bench.peer", env: dict[str, str] | None = None) -> None:
         self.role = str(spec["role"])
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self._buffer = b""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stt_bench.peer", json.dumps(spec)],
+            [sys.executable, "-m", module, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=peer_environment(tuned))
+            env=peer_environment(tuned) if env is None else env)
 
     def _failure(self, what: str) -> PeerError:
         self._stderr.seek(0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from ..peer import run_roles
 from ..workloads.lines import emit, read_line
 
 
@@ -51,26 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec["role"] == "link":
         link(spec)
         return 0
-    runtime = spec["runtime"]
-    if runtime == "trio":
-        import trio
-
-        from .end_trio import ROLES as TRIO_ROLES
-
-        trio.run(TRIO_ROLES[spec["role"]], spec)
-        return 0
-    import asyncio
-
-    from .end_asyncio import ROLES
-
-    coro = ROLES[spec["role"]](spec)
-    if runtime == "uvloop":
-        import uvloop  # type: ignore[import-not-found, unused-ignore]
-
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
-    return 0
+    return run_roles(spec, "stt_bench.impaired.end_asyncio", "stt_bench.impaired.end_trio")
 
 
 if __name__ == "__main__":

@@ -10,23 +10,14 @@ counters tell queue drops (the sender's own overshoot) from random ones.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import select
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from types import TracebackType
 from typing import Any
 
 import attrs
 
 from stt_runtime.impair import impairment, parse_duration, parse_rate
 
-from ..twoproc import PeerError, peer_environment
+from ..twoproc import Peer, peer_environment
 from . import series
 
 MiB = 1 << 20
@@ -146,66 +137,15 @@ class RunResult:
                 "queue_delay_ms": {"median": median_q, "p95": p95_q}, "link": self.link}
 
 
-class Proc:
-    """One process of a run: JSON lines from its stdout, lines to its stdin."""
+class Proc(Peer):
+    """One process of a run (``stt_bench.impaired.end``): JSON lines from its stdout, lines to
+    its stdin, as a suite peer's."""
 
     def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
-        self.role = str(spec["role"])
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        self._buffer = b""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stt_bench.impaired.end", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
-
-    def _failure(self, what: str) -> PeerError:
-        self._stderr.seek(0)
-        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
-        return PeerError(f"the {self.role} process {what}" + (f": {tail}" if tail else ""))
+        super().__init__(spec, module="stt_bench.impaired.end", env=env)
 
     def read(self, timeout: float = PROCESS_TIMEOUT) -> dict[str, Any]:
-        """The next JSON line; PeerError if the process exits or is silent for ``timeout``."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise self._failure(f"said nothing for {timeout:g} s")
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                raise self._failure(f"exited ({self.process.wait()})")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        doc: dict[str, Any] = json.loads(line)
-        return doc
-
-    def tell(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def close(self, timeout: float = 10.0) -> None:
-        """End the input and wait for the process (killed if it does not exit)."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._stderr.close()
-
-    def __enter__(self) -> Proc:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        if exc is not None:
-            self.process.kill()
-        self.close()
+        return super().read(timeout)
 
 
 def environment(build: str) -> dict[str, str]:
