@@ -185,14 +185,18 @@ class Network:
     ``timer_granularity`` and ``timer_lateness`` model a real event loop's timers (uvloop's
     resolution is 1 ms, and a busy loop wakes up late): an endpoint's deadline fires at the
     next multiple of the granularity, plus a uniform ``0..timer_lateness`` of its own (from a
-    generator of its own, so the links' random fates stay those of the same seed without)."""
+    generator of its own, so the links' random fates stay those of the same seed without).
+    ``receive_granularity`` models a loop busy for that long at a time: datagrams that arrive
+    are handed to their endpoint together at the next multiple of it, as a real loop reads
+    a socket's backlog in one batch when it gets round to it."""
 
     def __init__(self, seed: int = 0, default_profile: LinkProfile | None = None,
                  *, record_trace: bool = True, timer_granularity: float = 0.0,
-                 timer_lateness: float = 0.0) -> None:
+                 timer_lateness: float = 0.0, receive_granularity: float = 0.0) -> None:
         self.now = 0.0
         self.timer_granularity = timer_granularity
         self.timer_lateness = timer_lateness
+        self.receive_granularity = receive_granularity
         self._late_rng = _random.Random(seed + 1)
         self._fire_at: dict[Address, tuple[float, float]] = {}  # deadline -> when it fires
         self._rng = _random.Random(seed)
@@ -242,7 +246,10 @@ class Network:
             if changed is None:
                 return
             payload = changed
+        grid = self.receive_granularity
         for arrival in self._link(src, dst).admit(len(payload), self.now, self._rng):
+            if grid:
+                arrival = math.ceil(arrival / grid) * grid  # read in the loop's next batch
             self._seq += 1
             heapq.heappush(self._queue, (arrival, self._seq, src, dst, payload))
 
