@@ -39,6 +39,10 @@ from .packetizer import _NO_IDS, Packetizer
 from .records import RetransmitItem, StreamRange
 from .stream import Stream
 
+# A window's last update stamped in the future: the next update counts as "used up within two
+# RTTs" and doubles the window (a peer said our window, not the path, held it back).
+_GROW_NEXT = float("inf")
+
 
 class StreamManager(Packetizer):
     """Every stream of one session, and the session's share of flow control."""
@@ -341,8 +345,16 @@ class StreamManager(Packetizer):
                                                       stream.send.sent_end))
                 self._emit(StreamStopped(frame.stream_id, frame.error_code))
                 self._maybe_forget(stream)
-        elif isinstance(frame, DataBlockedFrame | StreamDataBlockedFrame):
-            pass  # informational: our window updates follow the application's reads
+        elif isinstance(frame, StreamDataBlockedFrame):
+            # Our window, not the path, held the peer back (a gap waiting for a retransmission
+            # holds the reads, and with them the "used within two RTTs" growth): the next
+            # update doubles the window, within max_recv_window and the node's budget.
+            blocked = self.streams.get(frame.stream_id)
+            if blocked is not None and frame.limit >= blocked.recv.max_data:
+                blocked.recv.window_updated_at = _GROW_NEXT
+        elif isinstance(frame, DataBlockedFrame):
+            if frame.limit >= self.conn_recv_max:  # the same for the connection's window
+                self._conn_window_at = _GROW_NEXT
         else:  # pragma: no cover - the session routes only these frames here
             raise ProtocolViolation(f"unexpected {type(frame).__name__}")
 
