@@ -94,7 +94,9 @@ class STTNode(AsyncioDriver):
                 await session._wait_confirmed()
             else:
                 try:
-                    await asyncio.wait_for(session._wait_confirmed(), timeout)
+                    # A deadline on this task: wait_for made a second Task per connect.
+                    async with asyncio.timeout(timeout):
+                        await session._wait_confirmed()
                 except HandshakeTimeout:
                     raise
                 except TimeoutError:

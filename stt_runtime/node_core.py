@@ -10,6 +10,7 @@ decision stays in ``stt_proto``.
 
 from __future__ import annotations
 
+import functools
 import socket
 import warnings
 from collections import deque
@@ -31,6 +32,9 @@ from .workers import WorkerGroup, WorkerPool, bind_shared, join_group
 
 SEND_BATCH = 32  # datagrams sealed per batch: a window of them at once would churn the heap
 CLOSE_LINGER = 2.0  # seconds close() waits for sent data to be acknowledged
+# check_dial parses both addresses (ipaddress, ~20 us a connect); a pair that passed passes
+# again, and a refused one raises every time (lru_cache keeps no exception).
+_check_dial = functools.lru_cache(maxsize=256)(check_dial)
 
 Address = tuple[str, int]
 SessionT = TypeVar("SessionT", bound=Session)
@@ -191,7 +195,7 @@ class NodeCore(Generic[SessionT]):
                                   self.config.session.handshake_timeout
                                   if timeout is None else timeout)
         else:
-            check_dial(self.settings.socket.host, peer_addr[0])
+            _check_dial(self.settings.socket.host, peer_addr[0])
         proto = endpoint.connect(peer_addr, bytes(peer_id), self._now())
         session = self._wrap(proto)
         self._kick()

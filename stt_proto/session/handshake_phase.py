@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .core import Session
 
 HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
+# The responder's first resend of message 2 unasked (no resent INITIAL came): a fallback.
+RESPONDER_RETRANSMIT_MIN = 0.5
 
 
 def _digest(message: bytes) -> bytes:
@@ -57,11 +59,19 @@ class HandshakePhase:
                                  hs.message1, token=self.token)
 
     def send(self, session: Session, datagram: bytes, now: float) -> None:
+        """Queue our handshake message and arm its resend. The initiator drives recovery (it
+        resends until answered, and the responder answers each resent INITIAL); the
+        responder's own timer is only a fallback for when those are lost too, so it first
+        waits RESPONDER_RETRANSMIT_MIN: at 0.2 s, a busy node resent nearly every message 2
+        of a burst, and each duplicate made its initiator resend its FINISH as well."""
         self.packet = datagram
         self.sent_at = now
         session._outbox.append(datagram)
-        session._timers.set(T_HANDSHAKE_RESEND,
-                            now + max(2 * session.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN))
+        session._timers.set(T_HANDSHAKE_RESEND, now + self._backoff(session))
+
+    def _backoff(self, session: Session) -> float:
+        floor = HANDSHAKE_RETRANSMIT_MIN if session.is_initiator else RESPONDER_RETRANSMIT_MIN
+        return max(2 * session.rtt.smoothed, floor) * (1 << min(self.retransmits, 6))
 
     def retransmit(self, session: Session, now: float) -> None:
         if self.packet is None or session.confirmed:
@@ -70,9 +80,12 @@ class HandshakePhase:
         if self.packet not in session._outbox:
             session._outbox.append(self.packet)
         self.retransmits += 1
-        backoff = max(2 * session.rtt.smoothed, HANDSHAKE_RETRANSMIT_MIN) * 2 ** min(
-            self.retransmits, 6)
-        session._timers.set(T_HANDSHAKE_RESEND, now + backoff)
+        timers = session._timers
+        due = timers.get(T_HANDSHAKE_RESEND)
+        # The responder's fallback keeps its own schedule: an answer to a resent INITIAL does
+        # not push it back (the initiator's resends may be lost as well).
+        if session.is_initiator or due is None or due <= now:
+            timers.set(T_HANDSHAKE_RESEND, now + self._backoff(session))
 
     def install_keys(self, session: Session, result: HandshakeResult, now: float) -> None:
         """The handshake's keys and settings in place: the session is established."""
@@ -147,6 +160,7 @@ class HandshakePhase:
             self.peer_message = _digest(body)
             session.remote_cid = packet.scid
             self.install_keys(session, result, now)
+            self.retransmits = 0  # a new message: message 2 came, so the path works again
             self.send(session, build_long_packet(PacketType.FINISH, session.remote_cid,
                                                  session.local_cid, message3), now)
             return None
@@ -162,8 +176,12 @@ class HandshakePhase:
             # The next INITIAL goes to the RETRY's source id, which its token is bound to: the
             # same id as before, or one naming another worker of the node (placement.py).
             session.remote_cid = packet.scid
-            self.retransmits = 0
+            # The RETRY times the path and the peer's queue: an unambiguous sample (Karn) sets
+            # the next resend's wait, and after a resend the backed-off wait is kept, so a
+            # busy node's RETRY is not followed by INITIALs every 0.2 s.
+            self.rtt_sample(session, now)
             self.send(session, self.initial_packet(session), now)
+            self.retransmits = 0  # the next message 2 is a fresh RTT sample again
             return None
         if ptype is PacketType.REFUSE and not session.confirmed:
             if packet.refuse_code == RefuseCode.SERVER_BUSY:
