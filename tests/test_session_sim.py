@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import stt_proto
 from stt_proto import (
     AuthenticationError,
     HandshakeCompleted,
@@ -119,6 +120,8 @@ def test_downgrade_by_rewriting_preferences_fails(pair: Pair) -> None:
     assert not session.confirmed
 
 
+@pytest.mark.skipif(stt_proto.COMPILED, reason="patches a module function, which compiled "
+                    "callers bind at build time (the STT_PURE=1 run covers it)")
 def test_responder_choosing_a_weaker_cipher_is_detected(pair: Pair) -> None:
     from stt_proto import handshake
 
