@@ -115,7 +115,7 @@ class UdpIO:
         means the socket is empty. ``now``: the time to stamp every datagram with, or a clock
         read after each read (the runtimes): a datagram that came in while earlier ones were
         handled must not get a time from before it arrived, or an ACK's RTT sample comes out
-        shorter than the path (issue 26)."""
+        shorter than the path."""
         clock = now if callable(now) else _fixed(now)
         sock, buffer, mapped = self.sock, self.buffer, self.dual_stack
         view = memoryview(buffer)
@@ -262,7 +262,7 @@ def drain_bounded(udp: UdpIO, receive: Receive, clock: Callable[[], float], *,
                   budget: float = DRAIN_TIME, count: int = DRAIN_COUNT,
                   timer: Callable[[], float] = perf_counter) -> tuple[int, bool]:
     """Read from ``udp`` into ``receive`` (each datagram stamped with ``clock()`` read just
-    after it was read, never before: issue 26's RTT samples below the path's) until the
+    after it was read, never before: else RTT samples come out below the path's) until the
     socket is empty, ``budget`` seconds of ``timer`` have passed or ``count`` reads are done.
     Returns the reads made and whether the socket may hold more (the bound was reached).
     Sessions share the work in the order their datagrams arrived.

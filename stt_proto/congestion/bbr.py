@@ -6,8 +6,8 @@ flight at twice the bandwidth-delay product. Random loss does not shrink the mod
 Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
 one base RTT.
 
-STARTUP is made for shallow drop-tail queues (issue 26: on real sockets through a 1-BDP queue it
-lost a quarter of its packets): its window is capped at 2 BDPs, not 2.89, and it ends on loss
+STARTUP is made for shallow drop-tail queues (a 2.89 BDP window overflows a 1-BDP queue by
+nearly a BDP): its window is capped at 2 BDPs, not 2.89, and it ends on loss
 (as BBRv2 does) when a round loses over 2 % while RTT samples show a standing queue, instead of
 waiting three rounds of flat bandwidth, which app-limited samples can postpone for seconds.
 
