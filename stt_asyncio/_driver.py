@@ -31,6 +31,7 @@ class AsyncioDriver(NodeCore[Session]):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._kicked = False
+        self._kick_handle: asyncio.Handle | None = None  # the kick's callback, until it runs
         self._writing = False
 
     def _new_signal(self) -> Signal:
@@ -45,12 +46,13 @@ class AsyncioDriver(NodeCore[Session]):
         """Service the endpoint soon (once, however many API calls asked)."""
         if not self._kicked and self._loop is not None and not self._closed:
             self._kicked = True
-            self._loop.call_soon(self._kicked_service)
+            self._kick_handle = self._loop.call_soon(self._kicked_service)
 
     def _kicked_service(self) -> None:
         """The poll a kick deferred, unless one since (``_send_now``, a readable socket) has
         done its work: a reader that answers each message at once would otherwise pay a
         second, empty poll per message."""
+        self._kick_handle = None
         if self._kicked:
             self._service()
 
@@ -83,8 +85,15 @@ class AsyncioDriver(NodeCore[Session]):
     def _service(self, timers: bool = False) -> None:
         """Send what the endpoint has ready (``NodeCore._poll``), hand out its events and
         re-arm the timer. The events go out from here, not from inside the poll, so that a
-        datagram's way to ``stream.receive()`` stays short (docs/architecture.md)."""
+        datagram's way to ``stream.receive()`` stays short (docs/architecture.md). A kick's
+        callback still pending has nothing left to do: it is cancelled, so an echo (a send
+        that kicks, then a receive that flushes) costs the loop no empty callback per
+        message."""
         self._kicked = False
+        handle = self._kick_handle
+        if handle is not None:
+            self._kick_handle = None
+            handle.cancel()
         endpoint = self._endpoint
         if endpoint is None:
             return

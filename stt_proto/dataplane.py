@@ -292,8 +292,18 @@ class DataPlane:
         if self.streams.windows_dirty:
             self.streams.collect_window_updates(now, self.rtt.smoothed)
         pmtu = self.pmtu
-        if not pmtu.wanted and self._outgrows(space):
-            pmtu.want()
+        # The first bulk_source of the loop below, asked here once: a session that has not
+        # wanted larger packets yet asked it twice per poll, once here and once in the loop.
+        first: tuple[Stream, int, int] | None = None
+        asked = False
+        if not pmtu.wanted:
+            if any(len(data) + 9 > space for data in self._datagrams):
+                pmtu.want()  # a datagram larger than a base-size packet
+            else:
+                first = self.streams.bulk_source(space)
+                asked = True
+                if first is not None:
+                    pmtu.want()  # a run of full packets: larger ones would pay
         if self._probe_sizes or pmtu.due(now):
             # Probes first, within ``limit``: one place is kept for the packet that carries
             # an ACK or a control frame already taken from the session (``ack``, ``head``).
@@ -307,12 +317,14 @@ class DataPlane:
             return out  # the poll after a packet that needs no answer yet: nothing to build
         while True:
             if not ack and not head and not self.probes and not self._datagrams:
-                source = self.streams.bulk_source(space)
+                # (probes and window updates above leave the streams' queue as it was)
+                source = first if asked else self.streams.bulk_source(space)
                 if source is not None and self._build_bulk(source, now, seal, out, limit, held):
                     break
                 if limit is not None and len(out) >= limit:
                     self.more = True  # the run ended exactly at the limit
                     break
+            asked = False
             payload = bytearray(ack)
             ack = b""
             eliciting = False
@@ -364,13 +376,6 @@ class DataPlane:
                 self.more = True
                 break
         return out
-
-    def _outgrows(self, space: int) -> bool:
-        """Whether what is queued needs more than base-size packets: a datagram larger than
-        one, or a run of full packets of stream data (path-MTU discovery starts then)."""
-        if any(len(data) + 9 > space for data in self._datagrams):
-            return True
-        return self.streams.bulk_source(space) is not None
 
     def _probe_path(self, now: float, seal: Callable[[bytes | bytearray], tuple[Datagram, int]],
                     out: list[Datagram], limit: int | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
@@ -66,9 +67,13 @@ async def sink(spec: dict[str, Any]) -> None:
         loop.remove_reader(sock.fileno())
         sock.close()
         return
+    gc_time = _gc_clock() if spec.get("stats") else None
     async with STTNode(**on_loopback(spec["settings"])) as node:
+        sessions: list[Any] = []
+
         async def drain() -> None:
             session = await node.accept()
+            sessions.append(session)
             stream = await session.accept_stream()
             async for message in stream:  # to the sender's FIN
                 meter.note(len(message))
@@ -76,7 +81,10 @@ async def sink(spec: dict[str, Any]) -> None:
         task = asyncio.create_task(drain())
         emit({"address": node.address, "node_id": node.node_id.hex()})
         await _line()
-        emit({"rate": meter.rate(), "bytes": meter.bytes})
+        result: dict[str, Any] = {"rate": meter.rate(), "bytes": meter.bytes}
+        if gc_time is not None:
+            result["stats"] = _run_stats(node, sessions, gc_time)
+        emit(result)
         task.cancel()
 
 
@@ -98,22 +106,71 @@ async def source(spec: dict[str, Any]) -> None:
             sock.close()
     else:
         loop = asyncio.get_running_loop()
+        gc_time = _gc_clock() if spec.get("stats") else None
         async with STTNode(**on_loopback(spec["settings"])) as node:
             session = await node.connect(_address(spec), bytes.fromhex(spec["node_id"]),
                                          timeout=20)
             stream = session.open_stream()
             message = os.urandom(MiB)
             done = loop.time() + seconds
+            blocked = 0.0  # time send() waited on back-pressure (flow or congestion control)
             while loop.time() < done:
+                before = time.perf_counter()
                 await stream.send(message)
+                blocked += time.perf_counter() - before
             await stream.close()
             await stream.flush()
+            if gc_time is not None:
+                stats = _run_stats(node, [session], gc_time)
+                emit({"done": True, "stats": {**stats, "send_blocked_s": blocked}})
+                return
     emit({"done": True})
 
 
+def _gc_clock() -> list[float]:
+    """Seconds spent in the garbage collector from now on, ``[total, start of the current
+    collection]`` (a per-run diagnostic of the goodput ends)."""
+    import gc
+
+    spent = [0.0, 0.0]
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            spent[1] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - spent[1]
+
+    gc.callbacks.append(note)
+    return spent
+
+
+def _run_stats(node: STTNode, sessions: list[Any], gc_time: list[float]) -> dict[str, Any]:
+    """One goodput end's counters (``"stats": true`` in its spec): the node's, its session's
+    and the garbage collector's time, to tell a slow run from a fast one."""
+    stats: dict[str, Any] = {key: value for key, value in node.get_stats().items()
+                             if isinstance(value, int | float | str | dict)}
+    if sessions:
+        session = sessions[0].get_stats()
+        stats["session"] = {name: getattr(session, name) for name in (
+            "packets_sent", "packets_received", "packets_lost", "rtt_ms", "rtt_min_ms",
+            "cwnd_bytes", "path_mtu", "pacing_rate_mbps", "congestion_state",
+            "datagrams_dropped")}
+    stats["gc_s"] = gc_time[0]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats["cpu_user_s"], stats["cpu_system_s"] = usage.ru_utime, usage.ru_stime
+    stats["switches_voluntary"], stats["switches_involuntary"] = usage.ru_nvcsw, usage.ru_nivcsw
+    return stats
+
+
 async def echo(spec: dict[str, Any]) -> None:
-    """Echo every datagram (raw) or message (STT) until the starter's input ends."""
+    """Echo every datagram (raw) or message (STT) until the starter's input ends. ``raw``
+    echoes inside the socket's reader callback, with no task at all; ``raw_task`` is the
+    same raw UDP echoed by a task that awaits a future per datagram (woken by the reader
+    callback), the least that await-based application code does per message."""
     loop = asyncio.get_running_loop()
+    if spec["kind"] == "raw_task":
+        await _echo_raw_task(loop)
+        return
     if spec["kind"] == "raw":
         sock, spare = udp_pair()
         spare.close()
@@ -145,13 +202,43 @@ async def echo(spec: dict[str, Any]) -> None:
         task.cancel()
 
 
+async def _echo_raw_task(loop: asyncio.AbstractEventLoop) -> None:
+    """``echo``'s ``raw_task`` kind: the reader callback only wakes the echoing task."""
+    sock, spare = udp_pair()
+    spare.close()
+    waiter: list[asyncio.Future[None] | None] = [None]
+
+    def readable() -> None:
+        future = waiter[0]
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def serve() -> None:
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except BlockingIOError:
+                future = waiter[0] = loop.create_future()
+                await future
+                continue
+            sock.sendto(data, addr)
+
+    loop.add_reader(sock.fileno(), readable)
+    task = asyncio.create_task(serve())
+    emit({"address": sock.getsockname(), "node_id": ""})
+    await _line()
+    task.cancel()
+    loop.remove_reader(sock.fileno())
+    sock.close()
+
+
 async def pinger(spec: dict[str, Any]) -> None:
     """``count`` round trips of a 4-byte ping: raw UDP, or a no_delay STT stream. One timeout
     for the whole run, outside the timed loop: ``asyncio.wait_for`` per receive made a task
     per round trip (Python 3.11) for STT's coroutine but not for raw UDP's future."""
     count = int(spec["count"])
     times: list[float] = []
-    if spec["kind"] == "raw":
+    if spec["kind"] in ("raw", "raw_task"):  # (the kinds differ in the echo only)
         loop = asyncio.get_running_loop()
         sock, spare = udp_pair()
         spare.close()
