@@ -188,12 +188,16 @@ class Network:
     generator of its own, so the links' random fates stay those of the same seed without).
     ``receive_granularity`` models a loop busy for that long at a time: datagrams that arrive
     are handed to their endpoint together at the next multiple of it, as a real loop reads
-    a socket's backlog in one batch when it gets round to it."""
+    a socket's backlog in one batch when it gets round to it. ``send_batch`` asks endpoints
+    for their output in batches of that many datagrams, as the runtimes do (``NodeCore._poll``:
+    a full batch, then another, until a short one); 0 asks for everything at once."""
 
     def __init__(self, seed: int = 0, default_profile: LinkProfile | None = None,
                  *, record_trace: bool = True, timer_granularity: float = 0.0,
-                 timer_lateness: float = 0.0, receive_granularity: float = 0.0) -> None:
+                 timer_lateness: float = 0.0, receive_granularity: float = 0.0,
+                 send_batch: int = 0) -> None:
         self.now = 0.0
+        self.send_batch = send_batch
         self.timer_granularity = timer_granularity
         self.timer_lateness = timer_lateness
         self.receive_granularity = receive_granularity
@@ -255,9 +259,15 @@ class Network:
 
     def flush(self) -> None:
         """Collect every endpoint's pending output and put it on the links."""
+        batch = self.send_batch or None
         for address, endpoint in self.endpoints.items():
-            for datagram, destination in endpoint.datagrams_to_send(self.now):
-                self.send(address, destination, datagram)
+            while True:
+                out = endpoint.datagrams_to_send(self.now) if batch is None else \
+                    endpoint.datagrams_to_send(self.now, batch)
+                for datagram, destination in out:
+                    self.send(address, destination, datagram)
+                if batch is None or len(out) < batch:
+                    break
 
     # -- running ----------------------------------------------------------------------------------
 

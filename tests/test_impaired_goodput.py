@@ -165,6 +165,18 @@ def _target(loss: str) -> float:
     return 0.8 if loss == "5%" else 0.9
 
 
+def _size(rate: str, delay: str) -> int:
+    """The transfer for a case: long enough that startup is not most of what is measured.
+    Goodput counts the whole transfer, and at 100 Mbit/s, 50 ms BBR's STARTUP doubles from the
+    initial window (12 kB) to the BDP (625 kB) in about six round trips whatever the
+    controller does after it: about 0.3 s in which the link carries little, 10 % of a 32 MiB
+    transfer (2.8 s). With a full link after startup, 32 MiB measured 0.864-0.875 at no loss
+    (issue 26, 2026-12-05) and 96 MiB 0.931-0.936; the issue's own table measured 96-256 MiB."""
+    if rate == "20mbit":
+        return 8 * MiB
+    return 96 * MiB if delay == "25ms" else 32 * MiB
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -175,9 +187,8 @@ def _target(loss: str) -> float:
 def test_goodput_matrix(loss: str, queue: str, rate: str, delay: str, runtime: str,
                         build: str) -> None:
     """Median of three runs at the issue's bar for its loss (0.9 at 0-1 %, 0.8 at 5 %)."""
-    size = 8 * MiB if rate == "20mbit" else 32 * MiB
-    case = Case(rate=rate, delay=delay, loss=loss, queue=queue, size=size, runtime=runtime,
-                build=build)
+    case = Case(rate=rate, delay=delay, loss=loss, queue=queue, size=_size(rate, delay),
+                runtime=runtime, build=build)
     ratios = _runs(case, 3)
     print(f"\n{case.label()}: {[round(r, 3) for r in ratios]}")
     assert statistics.median(ratios) >= _target(loss)
@@ -188,10 +199,10 @@ def test_goodput_matrix(loss: str, queue: str, rate: str, delay: str, runtime: s
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("loss", ["0%", "1%", "5%"])
 def test_the_issue_target_case(loss: str, build: str, buffer: int | None) -> None:
-    """100 Mbit/s, 50 ms, 1 BDP, 32 MiB on uvloop, five runs: the median at the bar, and at
-    0-1 % loss no run below 0.8."""
-    case = Case(rate="100mbit", delay="25ms", loss=loss, queue="1bdp", size=32 * MiB,
-                runtime="uvloop", build=build, buffer=buffer)
+    """100 Mbit/s, 50 ms, 1 BDP, 96 MiB (see _size) on uvloop, five runs: the median at the
+    bar, and at 0-1 % loss no run below 0.8."""
+    case = Case(rate="100mbit", delay="25ms", loss=loss, queue="1bdp",
+                size=_size("100mbit", "25ms"), runtime="uvloop", build=build, buffer=buffer)
     ratios = _runs(case, 5)
     print(f"\n{case.label()}: {[round(r, 3) for r in ratios]}")
     assert statistics.median(ratios) >= _target(loss)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stt_proto import rangeset
 from stt_proto.congestion import CONTROLLERS, Bbr, Cubic, NewReno, make_controller
+from stt_proto.congestion.bbr import CRUISE_CWND_GAIN
 from stt_proto.dataplane import Pacer
 from stt_proto.errors import ProtocolViolation
 from stt_proto.rangeset import RangeSet
@@ -177,7 +178,13 @@ def _ack_at_bandwidth(cc: Bbr, rtt: RttEstimator, batch: int, acks: int, now: fl
     return now, delivered
 
 
-CAP = 2 * 50_000 + 3 * 1200  # twice the bandwidth-delay product, plus 3 packets
+def _cap(gain: float) -> int:
+    """The window's cap: ``gain`` bandwidth-delay products, plus 3 packets. PROBE_BW allows
+    two BDPs while it probes up, 1.25 (CRUISE_CWND_GAIN) otherwise."""
+    return int(gain * 50_000) + 3 * 1200
+
+
+CRUISE = _cap(CRUISE_CWND_GAIN)
 
 
 def test_bbr_smooth_acks_add_at_most_one_ack_to_the_window() -> None:
@@ -186,7 +193,7 @@ def test_bbr_smooth_acks_add_at_most_one_ack_to_the_window() -> None:
     cc = Bbr(1200)
     _ack_at_bandwidth(cc, rtt, 1, 3000)
     assert cc.filled_pipe and cc.btl_bw == 1_000_000
-    assert CAP <= cc.cwnd <= CAP + 1200
+    assert CRUISE <= cc.cwnd <= _cap(cc.cwnd_gain) + 1200
 
 
 def test_bbr_widens_the_window_by_the_ack_bursts_then_narrows_it_again() -> None:
@@ -198,11 +205,11 @@ def test_bbr_widens_the_window_by_the_ack_bursts_then_narrows_it_again() -> None
     cc = Bbr(1200)
     now, delivered = _ack_at_bandwidth(cc, rtt, 10, 300)
     assert cc.filled_pipe and cc.btl_bw == 1_000_000
-    assert abs(cc.cwnd - (CAP + 12_000)) <= 1
+    assert abs(cc.cwnd - (_cap(cc.cwnd_gain) + 12_000)) <= 1
     # A pause (ACKs that fall behind the bandwidth end an aggregation epoch), then smooth
     # ACKs: 600 x 1,200 B, 14 round trips
     _ack_at_bandwidth(cc, rtt, 1, 600, now + 0.05, delivered)
-    assert CAP <= cc.cwnd <= CAP + 1200
+    assert CRUISE <= cc.cwnd <= _cap(cc.cwnd_gain) + 1200
 
 
 def test_bbr_ack_burst_allowance_is_capped_at_100_ms_of_bandwidth() -> None:
@@ -211,7 +218,7 @@ def test_bbr_ack_burst_allowance_is_capped_at_100_ms_of_bandwidth() -> None:
     cc = Bbr(1200)
     _ack_at_bandwidth(cc, rtt, 1, 3000)
     _ack_at_bandwidth(cc, rtt, 400, 20, 3.6, 3_600_000)  # 480 KB at once, every 0.48 s
-    assert cc.cwnd == CAP + 100_000
+    assert cc.cwnd == _cap(cc.cwnd_gain) + 100_000
 
 
 def test_controller_selection() -> None:

@@ -52,6 +52,12 @@ class CongestionController:
         return 1.25 * self.cwnd / max(rtt.smoothed, 1e-4)
 
     @property
+    def window_ceiling(self) -> int:
+        """The largest window the controller may open within a round trip or so: the send
+        buffer is sized from it (twice), so that it never starves the pipe."""
+        return self.cwnd
+
+    @property
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 

@@ -2,9 +2,11 @@
 
 It estimates the bottleneck bandwidth (windowed maximum of delivery-rate samples over ten round
 trips) and the minimum RTT (over ten seconds), paces at ``gain x bandwidth`` and caps the data in
-flight at twice the bandwidth-delay product. Random loss does not shrink the model, so unlike
-Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps the queue it builds within about
-one base RTT.
+flight at twice the bandwidth-delay product while it probes for more bandwidth, at 1.25 times it
+otherwise (as BBRv2 keeps its cruise near the BDP: on real loops the bandwidth estimate runs a
+few per cent high, and a window of two BDPs let that build a standing queue). Random loss does
+not shrink the model, so unlike Reno/CUBIC it keeps the pipe full on a lossy path; the cap keeps
+the queue it builds to a fraction of the base RTT.
 
 STARTUP is made for shallow drop-tail queues (a 2.89 BDP window overflows a 1-BDP queue by
 nearly a BDP): its window is capped at 2 BDPs, not 2.89, and it ends on loss
@@ -31,7 +33,12 @@ STARTUP_GAIN = 2.885  # 2 / ln 2
 # a 2.89 BDP window overflows a 1-BDP drop-tail queue by nearly a BDP in the round the pipe
 # fills, while 2 BDPs fit it; the window still doubles each round as the estimate does.
 STARTUP_CWND_GAIN = 2.0
-CWND_GAIN = 2.0
+CWND_GAIN = 2.0  # PROBE_BW while probing up (pacing gain above 1)
+# PROBE_BW outside its probe: about one BDP in flight, plus what bunched ACKs need (the
+# aggregation allowance). Real loops time their ACKs to a millisecond or two, so the maximum of
+# ten rounds' delivery-rate samples sits a few per cent above the link; pacing at it with two
+# BDPs allowed in flight built a standing queue until a 1-BDP drop-tail queue overflowed.
+CRUISE_CWND_GAIN = 1.25
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 BW_WINDOW_ROUNDS = 10
 MIN_RTT_WINDOW = 10.0
@@ -204,6 +211,7 @@ class Bbr(CongestionController):
             self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAINS)
             self._cycle_stamp = now
             self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+            self.cwnd_gain = CWND_GAIN if self.pacing_gain > 1.0 else CRUISE_CWND_GAIN
         if self.mode is PROBE_RTT and self._probe_rtt_done is not None \
                 and now >= self._probe_rtt_done:
             self.min_rtt = min(self._probe_rtt_min, self.min_rtt * 1.25)
@@ -218,7 +226,6 @@ class Bbr(CongestionController):
 
     def _enter_probe_bw(self, now: float) -> None:
         self.mode = PROBE_BW
-        self.cwnd_gain = CWND_GAIN
         # Start at a per-session phase of the cycle (never the draining 0.75 phase), so flows
         # sharing a bottleneck do not probe in lockstep, which slows their convergence.
         self._cycle_index = (2 + self._seed % (len(PROBE_BW_GAINS) - 1)) % len(PROBE_BW_GAINS)
@@ -226,6 +233,7 @@ class Bbr(CongestionController):
             self._cycle_index = 0
         self._cycle_stamp = now
         self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+        self.cwnd_gain = CWND_GAIN if self.pacing_gain > 1.0 else CRUISE_CWND_GAIN
 
     def _enter_probe_rtt(self, now: float) -> None:
         self.mode = PROBE_RTT
@@ -244,6 +252,15 @@ class Bbr(CongestionController):
         elif self.cwnd < target or self.btl_bw == 0:
             self.cwnd += acked_bytes
         self.cwnd = max(self.cwnd, 4 * self.max_datagram)
+
+    @property
+    def window_ceiling(self) -> int:
+        """PROBE_BW's window while probing up, whatever the phase: in its cruise the window is
+        about 1.25 BDPs, and a send buffer of twice that stalled behind a lost packet (a 1 MiB
+        message is held until all of it is acknowledged) at 1 % loss."""
+        if not self.filled_pipe:
+            return self.cwnd
+        return max(self.cwnd, self._bdp(CWND_GAIN) + self._aggregation_allowance())
 
     def on_loss(self, lost: list[SentPacket], rtt: RttEstimator, now: float) -> None:
         """Random loss is not a congestion signal here; the model already bounds the queue.
