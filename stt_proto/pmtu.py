@@ -15,8 +15,13 @@ without counting: a full queue, not the size, may have taken it). Once settled, 
 runs again after ``RAISE_INTERVAL`` (the path may have grown).
 
 Black holes: when several full-size packets are lost in a row with no full-size packet
-acknowledged since and a probe timeout has passed, the path shrank (a route change, a tunnel):
-the size drops back to the base at once and the search starts again.
+acknowledged since and a probe timeout has passed, or two probe timeouts pass with nothing
+acknowledged, the path may have shrunk (a route change, a tunnel). Packets drop back to the base
+size at once (data and ACKs flow again), and ``CONFIRM_PROBES`` probes of the size in use, one at
+a time, ask whether it was loss (RFC 8899, 4.3: confirm a black hole before acting on it): one
+acknowledged, random loss or an outage took the packets and the size comes back; all lost, it
+is a black hole and the search starts again. At 30 % random loss the losses alone looked like a
+black hole one to eight times per 32 MiB transfer; four probes all lost at 30 % is 0.8 %.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ MAX_PROBES = 3  # refusals before a size is judged too big (RFC 8899's MAX_PROBE
 REFINE_GAP = 64  # halve the gap between acknowledged and refused sizes until it is this small
 RAISE_INTERVAL = 600.0  # seconds before searching again for a larger size (RFC 8899)
 BLACK_HOLE_LOSSES = 3  # full-size packets lost in a row that, after a probe timeout, mean one
+CONFIRM_PROBES = 4  # probes of the size in use, all lost, that confirm a suspected black hole
 
 SEARCHING = "searching"
 COMPLETE = "complete"
@@ -37,9 +43,10 @@ STATES = (SEARCHING, COMPLETE)
 class PathMtu:
     """One session's path MTU: :attr:`current` is the size packets are built to."""
 
-    __slots__ = ("_common", "_failures", "_large_lost", "_low", "_next_search", "_probes",
-                 "_refused", "black_holes", "ceiling", "confirmed", "current", "enabled",
-                 "probes_acked", "probes_lost", "probes_sent", "state", "wanted")
+    __slots__ = ("_common", "_confirm_lost", "_failures", "_large_lost", "_low", "_next_search",
+                 "_probes", "_refused", "black_holes", "black_holes_refuted", "ceiling",
+                 "confirm_size", "confirmed", "current", "enabled", "probes_acked",
+                 "probes_lost", "probes_sent", "state", "wanted")
 
     def __init__(self, ceiling: int, ipv6: bool = False) -> None:
         self.ceiling = ceiling
@@ -56,6 +63,9 @@ class PathMtu:
         self._next_search = 0.0
         self.state = SEARCHING if ceiling > self.current else COMPLETE
         self.black_holes = 0
+        self.black_holes_refuted = 0  # suspected, then a confirmation probe went through
+        self.confirm_size = 0  # while a suspected black hole is confirmed: the size in doubt
+        self._confirm_lost = 0  # confirmation probes lost
         self.enabled = False  # confirmed and wanted: see start() and want()
         self.confirmed = False
         self.wanted = False
@@ -82,6 +92,8 @@ class PathMtu:
 
     def due(self, now: float) -> bool:
         """Whether :meth:`sizes_to_probe` may have sizes for ``now`` (cheap, every build)."""
+        if self.confirm_size:
+            return not self._probes
         if self._probes or not self.enabled:
             return False
         if self.state == SEARCHING:
@@ -92,6 +104,8 @@ class PathMtu:
         """The probe sizes to send now (largest first): none while probes are in flight."""
         if self._probes:
             return []
+        if self.confirm_size:
+            return [self.confirm_size]  # one at a time: an outage takes one, not all
         if self.state == COMPLETE:
             if now < self._next_search or self.current >= self.ceiling:
                 return []
@@ -139,6 +153,13 @@ class PathMtu:
         if size is None:
             return
         self.probes_acked += 1
+        if self.confirm_size:
+            if size == self.confirm_size:  # it was loss, not a black hole: the size comes back
+                self.current = size
+                self.confirm_size = 0
+                self._probes = {}  # the other confirmation probes say nothing more
+                self.black_holes_refuted += 1
+            return
         if size > self._low:
             self._low = size
         if size > self.current:
@@ -153,6 +174,13 @@ class PathMtu:
         if size is None:
             return
         self.probes_lost += 1
+        if self.confirm_size:
+            # Counted even beside lost data: during a black hole every full-size packet is.
+            if size == self.confirm_size:
+                self._confirm_lost += 1
+                if self._confirm_lost >= CONFIRM_PROBES:
+                    self._black_hole()
+            return
         if congested:
             return
         failures = self._failures[size] = self._failures.get(size, 0) + 1
@@ -166,9 +194,9 @@ class PathMtu:
             self._large_lost = 0
 
     def on_packet_lost(self, size: int, pto_count: int, now: float) -> bool:
-        """A packet (not a probe) was lost; True when that reveals a black hole, in which case
-        the size is back at the base and the search starts again."""
-        if size <= BASE or size < self.current:
+        """A packet (not a probe) was lost; True when that makes a black hole suspected, in
+        which case the size is back at the base while probes confirm it (on_black_hole)."""
+        if size <= BASE or size < self.current or self.confirm_size:
             return False
         self._large_lost += 1
         if self._large_lost < BLACK_HOLE_LOSSES or pto_count < 1:
@@ -177,11 +205,23 @@ class PathMtu:
         return True
 
     def on_black_hole(self, now: float) -> None:
-        """Full-size packets stopped getting through: back to the base size, search again."""
+        """Full-size packets seem to have stopped getting through: back to the base size at
+        once, and probes of the size in use confirm it (see the module's docstring)."""
+        if self.confirm_size or self.current <= BASE:
+            return
+        self.confirm_size = self.current
+        self._confirm_lost = 0
+        self.current = min(BASE, self.ceiling)
+        self._large_lost = 0
+        self._probes = {}  # a search round in flight is moot: its answers are ignored
+
+    def _black_hole(self) -> None:
+        """Confirmed: the size in use no longer gets through. Search again from the base."""
         self.black_holes += 1
+        self.confirm_size = 0
         self.current = self._low = min(BASE, self.ceiling)
         self._large_lost = 0
-        self._restart(now)
+        self._restart(0.0)
 
     # -- search rounds ----------------------------------------------------------------------------
 

@@ -64,15 +64,20 @@ def test_startup_into_a_one_bdp_queue_drops_little() -> None:
     assert startup_end < 0.75
 
 
-def test_startup_ends_at_the_first_lossy_round_of_a_full_queue() -> None:
-    """With 1 % random loss as well, STARTUP ends in the round the queue overflows, not rounds
-    later (before: 573 queue drops of 10,041 packets, STARTUP ending at 0.88 s)."""
+def test_startup_with_random_loss_neither_overflows_the_queue_nor_lingers() -> None:
+    """With 1 % random loss as well. Before STARTUP's window cap: 573 queue drops of 10,041
+    packets, STARTUP ending at 0.88 s. With the cap and a receive window that stalled behind
+    the first losses, the stall's burst overflowed the queue (135 drops) and the loss exit
+    ended STARTUP at 0.58 s. Now that windows grow behind a gap (tests/test_flow_lossy_windows.py)
+    the queue holds the capped window: a handful of drops, and STARTUP ends on the bandwidth
+    plateau (three rounds without growth, after the app-limited rounds of the window's growth),
+    at 0.86 s on this seed."""
     drops, sent, startup_end, transfer = _shallow_path_transfer(0.01)
     print(f"\n1-BDP queue, 1 % loss: {drops} queue drops of {sent} packets, startup ended at "
           f"{startup_end:.2f} s")
     assert transfer.done
-    assert drops <= 0.02 * sent
-    assert startup_end < 0.75
+    assert drops <= 0.002 * sent
+    assert startup_end < 1.0
 
 
 def _startup_round(cc: Bbr, rtt: RttEstimator, round_: int, rtt_sample: float,

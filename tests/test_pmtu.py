@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from stt_proto.pmtu import BASE, COMPLETE, RAISE_INTERVAL, SEARCHING, PathMtu
+from stt_proto.pmtu import BASE, COMPLETE, CONFIRM_PROBES, RAISE_INTERVAL, SEARCHING, PathMtu
 from stt_proto.sim import LinkProfile
 
 from .conftest import A, B, make_pair
@@ -116,17 +116,57 @@ def test_the_search_runs_again_after_the_raise_interval() -> None:
     assert pmtu.current == 8972
 
 
-def test_full_size_losses_after_a_probe_timeout_are_a_black_hole() -> None:
-    pmtu, pn = PathMtu(16384), [0]
-    _round(pmtu, 16384, 0.0, pn)
-    assert pmtu.current == 16384
+def _suspect(pmtu: PathMtu) -> None:
+    """Full-size losses after a probe timeout: a suspected black hole."""
     assert not pmtu.on_packet_lost(16384, pto_count=0, now=1.0)  # congestion: no PTO
     pmtu.on_packets_acked(16384)
     for _ in range(2):
         assert not pmtu.on_packet_lost(16384, pto_count=1, now=1.0)
     assert pmtu.on_packet_lost(16384, pto_count=1, now=1.0)
+
+
+def _confirmation_probe(pmtu: PathMtu, pn: list[int]) -> int:
+    assert pmtu.due(1.0) and pmtu.sizes_to_probe(1.0) == [16384]  # one at a time
+    pn[0] += 1
+    pmtu.on_probe_sent(pn[0], 16384)
+    assert not pmtu.due(1.0) and pmtu.sizes_to_probe(1.0) == []
+    return pn[0]
+
+
+def test_full_size_losses_after_a_probe_timeout_are_a_black_hole_once_confirmed() -> None:
+    """Packets drop to the base size at once; the size is given up (a black hole, the search
+    again) only when CONFIRM_PROBES probes of it, one after another, are all lost."""
+    pmtu, pn = PathMtu(16384), [0]
+    _round(pmtu, 16384, 0.0, pn)
+    assert pmtu.sizes_to_probe(0.0) == []  # settled
+    assert pmtu.current == 16384 and pmtu.state == COMPLETE
+    _suspect(pmtu)
+    assert pmtu.current == BASE and pmtu.confirm_size == 16384 and pmtu.black_holes == 0
+    assert not pmtu.on_packet_lost(16384, pto_count=3, now=1.0)  # in flight before: no news
+    for _ in range(CONFIRM_PROBES):
+        assert pmtu.black_holes == 0
+        pmtu.on_probe_lost(_confirmation_probe(pmtu, pn), congested=True)  # counted anyway
     assert pmtu.current == BASE and pmtu.state == SEARCHING and pmtu.black_holes == 1
+    assert pmtu.confirm_size == 0 and pmtu.sizes_to_probe(1.0)[0] == 16384  # the search
     assert not pmtu.on_packet_lost(BASE, pto_count=5, now=1.0)  # small ones say nothing
+
+
+def test_a_suspected_black_hole_whose_confirmation_probe_is_acknowledged_was_loss() -> None:
+    """RFC 8899's confirmation: random losses that looked like a black hole. (Before it, the
+    size dropped to the base and the search ran again at each such burst: at 30 % loss one
+    to eight times per 32 MiB.)"""
+    pmtu, pn = PathMtu(16384), [0]
+    _round(pmtu, 16384, 0.0, pn)
+    assert pmtu.sizes_to_probe(0.0) == []  # settled
+    _suspect(pmtu)
+    pmtu.on_probe_lost(_confirmation_probe(pmtu, pn))
+    pmtu.on_black_hole(1.5)  # suspected again meanwhile (a second probe timeout): one check
+    pmtu.on_probe_acked(_confirmation_probe(pmtu, pn))
+    assert pmtu.current == 16384 and pmtu.state == COMPLETE and pmtu.confirm_size == 0
+    assert pmtu.black_holes == 0 and pmtu.black_holes_refuted == 1
+    assert not pmtu.due(2.0)  # settled: no search
+    _suspect(pmtu)  # a later burst starts a confirmation of its own
+    assert pmtu.confirm_size == 16384 and pmtu.current == BASE
 
 
 def _pair(mtu: int | None, latency: float = 0.025, loss: float = 0.0, ipv6: bool = False,
@@ -182,6 +222,32 @@ def test_a_path_that_shrinks_mid_transfer_is_detected_and_the_transfer_completes
     assert transfer.received == messages
     assert client.data.max_datagram == 1472
     assert client.get_stats().path_mtu_black_holes == 1
+
+
+def test_an_outage_mid_transfer_is_no_black_hole() -> None:
+    """Every datagram lost both ways for 0.4 s (a burst of random losses at its worst): two
+    probe timeouts pass with nothing acknowledged, so a black hole is suspected, but a
+    probe of the size in use gets through once the outage ends, and the size stays.
+    (Before the confirmation, the size dropped to the base and the search ran again.)"""
+    pair = _pair(None)
+    client, server = pair.established()
+    messages = [bytes([n % 251]) * MiB for n in range(24)]
+    transfer = Transfer(pair.net, client, server, messages)
+    run_transfers(pair.net, [transfer], timeout=0.5)
+    assert client.data.max_datagram == 16384 and 0 < len(transfer.received) < 24
+    clear = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB)
+    for link in ((A, B), (B, A)):
+        pair.net.set_link(*link, LinkProfile(latency=0.025, bandwidth=100e6,
+                                             queue_limit=2 * MiB, loss=1.0))
+    run_transfers(pair.net, [transfer], timeout=0.4)
+    for link in ((A, B), (B, A)):
+        pair.net.set_link(*link, clear)
+    assert run_transfers(pair.net, [transfer], timeout=60.0)
+    assert transfer.received == messages
+    pmtu = client.data.pmtu
+    assert pmtu.black_holes_refuted >= 1  # suspected, and refuted
+    assert pmtu.black_holes == 0 and client.get_stats().path_mtu_black_holes == 0
+    assert client.data.max_datagram == 16384
 
 
 def test_a_datagram_larger_than_the_path_is_dropped_and_counted() -> None:

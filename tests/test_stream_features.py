@@ -479,7 +479,7 @@ def test_updates_owed_predicts_exactly_what_a_poll_queues(
 
 def test_updates_owed_for_the_session_window_and_waiting_control_frames() -> None:
     """The cases a random walk rarely reaches: the session-level window crossed by reads
-    spread over streams, none of which crossed its own half; and control frames waiting."""
+    spread over streams, none of which crossed its own quarter; and control frames waiting."""
     from stt_proto.config import SessionConfig
     from stt_proto.handshake import local_settings
     from stt_proto.streams import StreamManager
@@ -489,10 +489,10 @@ def test_updates_owed_for_the_session_window_and_waiting_control_frames() -> Non
     manager = StreamManager(is_initiator=True, local=settings_, peer=settings_,
                             send_buffer=1 << 20, recv_buffer=64 * 1024, no_delay=True,
                             emit=lambda event: None)
-    stream_half = settings_.initial_max_stream_data // 2
-    for sid in (1, 3, 5):  # 12 KiB read on each: 36 KiB in all, over half the 64 KiB
-        body = 12 * 1024
-        assert body < stream_half
+    stream_quarter = settings_.initial_max_stream_data // 4
+    for sid in (1, 3, 5):  # 7 KiB read on each: 21 KiB in all, over a quarter of the 64 KiB
+        body = 7 * 1024
+        assert body + 2 < stream_quarter
         manager.on_stream_data(sid, 0, encode_varint(body) + bytes(body), False)
         assert manager.receive_message(sid) is not None
     assert manager.updates_owed()

@@ -37,18 +37,16 @@ from ..handshake_payload import TransportSettings
 from ..varint import MAX_VARINT
 from .packetizer import _NO_IDS, Packetizer
 from .records import RetransmitItem, StreamRange
+from .recv import GROW_NEXT as _GROW_NEXT  # (a stamp in the future: the next update grows)
 from .stream import Stream
-
-# A window's last update stamped in the future: the next update counts as "used up within two
-# RTTs" and doubles the window (a peer said our window, not the path, held it back).
-_GROW_NEXT = float("inf")
 
 
 class StreamManager(Packetizer):
     """Every stream of one session, and the session's share of flow control."""
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
-    __slots__ = ("_blocked_writers", "_budget", "_conn_window_at", "_emit", "_is_initiator",
+    __slots__ = ("_blocked_writers", "_budget", "_conn_gap_full", "_conn_window_at", "_emit",
+                 "_is_initiator",
                  "_local", "_local_allowed", "_next_local_index", "_no_delay", "_peer",
                  "_peer_closed", "_peer_opened", "_send_buffer", "_window_dirty",
                  "bytes_received", "bytes_sent", "conn_consumed", "conn_received",
@@ -77,6 +75,7 @@ class StreamManager(Packetizer):
         self._budget: SessionBudget | None = None  # the node's memory budget (budget.py)
         self._window_dirty: set[int] | frozenset[int] = _NO_IDS
         self._conn_window_at = 0.0
+        self._conn_gap_full = False  # a gap fills the session's window: grow it at once
         self.max_recv_window = max(recv_buffer * 4, local.initial_max_data)
         self._blocked_writers: set[int] | frozenset[int] = _NO_IDS
         self.bytes_sent = 0
@@ -229,10 +228,12 @@ class StreamManager(Packetizer):
     # -- flow control -----------------------------------------------------------------------------
 
     def collect_window_updates(self, now: float, srtt: float) -> None:
-        """Queue MAX_STREAM_DATA / MAX_DATA where the application has freed half a window.
-        Only streams that received or released data since the last call are looked at."""
+        """Queue MAX_STREAM_DATA / MAX_DATA where the application has freed a quarter of a
+        window (RecvSide.window_update says why). Only streams that received or released data
+        since the last call are looked at."""
         dirty, self._window_dirty = self._window_dirty, _NO_IDS
         budget = self._budget
+        grow_conn = False
         for stream_id in dirty:
             stream = self.streams.get(stream_id)
             if stream is None:
@@ -246,11 +247,15 @@ class StreamManager(Packetizer):
             limit = recv.window_update(now, srtt, self.max_recv_window, credit)
             if limit is not None:
                 self._control.append(MaxStreamDataFrame(stream.stream_id, limit))
+                if recv.window > self.conn_recv_window >> 1:  # a stream's window grew: the
+                    grow_conn = True  # session's keeps twice it, as at the start
         if budget is not None and budget.charged:  # window growth to give back
             budget.settle(self.conn_recv_max, self.conn_consumed)
-        if self.conn_recv_max - self.conn_consumed <= self.conn_recv_window // 2:
-            if now - self._conn_window_at < 2 * srtt and (budget is None
-                                                          or not budget.budget.over):
+        gap_full, self._conn_gap_full = self._conn_gap_full, False
+        if gap_full or grow_conn or self.conn_recv_max - self.conn_consumed <= \
+                self.conn_recv_window - (self.conn_recv_window >> 2):
+            if (gap_full or grow_conn or now - self._conn_window_at < srtt) and (
+                    budget is None or not budget.budget.over):
                 self.conn_recv_window = min(self.conn_recv_window * 2, 2 * self.max_recv_window)
             self._conn_window_at = now
             new_max = self.conn_consumed + self.conn_recv_window
@@ -278,10 +283,18 @@ class StreamManager(Packetizer):
             consumed += credit - recv.reported
             if budget is not None and recv._head is not None:
                 credit = budget.stream_credit(stream, credit, ask=False)
-            if recv.final_size is None and recv.max_data - credit <= recv.window // 2 \
+            if recv.final_size is not None:
+                continue
+            if recv.gap_full and recv.window < self.max_recv_window and min(
+                    credit + min(recv.window * 2, self.max_recv_window), MAX_VARINT) \
+                    > recv.max_data:
+                return True
+            if recv.max_data - credit <= recv.window - (recv.window >> 2) \
                     and min(credit + recv.window, MAX_VARINT) > recv.max_data:
                 return True
-        return self.conn_recv_max - consumed <= self.conn_recv_window // 2
+        return (self._conn_gap_full and self.conn_recv_window < 2 * self.max_recv_window) \
+            or self.conn_recv_max - consumed <= \
+            self.conn_recv_window - (self.conn_recv_window >> 2)
 
     @property
     def windows_dirty(self) -> bool:
@@ -347,14 +360,24 @@ class StreamManager(Packetizer):
                 self._maybe_forget(stream)
         elif isinstance(frame, StreamDataBlockedFrame):
             # Our window, not the path, held the peer back (a gap waiting for a retransmission
-            # holds the reads, and with them the "used within two RTTs" growth): the next
+            # holds the reads, and with them the "used within an RTT" growth): the next
             # update doubles the window, within max_recv_window and the node's budget.
             blocked = self.streams.get(frame.stream_id)
-            if blocked is not None and frame.limit >= blocked.recv.max_data:
-                blocked.recv.window_updated_at = _GROW_NEXT
+            if blocked is None:
+                return
+            recv = blocked.recv
+            if frame.limit >= recv.max_data:
+                recv.window_updated_at = _GROW_NEXT
+            elif recv.final_size is None and recv.reset_code is None:
+                # Blocked at a limit we raised since: the update was lost (or is late). Said
+                # again now, the peer waits one round trip, not until our loss detection
+                # declares the update lost (a probe timeout when only ACKs follow it).
+                self._resend(MaxStreamDataFrame(frame.stream_id, recv.max_data))
         elif isinstance(frame, DataBlockedFrame):
             if frame.limit >= self.conn_recv_max:  # the same for the connection's window
                 self._conn_window_at = _GROW_NEXT
+            else:
+                self._resend(MaxDataFrame(self.conn_recv_max))
         else:  # pragma: no cover - the session routes only these frames here
             raise ProtocolViolation(f"unexpected {type(frame).__name__}")
 
@@ -374,6 +397,10 @@ class StreamManager(Packetizer):
         self.conn_received += grown
         if self.conn_received > self.conn_recv_max:
             raise ProtocolViolation("peer exceeded the session's flow-control window")
+        if recv.gap_full and (recv._highest - recv.read_offset) * 2 >= self.conn_recv_window:
+            # Half the session's window is behind one stream's gap: it doubles at once (as
+            # the stream's does, RecvSide.on_data_general).
+            self._conn_gap_full = True
         if recv.message_bytes != had or recv.messages_cut != cut:
             self.bytes_received += recv.message_bytes - had
             self._emit(StreamReadable(stream_id))
@@ -382,6 +409,12 @@ class StreamManager(Packetizer):
             self._emit(StreamEnded(stream_id))
             if not recv.messages:  # read through: a FIN alone may be the stream's last word
                 self._maybe_forget(stream)
+
+    def _resend(self, frame: MaxDataFrame | MaxStreamDataFrame) -> None:
+        """Queue a window update again unless it waits already (BLOCKED frames, however many,
+        cost one frame each)."""
+        if frame not in self._control:
+            self._control.append(frame)
 
     # -- acknowledgement and loss -----------------------------------------------------------------
 
@@ -437,6 +470,16 @@ class StreamManager(Packetizer):
             stream = self.streams.get(frame.stream_id)
             if stream is not None and stream.recv.max_data == frame.maximum:
                 self._control.append(frame)
+        # A BLOCKED frame still true goes again: the peer answers one at a limit it has raised
+        # since by saying its update again (on_frame), so a lost update costs a round trip.
+        elif isinstance(frame, StreamDataBlockedFrame):
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None and stream.send.max_data == frame.limit \
+                    and stream.send.sent_end >= frame.limit and stream.send.reset_sent is None:
+                self._control.append(frame)
+        elif isinstance(frame, DataBlockedFrame) and frame.limit == self.conn_send_max \
+                and self.conn_sent >= frame.limit:
+            self._control.append(frame)
 
     # -- forgetting finished streams --------------------------------------------------------------
 

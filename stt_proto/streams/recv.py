@@ -22,6 +22,9 @@ Piece = bytes | bytearray | memoryview
 # AttributeError at once instead of leaking one stream's bytes into every other's.
 _NONE: tuple[()] = ()
 SEGMENT_MIN = 512  # out-of-order pieces below this are merged with their neighbours (copied)
+# A window's last update stamped in the future: the next update counts as "used within an RTT"
+# and doubles the window (the path, not the reader, used it up).
+GROW_NEXT = float("inf")
 
 
 def _compact(data: Piece) -> Piece:
@@ -61,6 +64,7 @@ class RecvSide:
         "_segments",
         "consumed",
         "final_size",
+        "gap_full",
         "max_data",
         "max_message",
         "message_bytes",
@@ -95,6 +99,7 @@ class RecvSide:
         self.final_size: int | None = None
         self.reset_code: int | None = None
         self.window_updated_at = 0.0
+        self.gap_full = False  # half the window waits behind a gap: grow it at once
 
     @property
     def finished(self) -> bool:
@@ -147,6 +152,16 @@ class RecvSide:
             else:
                 self._buffer(offset, data)  # (before _received records it)
                 self._received.add(offset, end)
+                held = self._highest - self.read_offset
+                if held * 2 >= self.window and held > self.unread_bytes:
+                    # Half the window is behind a gap (and more than the application left
+                    # unread): with what is in flight the peer is at our limit or soon will
+                    # be, held back by a retransmission (for several RTTs when it is lost
+                    # again), and the reads, and with them the usual growth, wait for it.
+                    # The window grows at once (window_update): the peer goes on past the
+                    # gap, as it would with the larger window a lossy path needs. A slow
+                    # reader holds unread bytes, not a gap: its window does not grow so.
+                    self.gap_full = True
         return self._highest - before
 
     @property
@@ -338,14 +353,32 @@ class RecvSide:
 
     def window_update(self, now: float, srtt: float, max_window: int,
                       credit: int = -1) -> int | None:
-        """A new MAX_STREAM_DATA limit when half the window has been used, else None.
-        The window doubles (up to ``max_window``) when it was used up within two RTTs.
-        ``credit``: the node's budget's say (budget.py), if not :meth:`credit`."""
+        """A new MAX_STREAM_DATA limit when a quarter of the window has been used, else None.
+        The window doubles (up to ``max_window``) when that quarter was used within one RTT
+        (the window is under four times what the path delivers in an RTT).
+        ``credit``: the node's budget's say (budget.py), if not :meth:`credit`.
+
+        A quarter, not half: an update lost on a lossy path is superseded by the next a
+        quarter window later, before the peer reaches the old limit; at half, a peer that the
+        window holds back sits at the limit until loss detection sends the update again.
+        A window half held behind a gap (:attr:`gap_full`) doubles at once, read or not."""
         if credit < 0:
             credit = self.credit()
-        if self.final_size is not None or self.max_data - credit > self.window // 2:
+        if self.final_size is not None:
             return None
-        if now - self.window_updated_at < 2 * srtt and self.window < max_window:
+        if self.gap_full:  # (on_data_general says why)
+            self.gap_full = False
+            if self.window < max_window:
+                self.window = min(self.window * 2, max_window)
+                self.window_updated_at = now
+                new_limit = min(credit + self.window, MAX_VARINT)
+                if new_limit <= self.max_data:
+                    return None
+                self.max_data = new_limit
+                return new_limit
+        if self.max_data - credit > self.window - (self.window >> 2):
+            return None
+        if now - self.window_updated_at < srtt and self.window < max_window:
             self.window = min(self.window * 2, max_window)
         self.window_updated_at = now
         new_limit = min(credit + self.window, MAX_VARINT)
