@@ -228,7 +228,11 @@ class Session:
 
     stream_class: type[Stream] = Stream
     # Slotted, with lists for the two queues (an empty deque costs 760 B): a node may hold
-    # 10,000 idle sessions.
+    # 10,000 idle sessions. The wake-up signals are made on first use: most sessions never
+    # wait on some of them (an accepted one on its handshake, many on datagrams), and each is
+    # an object the garbage collector traverses in every full pass over thousands of sessions
+    # (a 2,000-handshake burst runs one or two). A set() with no waiter is a no-op for every
+    # Signal, so a signal made late misses nothing.
     __slots__ = ("__weakref__", "_datagram_bytes_dropped", "_datagram_bytes_queued",
                  "_datagram_signal", "_datagrams", "_datagrams_dropped",
                  "_datagrams_over_budget", "_incoming", "_incoming_signal", "_node", "_proto",
@@ -238,15 +242,15 @@ class Session:
         self._node = node
         self._proto = proto
         self._streams: dict[int, Stream] = {}
-        self._incoming: list[Stream] = []
-        self._incoming_signal = node._new_signal()
-        self._datagrams: list[bytes] = []
-        self._datagram_signal = node._new_signal()
+        self._incoming: list[Stream] = []  # streams the peer opened, unaccepted
+        self._incoming_signal: Signal | None = None
+        self._datagrams: list[bytes] = []  # received, unread
+        self._datagram_signal: Signal | None = None
         self._datagrams_dropped = 0  # arrived while the receive queue was full
         self._datagram_bytes_dropped = 0
         self._datagrams_over_budget = 0  # dropped: the node's datagram_budget was spent
         self._datagram_bytes_queued = 0  # counted on the node's budget
-        self._state_signal = node._new_signal()  # handshake confirmed, or session ended
+        self._state_signal: Signal | None = None  # handshake confirmed, or session ended
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -326,7 +330,10 @@ class Session:
         """The next stream the peer opened."""
         while not self._incoming:
             self._raise_if_closed()
-            await self._incoming_signal.wait()
+            signal = self._incoming_signal
+            if signal is None:
+                signal = self._incoming_signal = self._node._new_signal()
+            await signal.wait()
         stream = self._incoming.pop(0)  # at most max_concurrent_streams: a short move
         stream._queued = False
         return stream
@@ -349,7 +356,10 @@ class Session:
     async def receive_datagram(self) -> bytes:
         while not self._datagrams:
             self._raise_if_closed()
-            await self._datagram_signal.wait()
+            signal = self._datagram_signal
+            if signal is None:
+                signal = self._datagram_signal = self._node._new_signal()
+            await signal.wait()
         data = self._datagrams.pop(0)  # at most MAX_QUEUED_DATAGRAMS: a short move
         if self._datagram_bytes_queued:
             self._datagram_bytes_queued -= len(data)
@@ -374,9 +384,9 @@ class Session:
     def _wake_all(self) -> None:
         for stream in self._streams.values():
             stream._wake_all()
-        self._incoming_signal.set()
-        self._datagram_signal.set()
-        self._state_signal.set()
+        for signal in (self._incoming_signal, self._datagram_signal, self._state_signal):
+            if signal is not None:
+                signal.set()
 
     async def _wait_confirmed(self) -> None:
         """Until the handshake is confirmed; raises the session's error if it ends first."""
@@ -384,7 +394,10 @@ class Session:
             self._raise_if_closed()
             if self._proto.is_terminated:
                 raise self._session_error()
-            await self._state_signal.wait()
+            signal = self._state_signal
+            if signal is None:
+                signal = self._state_signal = self._node._new_signal()
+            await signal.wait()
 
     async def __aenter__(self) -> Session:
         return self
@@ -453,7 +466,8 @@ def _deliver(session: Session, proto: ProtoSession) -> None:
             stream = session._stream(event.stream_id)
             stream._queued = True
             session._incoming.append(stream)
-            session._incoming_signal.set()
+            if session._incoming_signal is not None:
+                session._incoming_signal.set()
         elif isinstance(event, DatagramReceived):
             size = len(event.data)
             budget = session._node._datagram_budget
@@ -467,9 +481,11 @@ def _deliver(session: Session, proto: ProtoSession) -> None:
                 session._datagrams.append(event.data)
                 session._datagram_bytes_queued += size
                 budget.queued += size
-            session._datagram_signal.set()
+            if session._datagram_signal is not None:
+                session._datagram_signal.set()
         elif isinstance(event, HandshakeCompleted):
-            session._state_signal.set()
+            if session._state_signal is not None:
+                session._state_signal.set()
         elif isinstance(event, SessionTerminated):
             session._release_datagrams()
             session._wake_all()

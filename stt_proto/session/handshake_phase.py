@@ -36,14 +36,19 @@ def _digest(message: bytes) -> bytes:
 class HandshakePhase:
     """The Noise handshake in flight, and what recognises its retransmissions later."""
 
-    __slots__ = ("finish_message", "initiator", "packet", "peer_message", "responder",
-                 "retransmits", "sent_at", "token")
+    __slots__ = ("answered_after", "finish_message", "initiator", "last_sent", "packet",
+                 "peer_message", "responder", "retransmits", "sent_at", "token")
 
     def __init__(self, now: float) -> None:
         self.initiator: InitiatorHandshake | None = None
         self.responder: ResponderHandshake | None = None
         self.packet: bytes | None = None  # the handshake datagram we retransmit
-        self.sent_at = now
+        self.sent_at = now  # the first copy of the message in flight
+        self.last_sent = now  # its latest copy
+        # The longest the round trip of the answer to our message can have been: from its
+        # first copy to the answer (initiator: message 2, see duplicate_message2; responder:
+        # FINISH). Copies of the peer's message within it of our reply crossed that reply.
+        self.answered_after = 0.0
         self.retransmits = 0
         # Digests, not copies, of the peer's last handshake messages (an INITIAL is padded to
         # 1,200 bytes): enough to recognise a retransmission.
@@ -65,7 +70,7 @@ class HandshakePhase:
         waits RESPONDER_RETRANSMIT_MIN: at 0.2 s, a busy node resent nearly every message 2
         of a burst, and each duplicate made its initiator resend its FINISH as well."""
         self.packet = datagram
-        self.sent_at = now
+        self.sent_at = self.last_sent = now
         session._outbox.append(datagram)
         session._timers.set(T_HANDSHAKE_RESEND, now + self._backoff(session))
 
@@ -79,6 +84,7 @@ class HandshakePhase:
             return
         if self.packet not in session._outbox:
             session._outbox.append(self.packet)
+        self.last_sent = now
         self.retransmits += 1
         timers = session._timers
         due = timers.get(T_HANDSHAKE_RESEND)
@@ -86,6 +92,21 @@ class HandshakePhase:
         # not push it back (the initiator's resends may be lost as well).
         if session.is_initiator or due is None or due <= now:
             timers.set(T_HANDSHAKE_RESEND, now + self._backoff(session))
+
+    def duplicate_message2(self, session: Session, now: float) -> None:
+        """Message 2 again while our FINISH is unanswered. The responder answers every copy
+        of the INITIAL it reads, so after resent INITIALs a copy of message 2 may answer one
+        sent before the first message 2 came: it says nothing about our FINISH, which cannot
+        have been answered yet less than a round trip after it left. Within
+        ``answered_after`` of our latest FINISH (the longest that round trip can be: from our
+        first INITIAL to message 2) it is ignored; after that it means our FINISH was lost
+        (the responder's fallback timer resent message 2): FINISH goes again. Our own resend
+        timer keeps its schedule: pushed back to that round trip, a FINISH that a node's
+        full socket buffer dropped was resent so late that the node evicted the handshake
+        as half-open for longer than ``half_open_timeout``. In a burst, each duplicate
+        answered with a duplicate had made FINISH, HANDSHAKE_DONE and an ACK go again."""
+        if now - self.last_sent >= self.answered_after:
+            self.retransmit(session, now)  # our message 3 was lost
 
     def install_keys(self, session: Session, result: HandshakeResult, now: float) -> None:
         """The handshake's keys and settings in place: the session is established."""
@@ -156,6 +177,7 @@ class HandshakePhase:
         hs = self.initiator
         if ptype is PacketType.HANDSHAKE and hs is not None and hs.result is None:
             self.rtt_sample(session, now)
+            self.answered_after = now - self.sent_at
             message3, result = hs.read_message2(body, packet.scid)
             self.peer_message = _digest(body)
             session.remote_cid = packet.scid
@@ -167,7 +189,7 @@ class HandshakePhase:
         if ptype is PacketType.HANDSHAKE and _digest(body) == self.peer_message:
             if session.confirmed:
                 return DropReason.REPLAY
-            self.retransmit(session, now)  # our message 3 was lost
+            self.duplicate_message2(session, now)
             return None
         if ptype is PacketType.RETRY and hs is not None and hs.result is None:
             if self.token or not packet.token:
@@ -222,6 +244,8 @@ class HandshakePhase:
                     self.refuse(session, session.remote_cid, RefuseCode.HANDSHAKE_FAILED)
                     raise
                 self.rtt_sample(session, now)
+                self.answered_after = now - self.sent_at
+                self.last_sent = now  # HANDSHAKE_DONE goes with the next output
                 self.finish_message = _digest(body)
                 session.address_validated = True
                 self.install_keys(session, result, now)
@@ -229,6 +253,11 @@ class HandshakePhase:
                 session._handshake_done_pending = True
                 return None
             if rhs.result is not None and _digest(body) == self.finish_message:
-                session._handshake_done_pending = True  # our HANDSHAKE_DONE was lost
+                # A copy sent before our HANDSHAKE_DONE reached the initiator arrives within
+                # a round trip of it (at most answered_after: from our first message 2 to
+                # FINISH) and is no sign that it was lost: only a later one is answered.
+                if now - self.last_sent >= self.answered_after:
+                    session._handshake_done_pending = True  # our HANDSHAKE_DONE was lost
+                    self.last_sent = now
                 return None
         return DropReason.UNEXPECTED
