@@ -28,6 +28,14 @@ async def _line() -> str:
     return await asyncio.get_running_loop().run_in_executor(None, read_line)
 
 
+async def _report(doc: dict[str, Any]) -> None:
+    """Write a report line in a worker thread. A report can outgrow the pipe's buffer (the
+    receiver's arrivals and samples: 64 KiB after ~10 s), and the starter reads the senders'
+    reports first: a write on the loop would stop the node until then, and a sender still
+    waiting for the ACK of its last packets would time out (KeepAliveTimeout)."""
+    await asyncio.get_running_loop().run_in_executor(None, emit, doc)
+
+
 async def receiver(spec: dict[str, Any]) -> None:
     """Count every flow's bytes to its sender's FIN, then report each flow's arrivals (per
     message) and its session's wire bytes received every ~10 ms (the delivery rate)."""
@@ -57,7 +65,7 @@ async def receiver(spec: dict[str, Any]) -> None:
             flows.append({"bytes": 0, "arrivals": [], "received": []})
         emit({"address": node.address, "node_id": node.node_id.hex()})
         await asyncio.gather(*(drain(flow) for flow in flows))
-        emit({"flows": flows})
+        await _report({"flows": flows})
         await _line()  # stay up until the starter has every sender's report
 
 
@@ -103,7 +111,7 @@ async def sender(spec: dict[str, Any]) -> None:
         if spec.get("series"):
             series.write(spec["series"], {**spec.get("header", {}), **report, "rtts_ms": None},
                           samples)
-        emit(report)
+        await _report(report)
         await _line()  # close the session only when the starter says so
 
 

@@ -23,6 +23,12 @@ async def _line() -> str:
     return await trio.to_thread.run_sync(read_line)
 
 
+async def _report(doc: dict[str, Any]) -> None:
+    """Write a report line in a worker thread, so that a full pipe stops no node (see
+    :func:`stt_bench.impaired.end_asyncio._report`)."""
+    await trio.to_thread.run_sync(emit, doc)
+
+
 async def receiver(spec: dict[str, Any]) -> None:
     """Count every flow's bytes to its sender's EOF, then report each flow's arrivals (per
     message) and its session's wire bytes received every ~10 ms (the delivery rate)."""
@@ -51,7 +57,7 @@ async def receiver(spec: dict[str, Any]) -> None:
         async with trio.open_nursery() as nursery:
             for flow in flows:
                 nursery.start_soon(functools.partial(drain, flow))
-        emit({"flows": flows})
+        await _report({"flows": flows})
         await _line()
 
 
@@ -99,7 +105,7 @@ async def sender(spec: dict[str, Any]) -> None:
         if spec.get("series"):
             series.write(spec["series"], {**spec.get("header", {}), **report, "rtts_ms": None},
                           samples)
-        emit(report)
+        await _report(report)
         await _line()
 
 

@@ -10,18 +10,24 @@ counters tell queue drops (the sender's own overshoot) from random ones.
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
+import time
 from typing import Any
 
 import attrs
 
 from stt_runtime.impair import impairment, parse_duration, parse_rate
 
-from ..twoproc import Peer, peer_environment
+from ..twoproc import Peer, PeerError, peer_environment
 from . import series
 
 MiB = 1 << 20
 PROCESS_TIMEOUT = 30.0
+# On it a process of the run writes every thread's stack (the link also its counters) to its
+# stderr, even with its loop stuck (stt_bench.impaired.end); see Proc.dump.
+DUMP_SIGNAL = signal.SIGUSR1
 
 
 @attrs.frozen(slots=True)
@@ -144,8 +150,20 @@ class Proc(Peer):
     def __init__(self, spec: dict[str, Any], env: dict[str, str]) -> None:
         super().__init__(spec, module="stt_bench.impaired.end", env=env)
 
+    def __enter__(self) -> Proc:
+        return self
+
     def read(self, timeout: float = PROCESS_TIMEOUT) -> dict[str, Any]:
         return super().read(timeout)
+
+    def dump(self, wait: float = 0.5) -> str:
+        """What the process is doing, for a failure's message: the tail of its stderr
+        ``wait`` seconds after :data:`DUMP_SIGNAL`."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, DUMP_SIGNAL)
+            time.sleep(wait)
+        self._stderr.seek(0)
+        return self._stderr.read()[-4000:].decode(errors="replace").strip()
 
 
 def environment(build: str) -> dict[str, str]:
@@ -200,8 +218,12 @@ def run_once(case: Case, series_path: str | None = None) -> RunResult:
                     sender.read()
                 for sender in senders:
                     sender.tell("go")
-                reports = [sender.read(timeout) for sender in senders]
-                counted = receiver.read(timeout)
+                try:
+                    reports = [sender.read(timeout) for sender in senders]
+                    counted = receiver.read(timeout)
+                except PeerError as error:
+                    raise PeerError(f"{error}\n--- the receiver's state:\n{receiver.dump()}"
+                                    f"\n--- the link's state:\n{link.dump()}") from error
                 link.tell("report")
                 counters = link.read()
             finally:
