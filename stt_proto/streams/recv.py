@@ -366,19 +366,15 @@ class RecvSide:
             credit = self.credit()
         if self.final_size is not None:
             return None
+        grow = False
         if self.gap_full:  # (on_data_general says why)
             self.gap_full = False
-            if self.window < max_window:
-                self.window = min(self.window * 2, max_window)
-                self.window_updated_at = now
-                new_limit = min(credit + self.window, MAX_VARINT)
-                if new_limit <= self.max_data:
-                    return None
-                self.max_data = new_limit
-                return new_limit
-        if self.max_data - credit > self.window - (self.window >> 2):
-            return None
-        if now - self.window_updated_at < srtt and self.window < max_window:
+            grow = self.window < max_window
+        if not grow:
+            if self.max_data - credit > self.window - (self.window >> 2):
+                return None
+            grow = now - self.window_updated_at < srtt and self.window < max_window
+        if grow:
             self.window = min(self.window * 2, max_window)
         self.window_updated_at = now
         new_limit = min(credit + self.window, MAX_VARINT)
