@@ -24,6 +24,20 @@ def _finishes_sent(pair: Pair, latency: float) -> list[float]:
             if src == A and parse_packet(raw).type is PacketType.FINISH]
 
 
+def _lose_first_finishes(pair: Pair, count: int) -> list[int]:
+    """The link loses the first ``count`` FINISH packets; the list's one item counts them."""
+    lost = [0]
+
+    def lose_finish(src: object, dst: object, data: bytes) -> bytes | None:
+        if parse_packet(data).type is PacketType.FINISH and lost[0] < count:
+            lost[0] += 1
+            return None
+        return data
+
+    pair.net.tamper = lose_finish
+    return lost
+
+
 def test_late_copies_of_message2_do_not_resend_finish() -> None:
     """0.8 s round trip: INITIALs at 0, 0.2 and 0.6 s, each answered; the copies of message 2
     that arrive 0.2, 0.5 and 0.6 s after the first (the last from the responder's own timer)
@@ -42,19 +56,10 @@ def test_a_lost_finish_is_still_resent() -> None:
     """The same late answers, and the first two FINISHes lost: the initiator's own timer
     still resends FINISH on its schedule (the third copy, at 1.4 s, arrives)."""
     pair = make_pair(profile=LinkProfile(latency=0.4))
-    lost = 0
-
-    def lose_finish(src: object, dst: object, data: bytes) -> bytes | None:
-        nonlocal lost
-        if parse_packet(data).type is PacketType.FINISH and lost < 2:
-            lost += 1
-            return None
-        return data
-
-    pair.net.tamper = lose_finish
+    lost = _lose_first_finishes(pair, 2)
     session = pair.connect()
     pair.net.run(10.0)
-    assert session.confirmed and lost == 2
+    assert session.confirmed and lost[0] == 2
     assert _finishes_sent(pair, 0.4)[0] <= 1.4
 
 
@@ -63,16 +68,7 @@ def test_message2_resent_by_the_responders_timer_resends_finish_at_once() -> Non
     sends (0.5 s) comes long after FINISH left (more than the 20 ms message 2 took), so it
     means FINISH was lost and FINISH goes again on it."""
     pair = make_pair(profile=LinkProfile(latency=0.01))
-    lost = 0
-
-    def lose_finish(src: object, dst: object, data: bytes) -> bytes | None:
-        nonlocal lost
-        if parse_packet(data).type is PacketType.FINISH and lost < 2:
-            lost += 1
-            return None
-        return data
-
-    pair.net.tamper = lose_finish
+    _lose_first_finishes(pair, 2)
     session = pair.connect()
     pair.net.run(10.0)
     assert session.confirmed
