@@ -22,7 +22,7 @@ from stt_proto.packet import Datagram
 from stt_proto.sim import LinkProfile
 
 from .conftest import A, B, make_pair
-from .transfer import Transfer, run_transfers
+from .transfer import Transfer, link_marks
 
 MiB = 1024 * 1024
 RATE = 100e6
@@ -45,15 +45,7 @@ def _steady_state(lateness: float, receive: float, batch: int) -> tuple[float, i
     net.receive_granularity, net.send_batch = receive, batch
     client, server = pair.established()
     transfer = Transfer(net, client, server, [bytes(MiB)] * 64)
-    start = net.now
-    marks: list[tuple[int, int]] = []
-    for mark in (1.0, 3.0):
-        while net.now - start < mark and not transfer.done:
-            step_end = net.now + 0.01
-            run_transfers(net, [transfer], timeout=0.01)
-            net.now = max(net.now, step_end)
-        counters = net.link_counters(A, B)
-        marks.append((counters.delivered, counters.queue_drops))
+    marks = link_marks(net, transfer, (1.0, 3.0), A, B)
     assert not transfer.done  # (the two seconds measured were all sending)
     assert client.data is not None
     size = client.data.max_datagram  # (bulk data goes in full datagrams)

@@ -24,7 +24,7 @@ from stt_proto.rtt import RttEstimator
 from stt_proto.sim import LinkProfile
 
 from .conftest import A, B, make_pair
-from .transfer import Transfer, run_transfers
+from .transfer import Transfer, link_marks, run_transfers
 
 MiB = 1024 * 1024
 RATE = 100e6
@@ -187,14 +187,7 @@ def _rate_on_a_busy_loop(lateness: float) -> tuple[float, int]:
     client, server = pair.established()
     transfer = Transfer(net, client, server, [bytes(MiB)] * 32)
     start = net.now
-    marks: list[tuple[int, int]] = []
-    for mark in (1.0, 2.0):
-        while net.now - start < mark and not transfer.done:
-            step_end = net.now + 0.01
-            run_transfers(net, [transfer], timeout=0.01)
-            net.now = max(net.now, step_end)
-        counters = net.link_counters(A, B)
-        marks.append((counters.delivered, counters.queue_drops))
+    marks = link_marks(net, transfer, (1.0, 2.0), A, B)
     assert not transfer.done  # (the second measured was all sending)
     return (marks[1][0] - marks[0][0]) * 1400 * 8 / (net.now - start - 1.0) / 1e6, \
         marks[1][1] - marks[0][1]

@@ -7,6 +7,7 @@ import random
 import attrs
 
 from stt_proto import Session
+from stt_proto.events import Address
 from stt_proto.sim import Network
 
 
@@ -79,3 +80,19 @@ def run_transfers(net: Network, transfers: list[Transfer], timeout: float) -> bo
             if not net.step(end):
                 break
     return all(t.done for t in transfers)
+
+
+def link_marks(net: Network, transfer: Transfer, marks: tuple[float, ...], src: Address,
+               dst: Address) -> list[tuple[int, int]]:
+    """Run ``transfer`` in 10 ms steps (idle gaps included) and, at each of ``marks`` seconds
+    from now, read the ``src`` → ``dst`` link's (delivered, queue drops) counters."""
+    start = net.now
+    out: list[tuple[int, int]] = []
+    for mark in marks:
+        while net.now - start < mark and not transfer.done:
+            step_end = net.now + 0.01
+            run_transfers(net, [transfer], timeout=0.01)
+            net.now = max(net.now, step_end)
+        counters = net.link_counters(src, dst)
+        out.append((counters.delivered, counters.queue_drops))
+    return out
