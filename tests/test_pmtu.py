@@ -8,10 +8,11 @@ import hashlib
 
 import pytest
 
+from stt_proto import Session
 from stt_proto.pmtu import BASE, COMPLETE, CONFIRM_PROBES, RAISE_INTERVAL, SEARCHING, PathMtu
 from stt_proto.sim import LinkProfile
 
-from .conftest import A, B, make_pair
+from .conftest import A, B, Pair, make_pair
 from .transfer import Transfer, mixed_messages, run_transfers
 
 MiB = 1024 * 1024
@@ -205,13 +206,19 @@ def test_a_transfer_over_a_1500_byte_path_that_drops_larger_datagrams_completes(
     assert pair.net._links[(A, B)].counters.too_big <= 16  # probes only: no data was cut
 
 
-def test_a_path_that_shrinks_mid_transfer_is_detected_and_the_transfer_completes() -> None:
+def _mid_transfer() -> tuple[Pair, Session, list[bytes], Transfer]:
+    """24 MiB under way over a 16 KiB path, half a second in (some delivered, some not)."""
     pair = _pair(None)
     client, server = pair.established()
     messages = [bytes([n % 251]) * MiB for n in range(24)]
     transfer = Transfer(pair.net, client, server, messages)
     run_transfers(pair.net, [transfer], timeout=0.5)
     assert client.data.max_datagram == 16384 and 0 < len(transfer.received) < 24
+    return pair, client, messages, transfer
+
+
+def test_a_path_that_shrinks_mid_transfer_is_detected_and_the_transfer_completes() -> None:
+    pair, client, messages, transfer = _mid_transfer()
     shrunk = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB, mtu=1472)
     pair.net.set_link(A, B, shrunk)
     pair.net.set_link(B, A, shrunk)
@@ -229,12 +236,7 @@ def test_an_outage_mid_transfer_is_no_black_hole() -> None:
     probe timeouts pass with nothing acknowledged, so a black hole is suspected, but a
     probe of the size in use gets through once the outage ends, and the size stays.
     (Before the confirmation, the size dropped to the base and the search ran again.)"""
-    pair = _pair(None)
-    client, server = pair.established()
-    messages = [bytes([n % 251]) * MiB for n in range(24)]
-    transfer = Transfer(pair.net, client, server, messages)
-    run_transfers(pair.net, [transfer], timeout=0.5)
-    assert client.data.max_datagram == 16384 and 0 < len(transfer.received) < 24
+    pair, client, messages, transfer = _mid_transfer()
     clear = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB)
     for link in ((A, B), (B, A)):
         pair.net.set_link(*link, LinkProfile(latency=0.025, bandwidth=100e6,
