@@ -9,6 +9,7 @@ import hashlib
 import pytest
 
 from stt_proto import Session
+from stt_proto.dataplane import DataPlane
 from stt_proto.pmtu import BASE, COMPLETE, CONFIRM_PROBES, RAISE_INTERVAL, SEARCHING, PathMtu
 from stt_proto.sim import LinkProfile
 
@@ -170,8 +171,14 @@ def test_a_suspected_black_hole_whose_confirmation_probe_is_acknowledged_was_los
     assert pmtu.confirm_size == 16384 and pmtu.current == BASE
 
 
+def _plane(session: Session) -> DataPlane:
+    """An established session's data plane."""
+    assert session.data is not None
+    return session.data
+
+
 def _pair(mtu: int | None, latency: float = 0.025, loss: float = 0.0, ipv6: bool = False,
-          **config: object):
+          **config: object) -> Pair:
     profile = LinkProfile(latency=latency, bandwidth=100e6, queue_limit=2 * MiB, mtu=mtu,
                           loss=loss)
     return make_pair(seed=5, profile=profile, client_config=dict(config),
@@ -184,13 +191,13 @@ def test_a_session_finds_its_path_size_within_a_second_on_a_50_ms_path(mtu: int)
     start = pair.net.now  # from the first handshake packet
     client, _ = pair.established()
     client.send_message(client.open_stream(), bytes(8 * MiB))  # what makes larger packets pay
-    assert pair.net.run_until(lambda: client.data.max_datagram >= mtu - 64, 5.0)
+    assert pair.net.run_until(lambda: _plane(client).max_datagram >= mtu - 64, 5.0)
     assert pair.net.now - start < 1.0  # found (the search may still be ruling out larger)
-    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
+    assert pair.net.run_until(lambda: _plane(client).pmtu.state == COMPLETE, 5.0)
     assert pair.net.now - start < 3.0
-    assert mtu - 64 <= client.data.max_datagram <= mtu
+    assert mtu - 64 <= _plane(client).max_datagram <= mtu
     stats = client.get_stats()
-    assert stats.path_mtu == client.data.max_datagram and stats.path_mtu_state == "complete"
+    assert stats.path_mtu == _plane(client).max_datagram and stats.path_mtu_state == "complete"
     assert stats.packets_lost == 0  # probes are not the application's losses
 
 
@@ -202,32 +209,34 @@ def test_a_transfer_over_a_1500_byte_path_that_drops_larger_datagrams_completes(
     assert run_transfers(pair.net, [transfer], timeout=120.0)
     digest = hashlib.sha256(b"".join(transfer.received)).hexdigest()
     assert digest == hashlib.sha256(b"".join(messages)).hexdigest()
-    assert client.data.max_datagram == 1472
+    assert _plane(client).max_datagram == 1472
     assert pair.net._links[(A, B)].counters.too_big <= 16  # probes only: no data was cut
 
 
-def _mid_transfer() -> tuple[Pair, Session, list[bytes], Transfer]:
-    """24 MiB under way over a 16 KiB path, half a second in (some delivered, some not)."""
+def _mid_transfer() -> tuple[Pair, Session, DataPlane, list[bytes], Transfer]:
+    """24 MiB under way over a 16 KiB path, half a second in (some delivered, some not); the
+    client, and its established data plane."""
     pair = _pair(None)
     client, server = pair.established()
     messages = [bytes([n % 251]) * MiB for n in range(24)]
     transfer = Transfer(pair.net, client, server, messages)
     run_transfers(pair.net, [transfer], timeout=0.5)
-    assert client.data.max_datagram == 16384 and 0 < len(transfer.received) < 24
-    return pair, client, messages, transfer
+    data = _plane(client)
+    assert data.max_datagram == 16384 and 0 < len(transfer.received) < 24
+    return pair, client, data, messages, transfer
 
 
 def test_a_path_that_shrinks_mid_transfer_is_detected_and_the_transfer_completes() -> None:
-    pair, client, messages, transfer = _mid_transfer()
+    pair, client, data, messages, transfer = _mid_transfer()
     shrunk = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB, mtu=1472)
     pair.net.set_link(A, B, shrunk)
     pair.net.set_link(B, A, shrunk)
     changed = pair.net.now
-    assert pair.net.run_until(lambda: client.data.pmtu.black_holes == 1, 3.0)
+    assert pair.net.run_until(lambda: data.pmtu.black_holes == 1, 3.0)
     assert pair.net.now - changed < 3.0
     assert run_transfers(pair.net, [transfer], timeout=60.0)
     assert transfer.received == messages
-    assert client.data.max_datagram == 1472
+    assert data.max_datagram == 1472
     assert client.get_stats().path_mtu_black_holes == 1
 
 
@@ -236,7 +245,7 @@ def test_an_outage_mid_transfer_is_no_black_hole() -> None:
     probe timeouts pass with nothing acknowledged, so a black hole is suspected, but a
     probe of the size in use gets through once the outage ends, and the size stays.
     (Before the confirmation, the size dropped to the base and the search ran again.)"""
-    pair, client, messages, transfer = _mid_transfer()
+    pair, client, data, messages, transfer = _mid_transfer()
     clear = LinkProfile(latency=0.025, bandwidth=100e6, queue_limit=2 * MiB)
     for link in ((A, B), (B, A)):
         pair.net.set_link(*link, LinkProfile(latency=0.025, bandwidth=100e6,
@@ -246,10 +255,10 @@ def test_an_outage_mid_transfer_is_no_black_hole() -> None:
         pair.net.set_link(*link, clear)
     assert run_transfers(pair.net, [transfer], timeout=60.0)
     assert transfer.received == messages
-    pmtu = client.data.pmtu
+    pmtu = data.pmtu
     assert pmtu.black_holes_refuted >= 1  # suspected, and refuted
     assert pmtu.black_holes == 0 and client.get_stats().path_mtu_black_holes == 0
-    assert client.data.max_datagram == 16384
+    assert data.max_datagram == 16384
 
 
 def test_a_datagram_larger_than_the_path_is_dropped_and_counted() -> None:
@@ -257,7 +266,7 @@ def test_a_datagram_larger_than_the_path_is_dropped_and_counted() -> None:
     client, _ = pair.established()
     client.send_datagram(bytes(4000))  # fits max_frame_size, not the path: starts the search
     client.send_datagram(b"small")
-    assert pair.net.run_until(lambda: client.data.pmtu.state == COMPLETE, 5.0)
+    assert pair.net.run_until(lambda: _plane(client).pmtu.state == COMPLETE, 5.0)
     pair.net.run(0.2)
     stats = client.get_stats()
     assert stats.datagrams_dropped_by_reason["larger_than_path"] == 1
@@ -268,7 +277,7 @@ def test_no_probe_on_a_session_whose_frames_are_the_base_size() -> None:
     pair = _pair(None, max_frame_size=1200)
     client, _ = pair.established()
     pair.net.run(0.5)
-    assert client.data.pmtu.probes_sent == 0 and client.data.max_datagram == 1200
+    assert _plane(client).pmtu.probes_sent == 0 and _plane(client).max_datagram == 1200
 
 
 def test_sessions_that_exchange_only_small_messages_never_probe() -> None:
@@ -282,11 +291,11 @@ def test_sessions_that_exchange_only_small_messages_never_probe() -> None:
         pair.net.run(0.06)
     pair.net.run(1.0)
     for session in (client, server):
-        assert session.data.pmtu.probes_sent == 0 and session.data.max_datagram == 1200
+        assert _plane(session).pmtu.probes_sent == 0 and _plane(session).max_datagram == 1200
         assert session.get_stats().path_mtu_state == "idle"
     client.send_message(stream, bytes(MiB))
-    assert pair.net.run_until(lambda: client.data.max_datagram == 16384, 1.0)
-    assert server.data.pmtu.probes_sent == 0  # it only acknowledges: 1,200 bytes suffice
+    assert pair.net.run_until(lambda: _plane(client).max_datagram == 16384, 1.0)
+    assert _plane(server).pmtu.probes_sent == 0  # it only acknowledges: 1,200 bytes suffice
 
 
 def test_the_suites_path_mtu_figures_meet_the_issues_targets() -> None:
