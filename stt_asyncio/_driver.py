@@ -30,8 +30,7 @@ class AsyncioDriver(NodeCore[Session]):
         super().__init__(Session, identity, settings)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._kicked = False
-        self._kick_handle: asyncio.Handle | None = None  # the kick's callback, until it runs
+        self._kick_handle: asyncio.Handle | None = None  # a kick's callback, until it is due
         self._writing = False
 
     def _new_signal(self) -> Signal:
@@ -44,17 +43,15 @@ class AsyncioDriver(NodeCore[Session]):
 
     def _kick(self) -> None:
         """Service the endpoint soon (once, however many API calls asked)."""
-        if not self._kicked and self._loop is not None and not self._closed:
-            self._kicked = True
+        if self._kick_handle is None and self._loop is not None and not self._closed:
             self._kick_handle = self._loop.call_soon(self._kicked_service)
 
     def _kicked_service(self) -> None:
-        """The poll a kick deferred, unless one since (``_send_now``, a readable socket) has
-        done its work: a reader that answers each message at once would otherwise pay a
-        second, empty poll per message."""
-        self._kick_handle = None
-        if self._kicked:
-            self._service()
+        """The poll a kick deferred. It runs only while still owed: a poll since
+        (``_send_now``, a readable socket, ``_flush``) cancels it, so a reader that answers
+        each message at once pays no second, empty poll per message."""
+        self._kick_handle = None  # (running: nothing to cancel)
+        self._service()
 
     def _flush(self) -> bool:
         """Run now the poll a kick deferred, if one is pending; True if it ran. The facades
@@ -62,7 +59,7 @@ class AsyncioDriver(NodeCore[Session]):
         before the next read (an echo, a request/response loop) then leaves in this task's
         step instead of the loop's next pass, and what the task wrote before waiting (a
         message and its stream's close) still leaves together."""
-        if not self._kicked or self._closed:
+        if self._kick_handle is None or self._closed:
             return False
         self._service()
         return True
@@ -89,7 +86,6 @@ class AsyncioDriver(NodeCore[Session]):
         callback still pending has nothing left to do: it is cancelled, so an echo (a send
         that kicks, then a receive that flushes) costs the loop no empty callback per
         message."""
-        self._kicked = False
         handle = self._kick_handle
         if handle is not None:
             self._kick_handle = None

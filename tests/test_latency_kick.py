@@ -23,7 +23,7 @@ def test_an_echo_runs_no_empty_kick_callback_per_message() -> None:
             kicked_service = server._kicked_service
 
             def counted() -> None:
-                ran.append(server._kicked)
+                ran.append(server._kick_handle is not None)
                 kicked_service()
 
             server._kicked_service = counted  # type: ignore[method-assign]
