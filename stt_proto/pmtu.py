@@ -109,7 +109,7 @@ class PathMtu:
         if self.state == COMPLETE:
             if now < self._next_search or self.current >= self.ceiling:
                 return []
-            self._restart(now)
+            self._restart()
         sizes = [size for size in self._candidates() if self._low < size < self._refused]
         if not sizes:
             gap = self._refused - self._low
@@ -221,11 +221,11 @@ class PathMtu:
         self.confirm_size = 0
         self.current = self._low = min(BASE, self.ceiling)
         self._large_lost = 0
-        self._restart(0.0)
+        self._restart()
 
     # -- search rounds ----------------------------------------------------------------------------
 
-    def _restart(self, now: float) -> None:
+    def _restart(self) -> None:
         self.state = SEARCHING if self.ceiling > self.current else COMPLETE
         self._refused = self.ceiling + 1
         self._failures = {}
