@@ -46,9 +46,8 @@ class StreamManager(Packetizer):
 
     # Slotted: a node may hold 10,000 idle sessions, and a __dict__ each costs KiBs.
     __slots__ = ("_blocked_writers", "_budget", "_conn_gap_full", "_conn_window_at", "_emit",
-                 "_is_initiator",
-                 "_local", "_local_allowed", "_next_local_index", "_no_delay", "_peer",
-                 "_peer_closed", "_peer_opened", "_send_buffer", "_window_dirty",
+                 "_is_initiator", "_local", "_local_allowed", "_next_local_index", "_no_delay",
+                 "_peer", "_peer_closed", "_peer_opened", "_send_buffer", "_window_dirty",
                  "bytes_received", "bytes_sent", "conn_consumed", "conn_received",
                  "conn_recv_max", "conn_recv_window", "max_recv_window", "send_buffer_floor")
 
@@ -252,8 +251,7 @@ class StreamManager(Packetizer):
         if budget is not None and budget.charged:  # window growth to give back
             budget.settle(self.conn_recv_max, self.conn_consumed)
         gap_full, self._conn_gap_full = self._conn_gap_full, False
-        if gap_full or grow_conn or self.conn_recv_max - self.conn_consumed <= \
-                self.conn_recv_window - (self.conn_recv_window >> 2):
+        if gap_full or grow_conn or self._conn_update_due(self.conn_consumed):
             if (gap_full or grow_conn or now - self._conn_window_at < srtt) and (
                     budget is None or not budget.budget.over):
                 self.conn_recv_window = min(self.conn_recv_window * 2, 2 * self.max_recv_window)
@@ -289,12 +287,14 @@ class StreamManager(Packetizer):
                     credit + min(recv.window * 2, self.max_recv_window), MAX_VARINT) \
                     > recv.max_data:
                 return True
-            if recv.max_data - credit <= recv.window - (recv.window >> 2) \
-                    and min(credit + recv.window, MAX_VARINT) > recv.max_data:
+            if recv.update_due(credit) and min(credit + recv.window, MAX_VARINT) > recv.max_data:
                 return True
         return (self._conn_gap_full and self.conn_recv_window < 2 * self.max_recv_window) \
-            or self.conn_recv_max - consumed <= \
-            self.conn_recv_window - (self.conn_recv_window >> 2)
+            or self._conn_update_due(consumed)
+
+    def _conn_update_due(self, consumed: int) -> bool:
+        """RecvSide.update_due for the session's window, ``consumed`` bytes taken."""
+        return self.conn_recv_max - consumed <= self.conn_recv_window - (self.conn_recv_window >> 2)
 
     @property
     def windows_dirty(self) -> bool:

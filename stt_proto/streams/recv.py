@@ -351,6 +351,11 @@ class RecvSide:
         plus the partial message being assembled, which must be allowed to complete)."""
         return self.read_offset - self.unread_bytes
 
+    def update_due(self, credit: int) -> bool:
+        """Whether a quarter of the window is used up, reads granting ``credit``: the test
+        for a window update (see :meth:`window_update`)."""
+        return self.max_data - credit <= self.window - (self.window >> 2)
+
     def window_update(self, now: float, srtt: float, max_window: int,
                       credit: int = -1) -> int | None:
         """A new MAX_STREAM_DATA limit when a quarter of the window has been used, else None.
@@ -371,7 +376,7 @@ class RecvSide:
             self.gap_full = False
             grow = self.window < max_window
         if not grow:
-            if self.max_data - credit > self.window - (self.window >> 2):
+            if not self.update_due(credit):
                 return None
             grow = now - self.window_updated_at < srtt and self.window < max_window
         if grow:
