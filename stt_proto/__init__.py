@@ -14,6 +14,7 @@ from .config import EndpointConfig, SessionConfig
 from .endpoint import Endpoint
 from .errors import (
     AuthenticationError,
+    BufferTooSmall,
     ConnectionRefused,
     CryptoError,
     DecodeError,
@@ -54,6 +55,7 @@ def hash_data(data: bytes | bytearray | memoryview) -> bytes:
 __all__ = [
     "COMPILED",
     "AuthenticationError",
+    "BufferTooSmall",
     "ConnectionRefused",
     "ContentAffinityPool",
     "CryptoError",

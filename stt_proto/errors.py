@@ -109,6 +109,15 @@ class StreamClosedLocally(UsageError):
     ``aclose``), or a receive after ``aclose()``."""
 
 
+class BufferTooSmall(STTError, ValueError):
+    """``receive_into``'s buffer cannot hold the next message, which stays unread; ``needed``
+    is its size."""
+
+    def __init__(self, needed: int, given: int) -> None:
+        super().__init__(f"the next message is {needed} bytes, the buffer holds {given}")
+        self.needed = needed
+
+
 class StreamReset(STTError):
     """The stream was aborted; ``error_code`` is the code given to ``reset``."""
 

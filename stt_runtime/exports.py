@@ -10,6 +10,7 @@ from stt_proto.affinity import ContentAffinityPool
 from stt_proto.dht import Contact
 from stt_proto.errors import (
     AuthenticationError,
+    BufferTooSmall,
     ConnectionRefused,
     CryptoError,
     DecodeError,
@@ -31,6 +32,7 @@ from stt_proto.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "BufferTooSmall",
     "ConnectionRefused",
     "Contact",
     "ContentAffinityPool",

@@ -41,6 +41,8 @@ from stt_proto.stats import SessionStats, StreamStats
 
 from ._signal import Signal
 
+Read = TypeVar("Read", bytes, int)  # a message, or the size of one read into a buffer
+
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -139,13 +141,30 @@ class Stream:
     async def receive(self) -> bytes:
         """The next whole message; StreamClosed once the peer's close has been read through,
         StreamReset (with the code) if either side aborted the stream, whenever it happened."""
+        proto, stream_id = self._session._proto, self.stream_id
+        return await self._read(lambda: proto.receive_message(stream_id))
+
+    async def receive_into(self, buffer: bytearray | memoryview) -> int:
+        """The next whole message written into ``buffer`` (writable, bytes-like): its size.
+        Nothing is allocated for the message: a large one is copied once, from the stream's
+        reassembly buffer. Raises BufferTooSmall, the message left unread, if it does not fit;
+        otherwise as :meth:`receive`."""
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError("receive_into needs a writable buffer (a bytearray, for one)")
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        proto, stream_id = self._session._proto, self.stream_id
+        return await self._read(lambda: proto.receive_message_into(stream_id, view))
+
+    async def _read(self, read: Callable[[], Read | None]) -> Read:
         proto = self._session._proto
         while True:
             if self._recv_closed:
                 raise self._closed_error(f"stream {self.stream_id} was closed for receiving")
             if self._reset is not None:
                 raise self._reset_error(self._reset)
-            message = proto.receive_message(self.stream_id)
+            message = read()
             if message is not None:
                 if proto.read_needs_poll():
                     self._session._node._kick()  # a window update is owed

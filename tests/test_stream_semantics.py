@@ -5,6 +5,7 @@ and finished streams leave no wrappers behind."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ import pytest
 import stt_anyio
 import stt_asyncio
 from stt_proto import (
+    BufferTooSmall,
     SessionClosed,
     SessionStats,
     StreamClosed,
@@ -181,6 +183,38 @@ def test_a_graceful_close_still_ends_iteration_cleanly(rt: Runtime) -> None:
             with pytest.raises(StreamClosed):
                 await stream.receive()
             assert stream.is_closed
+
+    rt.run(main)
+
+
+def test_receive_into_fills_the_callers_buffer(rt: Runtime) -> None:
+    """receive_into: any writable bytes-like buffer; a buffer too small leaves the message
+    unread; the stream's end and a reset are raised as receive() raises them."""
+    big = bytes(range(256)) * 1200  # spans many frames: read out of the reassembly buffer
+
+    async def main() -> None:
+        async with connected(rt) as (session, peer):
+            stream, incoming = await stream_pair(session, peer)
+            for message in (b"small", big, b"", b"last"):
+                await stream.send(message)
+            await stream.close()
+            buffer = bytearray(400_000)
+            assert await incoming.receive_into(buffer) == 5 and buffer[:5] == b"small"
+            with pytest.raises(BufferTooSmall) as caught:
+                await incoming.receive_into(bytearray(1000))
+            assert caught.value.needed == len(big) and isinstance(caught.value, ValueError)
+            with pytest.raises(TypeError, match="writable"):
+                await incoming.receive_into(bytes(len(big)))  # type: ignore[arg-type]
+            view = memoryview(buffer)[100:]  # a slice of a buffer is a buffer
+            assert await incoming.receive_into(view) == len(big) and view[:len(big)] == big
+            assert await incoming.receive_into(array.array("q", bytes(8))) == 0
+            assert await incoming.receive() == b"last"
+            with pytest.raises(StreamClosed):
+                await incoming.receive_into(buffer)
+            reset, reset_in = await stream_pair(session, peer)
+            await reset.reset(9)
+            await until(lambda: reset_in.is_closed)
+            await assert_reset(lambda: reset_in.receive_into(buffer), 9, rt)
 
     rt.run(main)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stt_proto.errors import ProtocolViolation
+from stt_proto.errors import BufferTooSmall, ProtocolViolation
 from stt_proto.streams import RecvSide, SendSide
 from stt_proto.varint import encode_varint
 
@@ -78,7 +79,10 @@ def test_out_of_order_fragments_reassemble() -> None:
     pieces = [(o, data[o : o + 100]) for o in range(0, len(data), 100)]
     for offset, piece in reversed(pieces):
         recv.on_data(offset, piece, False)
-    assert list(recv.messages) == [b"hello", bytes(5000), b"world"]
+    out = []
+    while (message := recv.pop_message()) is not None:
+        out.append(message)
+    assert out == [b"hello", bytes(5000), b"world"]
 
 
 def test_non_minimal_length_prefix_is_a_protocol_violation() -> None:
@@ -143,3 +147,96 @@ def test_any_mix_of_in_order_reordered_overlapping_and_duplicate_fragments(
         out.append(message)
     assert out == messages
     assert recv.finished and recv.read_offset == len(data)
+
+
+def test_a_message_completed_in_the_assembly_is_made_when_it_is_read() -> None:
+    """A message that spans frames stays in the stream's reassembly buffer once complete: its
+    bytes object is made by the read, so a reader that keeps up has one alive while the next
+    is made, not a burst of them made together and freed together."""
+    big = bytes(range(256)) * 1024
+    data = framed(b"a", big, b"b", big)
+    recv = RecvSide(window=1 << 22, max_message=1 << 20)
+    for offset in range(0, len(data), 60_000):
+        recv.on_data(offset, memoryview(data)[offset:offset + 60_000], False)
+    assert [m if isinstance(m, int) else bytes(m) for m in recv.messages] == \
+        [b"a", len(big), b"b", len(big)]
+    assert recv._assembly is not None and recv._assembly.held == 2 * len(big)
+    assert recv.unread_bytes == len(data)
+    assert [recv.pop_message() for _ in range(4)] == [b"a", big, b"b", big]
+    assert recv.unread_bytes == 0 and recv._assembly.held == 0
+
+
+def test_pop_message_into_copies_without_allocating() -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB
+    data = framed(big, b"tail")
+    recv = RecvSide(window=1 << 22, max_message=1 << 21)
+    for offset in range(0, len(data), 65_000):
+        recv.on_data(offset, memoryview(data)[offset:offset + 65_000], False)
+    buffer = bytearray(1 << 21)
+    view = memoryview(buffer)
+    tracemalloc.start()
+    try:
+        size = recv.pop_message_into(view)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == len(big) and buffer[:size] == big
+    assert peak < 4096  # no copy of the message was made on the way
+    assert recv.next_message_size() == 4
+    assert recv.pop_message_into(view) == 4 and buffer[:4] == b"tail"
+    assert recv.pop_message_into(view) is None and recv.next_message_size() is None
+    assert recv.unread_bytes == 0 and recv.credit() == len(data)
+
+
+def test_a_buffer_too_small_leaves_the_message_unread() -> None:
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    recv.on_data(0, framed(b"hello", bytes(5000)), False)  # one cut, one whole in the frame
+    with pytest.raises(BufferTooSmall, match="5 bytes") as error:
+        recv.pop_message_into(memoryview(bytearray(4)))
+    assert error.value.needed == 5 and isinstance(error.value, ValueError)
+    assert recv.pop_message() == b"hello"
+    with pytest.raises(BufferTooSmall):
+        recv.pop_message_into(memoryview(bytearray(4999)))
+    buffer = bytearray(5000)
+    assert recv.pop_message_into(memoryview(buffer)) == 5000 and buffer == bytes(5000)
+
+
+def test_discarding_held_messages_keeps_the_partial_one() -> None:
+    """Messages held whole in the assembly are dropped with the rest; the one still
+    incomplete behind them is not."""
+    first, second = bytes(3000), bytes(range(200)) * 20
+    data = framed(first, second)
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    recv.on_data(0, data[:1000], False)
+    recv.on_data(1000, data[1000:4000], False)  # completes ``first``, starts ``second``
+    assert recv.messages and recv._parts_bytes
+    recv.discard_messages()
+    assert not recv.messages
+    recv.on_data(4000, data[4000:], False)
+    assert recv.pop_message() == second
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_reads_with_and_without_a_buffer_interleave_exactly(draw: st.DataObject) -> None:
+    """Messages cut from packets and messages held in the assembly, read in any mix of
+    pop_message and pop_message_into, come out in order, and the accounting ends at zero."""
+    messages = draw.draw(st.lists(st.binary(max_size=3000), min_size=1, max_size=10))
+    data = framed(*messages)
+    step = draw.draw(st.integers(1, 4000))
+    recv = RecvSide(window=1 << 20, max_message=1 << 20)
+    out: list[bytes] = []
+    buffer = memoryview(bytearray(3000))
+    for offset in range(0, len(data), step):
+        recv.on_data(offset, memoryview(data)[offset:offset + step], offset + step >= len(data))
+        while recv.next_message_size() is not None:
+            if draw.draw(st.booleans()):
+                size = recv.pop_message_into(buffer)
+                assert size is not None
+                out.append(bytes(buffer[:size]))
+            else:
+                message = recv.pop_message()
+                assert message is not None
+                out.append(message)
+    assert out == messages
+    assert recv.finished and recv.unread_bytes == 0 and recv.credit() == len(data)

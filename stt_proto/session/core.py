@@ -290,9 +290,19 @@ class Session:
 
     def receive_message(self, stream_id: int) -> bytes | None:
         """The next whole message of a stream, or None if none is complete yet."""
+        message = self._read(stream_id, None)
+        return None if isinstance(message, int) else message
+
+    def receive_message_into(self, stream_id: int, buffer: memoryview) -> int | None:
+        """:meth:`receive_message` copied into ``buffer`` (a writable view of bytes): its size,
+        or None. Raises :class:`BufferTooSmall`, the message left unread, if it does not fit."""
+        size = self._read(stream_id, buffer)
+        return None if isinstance(size, bytes) else size
+
+    def _read(self, stream_id: int, into: memoryview | None) -> bytes | int | None:
         if self.data is None:
             return None
-        message = self.data.streams.receive_message(stream_id)
+        message = self.data.streams.receive_message(stream_id, into)
         if message is not None:
             self._wake()
         return message

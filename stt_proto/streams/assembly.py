@@ -68,6 +68,12 @@ class Assembly:
         self.skip(count)
         return taken
 
+    def take_into(self, out: memoryview, count: int) -> None:
+        """:meth:`take` copied into ``out`` (at least ``count`` bytes long)."""
+        start = self.start
+        out[:count] = self._view[start:start + count]
+        self.skip(count)
+
     def skip(self, count: int) -> None:
         """Remove the first ``count`` bytes held."""
         start = self.start + count

@@ -175,13 +175,15 @@ class StreamManager(Packetizer):
         """Unacknowledged bytes a stream may hold before ``send_message`` refuses more."""
         return max(self._send_buffer, self.send_buffer_floor)
 
-    def receive_message(self, stream_id: int) -> bytes | None:
-        stream = self.streams.get(stream_id)
+    def receive_message(self, stream_id: int,
+                        into: memoryview | None = None) -> bytes | int | None:
+        stream = self.streams.get(stream_id)  # (into: RecvSide.pop_message_into)
         if stream is None:
             return None
-        message = stream.recv.pop_message()
+        recv = stream.recv
+        message = recv.pop_message() if into is None else recv.pop_message_into(into)
         if message is not None:
-            stream.bytes_received += len(message)
+            stream.bytes_received += message if isinstance(message, int) else len(message)
             stream.messages_received += 1
             budget = self._budget
             if budget is not None and budget._reservations:  # a read may end one (no call)
@@ -360,8 +362,8 @@ class StreamManager(Packetizer):
                 self._maybe_forget(stream)
         elif isinstance(frame, StreamDataBlockedFrame):
             # Our window, not the path, held the peer back (a gap waiting for a retransmission
-            # holds the reads, and with them the "used within an RTT" growth): the next
-            # update doubles the window, within max_recv_window and the node's budget.
+            # holds the reads, and the "used within an RTT" growth with them): the next update
+            # doubles it, within max_recv_window and the node's budget.
             blocked = self.streams.get(frame.stream_id)
             if blocked is None:
                 return
@@ -398,8 +400,7 @@ class StreamManager(Packetizer):
         if self.conn_received > self.conn_recv_max:
             raise ProtocolViolation("peer exceeded the session's flow-control window")
         if recv.gap_full and (recv._highest - recv.read_offset) * 2 >= self.conn_recv_window:
-            # Half the session's window is behind one stream's gap: it doubles at once (as
-            # the stream's does, RecvSide.on_data_general).
+            # Half the session's window is behind one stream's gap: it doubles now, as a stream's
             self._conn_gap_full = True
         if recv.message_bytes != had or recv.messages_cut != cut:
             self.bytes_received += recv.message_bytes - had
@@ -484,8 +485,7 @@ class StreamManager(Packetizer):
     # -- forgetting finished streams --------------------------------------------------------------
 
     def _maybe_forget(self, stream: Stream) -> None:
-        # The cheap test first: it keeps every stream of ours still open for sending, which
-        # is the usual case on every ACK and every read.
+        # The cheap test first: a stream of ours still open for sending (most ACKs and reads)
         if stream.local and not stream.app_closed and stream.send.reset_sent is None:
             return
         if not (stream.send_done and stream.recv_done):

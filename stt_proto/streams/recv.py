@@ -9,7 +9,7 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 
-from ..errors import DecodeError, ProtocolViolation
+from ..errors import BufferTooSmall, DecodeError, ProtocolViolation
 from ..rangeset import RangeSet
 from ..varint import MAX_VARINT, decode_varint, varint_size
 from .assembly import Assembly
@@ -42,10 +42,10 @@ def _window_exceeded(end: int, limit: int) -> ProtocolViolation:
 
 class RecvSide:
     """In-order bytes are cut into messages as they arrive: a message whole within a frame is
-    copied once, straight from the packet; the bytes of one still incomplete are copied into
-    the stream's :class:`Assembly`, a buffer reused from message to message, and out again
-    when it completes. Nothing keeps a view of a packet: the endpoint opens the next packet
-    into the same memory.
+    copied once, straight from the packet; the bytes of one that is not are copied into the
+    stream's :class:`Assembly`, a buffer reused from message to message, and out again when
+    the message is read (into the reader's own buffer with :meth:`pop_message_into`). Nothing
+    keeps a view of a packet: the endpoint opens the next packet into the same memory.
 
     Out-of-order bytes are kept as disjoint segments: a frame is trimmed on arrival to the
     parts nothing buffered or delivered covers yet, so whatever the frame layout (overlapping,
@@ -60,6 +60,7 @@ class RecvSide:
         "_heap",
         "_highest",
         "_parts_bytes",
+        "_prefix",
         "_received",
         "_segments",
         "consumed",
@@ -84,11 +85,15 @@ class RecvSide:
         self._heap: list[int] | tuple[()] = _NONE  # segment starts (and starts merged away)
         self._received = RangeSet()
         self._highest = 0  # the highest offset received
-        self._assembly: Assembly | None = None  # in-order bytes not yet cut (_parts_bytes of them)
+        # the bodies of complete messages not yet read, then of the one still incomplete
+        # (_parts_bytes of it)
+        self._assembly: Assembly | None = None
         self._parts_bytes = 0
         self._head: int | None = None  # body length of the message being assembled, if known
+        self._prefix = b""  # the start of a length prefix that continues in the next frame
         self.read_offset = 0  # everything below is in the assembly or already messages
-        self.messages: deque[bytes] | tuple[()] = _NONE
+        # complete messages: their bytes, or the length of one the assembly holds
+        self.messages: deque[bytes | int] | tuple[()] = _NONE
         self.message_bytes = 0  # payload bytes of every message cut so far
         self.messages_cut = 0
         self.unread_bytes = 0  # bytes (with headers) of complete messages not yet read
@@ -233,19 +238,63 @@ class RecvSide:
         ends[first + len(segment)] = first
 
     def _take(self, data: Piece) -> None:
-        """In-order bytes: the messages they complete are cut (straight from ``data`` while
-        nothing is held before it), and what is left is copied into the assembly."""
+        """In-order bytes, cut into messages. A body whole in ``data`` (none of it held yet)
+        is copied straight out of the packet; the body of one that is not is copied into the
+        assembly, where it stays once complete until it is read (see :meth:`pop_message`)."""
         self.read_offset += len(data)
-        if not self._parts_bytes:
-            data = self._cut_from(data)
-            if not data:
+        pos, size = 0, len(data)
+        while pos < size:
+            length = self._head
+            if length is None:
+                pos = self._read_prefix(data, pos)
+                length = self._head
+                if length is None:
+                    return  # the length prefix continues in the next frame
+            partial = self._parts_bytes
+            room = size - pos
+            if not partial and room >= length:
+                self._head = None
+                self._deliver(bytes(data[pos:pos + length]), length)
+                pos += length
+                continue
+            if not room:
                 return
-        asm = self._assembly
-        if asm is None:
-            asm = self._assembly = Assembly()
-        asm.append(data)
-        self._parts_bytes += len(data)
-        self._cut_messages()
+            count = length - partial if length - partial < room else room
+            asm = self._assembly
+            if asm is None:
+                asm = self._assembly = Assembly()
+            asm.append(data if count == size else data[pos:pos + count])
+            pos += count
+            if partial + count < length:
+                self._parts_bytes = partial + count
+                return
+            self._parts_bytes = 0
+            self._head = None
+            self._deliver(length, length)  # (held by the assembly until it is read)
+
+    def _read_prefix(self, data: Piece, pos: int) -> int:
+        """Decode the next message's length prefix from ``data`` at ``pos`` (after the bytes of
+        it an earlier frame left in ``_prefix``); returns where its body begins. A prefix still
+        incomplete is kept, counted in ``_parts_bytes``, and ``_head`` stays None."""
+        kept = self._prefix
+        source: Piece = data
+        start = pos
+        if kept:
+            source = kept + bytes(data[pos:pos + 8])
+            start = 0
+        try:
+            length, after = decode_varint(source, start)
+        except DecodeError:  # truncated: the prefix continues in the next frame
+            self._prefix = bytes(source[start:])
+            self._parts_bytes = len(self._prefix)
+            return len(data)
+        self._check_prefix(length, after - start)
+        self._head = length
+        if kept:
+            self._prefix = b""
+            self._parts_bytes = 0
+            return pos + after - len(kept)
+        return after
 
     def _drain_segments(self) -> None:
         heap, segments, ends = self._heap, self._segments, self._ends
@@ -272,7 +321,8 @@ class RecvSide:
         if header != varint_size(length):
             raise ProtocolViolation("message length prefix is not minimally encoded")
 
-    def _deliver(self, message: bytes, length: int) -> None:
+    def _deliver(self, message: bytes | int, length: int) -> None:
+        """A message complete: its bytes, or its length where the assembly holds it."""
         messages = self.messages
         if isinstance(messages, tuple):
             messages = self.messages = deque()
@@ -281,69 +331,82 @@ class RecvSide:
         self.message_bytes += length
         self.messages_cut += 1
 
-    def _cut_from(self, data: Piece) -> Piece:
-        """Cut the messages ``data`` completes, nothing being held before it; returns what is
-        left (a message's start, or a prefix still incomplete)."""
-        pos, size = 0, len(data)
-        while pos < size:
-            length = self._head
-            if length is None:
-                try:
-                    length, after = decode_varint(data, pos)
-                except DecodeError:
-                    break  # the length prefix continues in the next frame
-                self._check_prefix(length, after - pos)
-                pos = after
-                self._head = length
-            if size - pos < length:
-                break
-            self._head = None
-            self._deliver(bytes(data[pos:pos + length]), length)
-            pos += length
-        return data[pos:] if pos else data
-
-    def _cut_messages(self) -> None:
-        """Cut the messages the assembly completes; an emptied assembly larger than the window
-        is let go (a message longer than the window is rare: keep the memory for it no longer)."""
-        asm = self._assembly
-        if asm is None:
-            return
-        while self._parts_bytes:
-            length = self._head
-            if length is None:
-                try:
-                    length, header = decode_varint(asm.peek(), 0)
-                except DecodeError:
-                    return  # the length prefix is still incomplete
-                self._check_prefix(length, header)
-                asm.skip(header)
-                self._parts_bytes -= header
-                self._head = length
-            if self._parts_bytes < length:
-                return
-            self._head = None
-            self._parts_bytes -= length
-            self._deliver(asm.take(length), length)
-        if asm.capacity > self.window:
-            self._assembly = None
-
     def release_assembly(self) -> None:
         """The session went idle: an empty assembly gives its buffer back."""
-        if not self._parts_bytes:
+        asm = self._assembly
+        if asm is not None and not asm.held:
             self._assembly = None
 
     def pop_message(self) -> bytes | None:
+        """The next complete message, or None. One that the assembly holds is copied out now,
+        as it is read, not when it completed: a reader that keeps up then has one such message
+        alive while the next is made, and the allocator hands the next the block the last one
+        freed. Made as they completed, a burst of large messages was freed together, and
+        glibc gave the heap top back to the kernel and faulted it in again for each burst."""
         messages = self.messages
         if not messages:
             return None
-        message = messages.popleft()
+        item = messages.popleft()
         if not messages:
             self.messages = _NONE
+        if isinstance(item, int):
+            message = self._held_assembly().take(item)
+            self._shrink_assembly()
+        else:
+            message = item
         self.unread_bytes -= len(message) + varint_size(len(message))
         return message
 
+    def next_message_size(self) -> int | None:
+        """The size of the next complete message, or None if there is none yet."""
+        messages = self.messages
+        if not messages:
+            return None
+        item = messages[0]
+        return item if isinstance(item, int) else len(item)
+
+    def pop_message_into(self, buffer: memoryview) -> int | None:
+        """:meth:`pop_message` copied into ``buffer`` (a writable view of bytes): its size, or
+        None. A message the assembly holds is copied once, and nothing is allocated for it.
+        Raises :class:`BufferTooSmall`, the message left unread, if it does not fit."""
+        messages = self.messages
+        if not messages:
+            return None
+        item = messages[0]
+        length = item if isinstance(item, int) else len(item)
+        if length > len(buffer):
+            raise BufferTooSmall(length, len(buffer))
+        messages.popleft()
+        if not messages:
+            self.messages = _NONE
+        if isinstance(item, int):
+            self._held_assembly().take_into(buffer, item)
+            self._shrink_assembly()
+        else:
+            buffer[:length] = item
+        self.unread_bytes -= length + varint_size(length)
+        return length
+
+    def _held_assembly(self) -> Assembly:
+        asm = self._assembly
+        if asm is None:  # pragma: no cover - a held message keeps its assembly
+            raise AssertionError("a message held by an assembly that is gone")
+        return asm
+
+    def _shrink_assembly(self) -> None:
+        """An assembly emptied by a read, larger than the window (grown for a message longer
+        than the window, which is rare), is let go: its memory is kept no longer."""
+        asm = self._assembly
+        if asm is not None and not asm.held and asm.capacity > self.window:
+            self._assembly = None
+
     def discard_messages(self) -> None:
         """Drop the complete messages not yet read (the stream was reset or stopped)."""
+        messages = self.messages
+        held = sum(item for item in messages if isinstance(item, int))
+        if held:
+            self._held_assembly().skip(held)
+            self._shrink_assembly()
         self.messages = _NONE
 
     def credit(self) -> int:
