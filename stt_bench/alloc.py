@@ -4,14 +4,14 @@ and never part of a headline figure. ``stt`` tunes its heap for its own commands
 these settings removed from their environment (``python -m stt_bench --tuned`` adds a labelled
 column with them).
 
-Receiving large messages allocates and frees megabytes per message. With glibc's default dynamic
-trim threshold the top of the heap is returned to the kernel after each message and faulted back
-in for the next: measured on loopback at 64 KB frames, 25-50 % of the time went to page faults.
-Keeping a pad at the top of the heap (what ``MALLOC_TOP_PAD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from
-the environment) removes that. The settings are also exported as
-those two environment variables, which glibc reads at startup, so that processes this one
-spawns (benchmark peers, ``--workers``) run under them too: a receiver in a child process
-without them measured half the goodput at 64 KB frames.
+A receiver of large messages allocates one per message. With glibc's default dynamic trim
+threshold, memory freed in bursts at the top of the heap goes back to the kernel and is faulted
+in again for the next burst (the library keeps its own bursts out of that: see
+``stt_proto/streams/recv.py``; an application's own allocations may not). Keeping a pad at the
+top of the heap (what ``MALLOC_TOP_PAD_`` / ``MALLOC_TRIM_THRESHOLD_`` do from the environment)
+removes that. The settings are also exported as those two environment variables, which glibc
+reads at startup, so that processes this one spawns (benchmark peers, ``--workers``) run under
+them too.
 """
 
 from __future__ import annotations
