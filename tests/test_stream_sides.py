@@ -240,3 +240,21 @@ def test_reads_with_and_without_a_buffer_interleave_exactly(draw: st.DataObject)
                 out.append(message)
     assert out == messages
     assert recv.finished and recv.unread_bytes == 0 and recv.credit() == len(data)
+
+
+def test_unread_messages_do_not_grow_the_assembly_past_the_window() -> None:
+    """A reader that falls behind: complete messages the assembly holds are cut into bytes of
+    their own rather than doubling the buffer past the window, so what is unread costs its own
+    size, not twice it."""
+    big = bytes(range(256)) * 1024  # 256 KiB
+    messages = [big[i:] + bytes(i) for i in range(12)]  # 12 x 256 KiB, each distinct
+    data = framed(*messages)
+    window = 1 << 20
+    recv = RecvSide(window=1 << 24, max_message=1 << 20)
+    recv.window = window  # (the window as the stream's flow control has it now)
+    for offset in range(0, len(data), 65_000):
+        recv.on_data(offset, memoryview(data)[offset:offset + 65_000], False)
+        assert recv._assembly is None or recv._assembly.capacity <= window
+    assert any(isinstance(m, bytes) for m in recv.messages)  # cut early, in their turn
+    out = [recv.pop_message() for _ in messages]
+    assert out == messages and recv.pop_message() is None and recv.unread_bytes == 0

@@ -43,6 +43,14 @@ class Assembly:
         self._view[end:end + size] = data
         self.end = end + size
 
+    def capacity_after(self, size: int) -> int:
+        """The capacity an append of ``size`` bytes leaves: the same unless it must grow."""
+        start, end, length = self.start, self.end, len(self._buffer)
+        held = end - start
+        if end + size <= length or (held + size <= length and held <= start):
+            return length
+        return max(held + size, 2 * length)
+
     def _make_room(self, size: int) -> None:
         start, end = self.start, self.end
         held = end - start

@@ -263,6 +263,8 @@ class RecvSide:
             asm = self._assembly
             if asm is None:
                 asm = self._assembly = Assembly()
+            elif asm.capacity_after(count) > self.window:
+                self._cut_held()
             asm.append(data if count == size else data[pos:pos + count])
             pos += count
             if partial + count < length:
@@ -271,6 +273,20 @@ class RecvSide:
             self._parts_bytes = 0
             self._head = None
             self._deliver(length, length)  # (held by the assembly until it is read)
+
+    def _cut_held(self) -> None:
+        """Give each message the assembly holds whole bytes of its own, before the assembly
+        would grow past the window to keep them: unread messages then cost their own size,
+        as they did when every message was cut as it completed, not twice that in a doubled
+        buffer. (A reader that keeps up never gets here.)"""
+        asm = self._assembly
+        messages = self.messages
+        if asm is None or isinstance(messages, tuple):
+            return
+        for index in range(len(messages)):
+            item = messages[index]
+            if isinstance(item, int):
+                messages[index] = asm.take(item)
 
     def _read_prefix(self, data: Piece, pos: int) -> int:
         """Decode the next message's length prefix from ``data`` at ``pos`` (after the bytes of
