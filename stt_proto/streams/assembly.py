@@ -44,7 +44,9 @@ class Assembly:
         self.end = end + size
 
     def capacity_after(self, size: int) -> int:
-        """The capacity an append of ``size`` bytes leaves: the same unless it must grow."""
+        """The capacity an append of ``size`` bytes leaves: the same where it fits after what
+        is held, or where moving what is held to the front makes room (no more than was
+        consumed is moved); else the buffer doubles, or grows to what must fit."""
         start, end, length = self.start, self.end, len(self._buffer)
         held = end - start
         if end + size <= length or (held + size <= length and held <= start):
@@ -55,10 +57,11 @@ class Assembly:
         start, end = self.start, self.end
         held = end - start
         view = self._view
-        if held + size <= len(self._buffer) and held <= start:
+        capacity = self.capacity_after(size)
+        if capacity == len(self._buffer):
             view[:held] = view[start:end]  # to the front (the two ranges do not overlap)
         else:
-            buffer = bytearray(max(held + size, 2 * len(self._buffer)))
+            buffer = bytearray(capacity)
             fresh = memoryview(buffer)
             fresh[:held] = view[start:end]
             view.release()

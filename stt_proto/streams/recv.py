@@ -359,12 +359,9 @@ class RecvSide:
         alive while the next is made, and the allocator hands the next the block the last one
         freed. Made as they completed, a burst of large messages was freed together, and
         glibc gave the heap top back to the kernel and faulted it in again for each burst."""
-        messages = self.messages
-        if not messages:
+        if not self.messages:
             return None
-        item = messages.popleft()
-        if not messages:
-            self.messages = _NONE
+        item = self._pop()
         if isinstance(item, int):
             message = self._held_assembly().take(item)
             self._shrink_assembly()
@@ -385,16 +382,12 @@ class RecvSide:
         """:meth:`pop_message` copied into ``buffer`` (a writable view of bytes): its size, or
         None. A message the assembly holds is copied once, and nothing is allocated for it.
         Raises :class:`BufferTooSmall`, the message left unread, if it does not fit."""
-        messages = self.messages
-        if not messages:
+        length = self.next_message_size()
+        if length is None:
             return None
-        item = messages[0]
-        length = item if isinstance(item, int) else len(item)
         if length > len(buffer):
             raise BufferTooSmall(length, len(buffer))
-        messages.popleft()
-        if not messages:
-            self.messages = _NONE
+        item = self._pop()
         if isinstance(item, int):
             self._held_assembly().take_into(buffer, item)
             self._shrink_assembly()
@@ -402,6 +395,16 @@ class RecvSide:
             buffer[:length] = item
         self.unread_bytes -= length + varint_size(length)
         return length
+
+    def _pop(self) -> bytes | int:
+        """The first of :attr:`messages` (the caller saw it is not empty), removed."""
+        messages = self.messages
+        if isinstance(messages, tuple):  # pragma: no cover - callers check
+            raise AssertionError("no message to pop")
+        item = messages.popleft()
+        if not messages:
+            self.messages = _NONE
+        return item
 
     def _held_assembly(self) -> Assembly:
         asm = self._assembly
