@@ -108,14 +108,17 @@ def measure_latency(runtimes: list[str], count: int, repeats: int) -> list[dict[
 def measure_handshakes(runtimes: list[str], count: int, clients: int,
                        repeats: int) -> dict[str, Any]:
     """Per runtime, the median of ``repeats`` runs of ``count`` concurrent handshakes with one
-    node from ``clients`` other processes; the floor (X25519 and hashes alone) beside it."""
+    node from ``clients`` other processes, and the medians of the CPU per handshake of the
+    node and of the clients; the floor (X25519 and hashes alone) beside it."""
     floor = twoproc.handshake_floor()
     per_runtime = {}
     for runtime in runtimes:
         runs = [twoproc.handshakes(runtime, count, clients) for _ in range(repeats)]
         rate = median([run["handshakes_per_s"] for run in runs])
         per_runtime[runtime] = {"handshakes_per_s": rate, "runs": runs,
-                                "of_floor": rate / floor["floor_per_s"]}
+                                "of_floor": rate / floor["floor_per_s"],
+                                "node_cpu_s": median([run["node_cpu_s"] for run in runs]),
+                                "clients_cpu_s": median([run["clients_cpu_s"] for run in runs])}
     return {"concurrent": count, "clients": clients, "floor": floor, "runtimes": per_runtime}
 
 

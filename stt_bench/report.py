@@ -193,7 +193,8 @@ def headline_latency_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def handshake_line(doc: dict[str, Any]) -> str:
-    """Handshakes/s per runtime beside the X25519 + hash floor."""
+    """Handshakes/s per runtime beside the X25519 + hash floor, and the CPU per handshake
+    that bounds it: the node's (one process, so one core's worth at most) and the clients'."""
     floor = doc["floor"]
     return (f"HEADLINE: handshakes/s, {doc['concurrent']:,} concurrent with one node from "
             f"{doc['clients']} client processes (median): "
@@ -202,7 +203,10 @@ def handshake_line(doc: dict[str, Any]) -> str:
             + f". Floor, one side's X25519 + BLAKE2s cost measured with cryptography/hashlib "
               f"alone: {floor['per_side_s'] * 1e6:.0f} µs "
               f"(X25519 {floor['x25519_s'] * 1e6:.0f} µs, hashes {floor['hash_s'] * 1e6:.0f} "
-              f"µs) = {floor['floor_per_s']:,.0f}/s on one core")
+              f"µs) = {floor['floor_per_s']:,.0f}/s on one core. CPU per handshake, node / "
+              f"clients (3,000/s leaves the node {1e6 / 3000:.0f} µs of its one core): "
+            + ", ".join(f"{rt} {f['node_cpu_s'] * 1e6:.0f} / {f['clients_cpu_s'] * 1e6:.0f} µs"
+                        for rt, f in doc["runtimes"].items()))
 
 
 def targets_table(checks: list[dict[str, Any]]) -> Table:

@@ -143,8 +143,12 @@ def ping_pong(runtime: str, kind: str, count: int, *,
 def handshakes(runtime: str, count: int, clients: int, *,
                settings: dict[str, Any] | None = None, tuned: bool = False) -> dict[str, Any]:
     """``count`` concurrent handshakes with one node, from ``clients`` client processes
-    released at once: completed handshakes/s from the first start to the last completion.
+    released at once: completed handshakes/s from the first start to the last completion,
+    and the CPU time (user + system) per handshake of the node's process and of the client
+    processes together over the burst.
 
+    The node is one process, so its own CPU per handshake bounds its rate wherever the
+    clients run: ``node_bound_per_s`` is the rate at which it would need all of one core.
     Every client is on 127.0.0.1, so the node's admission limits per address and identity
     (flood defences) are raised to ``count``; all else is default, or ``settings``."""
     settings = {**one_peer_sessions(count), **(settings or {})}
@@ -157,17 +161,27 @@ def handshakes(runtime: str, count: int, clients: int, *,
         try:
             for peer in peers:
                 peer.read()
+            server_cpu = _cpu_time(server)
             for peer in peers:
                 peer.tell("go")
             results = [peer.read(PEER_TIMEOUT + count / 100) for peer in peers]
+            server_cpu = _cpu_time(server) - server_cpu
         finally:
             for peer in peers:
                 peer.close()
     start = min(r["start"] for r in results)
     end = max(r["end"] for r in results)
     done = sum(r["count"] for r in results)
+    node_cpu = server_cpu / done
     return {"handshakes_per_s": done / (end - start), "sessions": done, "clients": clients,
-            "seconds": end - start}
+            "seconds": end - start, "node_cpu_s": node_cpu, "node_bound_per_s": 1 / node_cpu,
+            "clients_cpu_s": sum(r["cpu"] for r in results) / done}
+
+
+def _cpu_time(peer: Peer) -> float:
+    """The CPU time a ``hs_server`` peer's process has used so far."""
+    peer.tell("cpu")
+    return float(peer.read()["cpu"])
 
 
 # -- the floor -----------------------------------------------------------------------------------

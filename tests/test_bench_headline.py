@@ -15,7 +15,7 @@ from rich.console import Console
 from stt_bench import twoproc
 from stt_bench.alloc import TOP_PAD, TRIM_THRESHOLD
 from stt_bench.headline import measure_goodput, targets
-from stt_bench.report import targets_table
+from stt_bench.report import handshake_line, targets_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
 
@@ -71,6 +71,24 @@ def test_handshakes_from_client_processes(runtime: str) -> None:
     result = twoproc.handshakes(runtime, 30, 2)
     assert result["sessions"] == 30 and result["clients"] == 2
     assert result["handshakes_per_s"] == pytest.approx(30 / result["seconds"])
+    # each side's CPU per handshake, over the burst only: at least the X25519 work of its
+    # side (four scalar multiplications, well over 10 µs), and far below the ~0.2 s a
+    # process spends starting (importing), which must not be counted
+    for key in ("node_cpu_s", "clients_cpu_s"):
+        assert 10e-6 < result[key] < 0.1 / 30, (key, result[key])
+    assert result["node_bound_per_s"] == pytest.approx(1 / result["node_cpu_s"])
+
+
+def test_the_handshake_line_shows_the_cpu_that_bounds_the_rate() -> None:
+    floor = {"per_side_s": 146e-6, "x25519_s": 126e-6, "hash_s": 20e-6,
+             "floor_per_s": 1 / 146e-6}
+    doc = {"concurrent": 2000, "clients": 4, "floor": floor, "runtimes": {
+        "asyncio": {"handshakes_per_s": 2400.0, "of_floor": 2400 * 146e-6,
+                    "node_cpu_s": 350e-6, "clients_cpu_s": 400e-6}}}
+    line = handshake_line(doc)
+    assert "asyncio 2,400 (0.35 of the floor)" in line
+    assert "leaves the node 333 µs of its one core" in line
+    assert "asyncio 350 / 400 µs" in line
 
 
 def test_the_handshake_floor_is_measured() -> None:

@@ -280,7 +280,9 @@ async def pinger(spec: dict[str, Any]) -> None:
 
 
 async def hs_server(spec: dict[str, Any]) -> None:
-    """A node that accepts every session until the starter's input ends."""
+    """A node that accepts every session until the starter's input ends; each "cpu" line is
+    answered with the CPU time this process has used (user + system), so that the starter
+    can take the node's share of a burst."""
     async with STTNode(**on_loopback(spec["settings"])) as node:
         held = []
 
@@ -290,24 +292,26 @@ async def hs_server(spec: dict[str, Any]) -> None:
 
         task = asyncio.create_task(accept())
         emit({"address": node.address, "node_id": node.node_id.hex()})
-        await _line()
+        while await _line() == "cpu":
+            emit({"cpu": time.process_time()})
         task.cancel()
         emit({"accepted": len(held)})
 
 
 async def hs_client(spec: dict[str, Any]) -> None:
     """On "go", ``count`` concurrent handshakes with the server; reports when they started and
-    ended (``time.perf_counter``: one monotonic clock for every process on the machine), then
-    holds the sessions until the starter's input ends."""
+    ended (``time.perf_counter``: one monotonic clock for every process on the machine) and
+    the CPU time this process spent meanwhile, then holds the sessions until the starter's
+    input ends."""
     async with STTNode(**on_loopback(spec["settings"])) as node:
         emit({"ready": True})
         await _line()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         sessions = await asyncio.gather(*(
             node.connect(_address(spec), bytes.fromhex(spec["node_id"]), timeout=60)
             for _ in range(int(spec["count"]))))
-        end = time.perf_counter()
-        emit({"start": start, "end": end, "count": len(sessions)})
+        end, cpu = time.perf_counter(), time.process_time() - cpu
+        emit({"start": start, "end": end, "count": len(sessions), "cpu": cpu})
         await _line()
 
 

@@ -184,7 +184,8 @@ async def pinger(spec: dict[str, Any]) -> None:
 
 
 async def hs_server(spec: dict[str, Any]) -> None:
-    """A node that accepts every session until the starter's input ends."""
+    """A node that accepts every session until the starter's input ends; each "cpu" line is
+    answered with the CPU time this process has used (user + system)."""
     async with STTNode(**on_loopback(spec["settings"])) as node:
         held = []
 
@@ -195,14 +196,16 @@ async def hs_server(spec: dict[str, Any]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accept)
             emit({"address": node.address, "node_id": node.node_id.hex()})
-            await _line()
+            while await _line() == "cpu":
+                emit({"cpu": time.process_time()})
             nursery.cancel_scope.cancel()
         emit({"accepted": len(held)})
 
 
 async def hs_client(spec: dict[str, Any]) -> None:
     """On "go", ``count`` concurrent handshakes with the server; reports when they started and
-    ended, then holds the sessions until the starter's input ends."""
+    ended and the CPU time this process spent meanwhile, then holds the sessions until the
+    starter's input ends."""
     target = _address(spec)
     node_id = bytes.fromhex(spec["node_id"])
     async with STTNode(**on_loopback(spec["settings"])) as node:
@@ -213,12 +216,12 @@ async def hs_client(spec: dict[str, Any]) -> None:
         async def connect() -> None:
             sessions.append(await node.connect(target, node_id, timeout=60))
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with trio.open_nursery() as nursery:
             for _ in range(int(spec["count"])):
                 nursery.start_soon(connect)
-        end = time.perf_counter()
-        emit({"start": start, "end": end, "count": len(sessions)})
+        end, cpu = time.perf_counter(), time.process_time() - cpu
+        emit({"start": start, "end": end, "count": len(sessions), "cpu": cpu})
         await _line()
 
 
