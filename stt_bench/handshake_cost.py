@@ -1,0 +1,113 @@
+"""What one handshake costs each side inside the protocol core:
+
+    python -m stt_bench.handshake_cost [--retry] [--count 2000]
+
+A client endpoint and a server endpoint (``stt_proto``, compiled where installed so) hand each
+other their datagrams in memory: no sockets, no event loop, no runtime objects. ``count``
+handshakes are started at once, as in the two-process burst of ``stt_bench.twoproc``; each
+side's calls are timed with ``time.process_time`` and the time the garbage collector spent is
+taken from ``gc.callbacks``. Beside it, the floor (one side's X25519 and hashes, measured with
+``cryptography`` and ``hashlib`` alone). With ``--retry`` the server answers every INITIAL with
+a RETRY first, as the default ``retry_threshold`` does for nearly every handshake of a large
+burst. docs/performance.md reads the results against what the two-process run measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from typing import Any
+
+from stt_proto import DeterministicRandom, Endpoint, EndpointConfig
+
+from . import twoproc
+
+CLIENT, SERVER = ("10.0.0.1", 1), ("10.0.0.2", 2)
+SECONDS_PER_ROUND = 0.0005  # virtual time between exchanges: no timer comes due meanwhile
+
+
+class _GcClock:
+    """Seconds the collector ran while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+def core_handshakes(count: int, retry: bool, seed: int = 1) -> dict[str, Any]:
+    """``count`` concurrent handshakes between two endpoints in this process: CPU seconds per
+    handshake of each side, GC seconds per handshake (both sides), datagrams each way."""
+    settings = {"max_sessions": count + 1, "max_sessions_per_identity": count + 1,
+                "max_half_open_per_address": count + 1, "max_half_open": max(4096, count + 1)}
+    client = Endpoint(EndpointConfig.build(**settings), rng=DeterministicRandom(seed))
+    server = Endpoint(EndpointConfig.build(**settings, retry_threshold=0 if retry else count + 1),
+                      rng=DeterministicRandom(seed + 1))
+    collector = _GcClock()
+    gc.callbacks.append(collector)
+    try:
+        now = 0.0
+        started = time.process_time()
+        sessions = [client.connect(SERVER, server.identity.node_id, now) for _ in range(count)]
+        client_cpu = time.process_time() - started
+        server_cpu = 0.0
+        sent = {"client": 0, "server": 0}
+        while True:
+            started = time.process_time()
+            outbound = client.datagrams_to_send(now)
+            middle = time.process_time()
+            for datagram, _ in outbound:
+                server.receive_datagram(datagram, CLIENT, now)
+            inbound = server.datagrams_to_send(now)
+            after_server = time.process_time()
+            for datagram, _ in inbound:
+                client.receive_datagram(datagram, SERVER, now)
+            client_cpu += middle - started + time.process_time() - after_server
+            server_cpu += after_server - middle
+            sent["client"] += len(outbound)
+            sent["server"] += len(inbound)
+            if not outbound and not inbound:
+                break
+            now += SECONDS_PER_ROUND
+    finally:
+        gc.callbacks.remove(collector)
+    confirmed = sum(session.confirmed for session in sessions)
+    if confirmed != count:
+        raise RuntimeError(f"only {confirmed} of {count} handshakes completed")
+    return {"count": count, "retry": retry, "client_cpu_s": client_cpu / count,
+            "server_cpu_s": server_cpu / count, "gc_s": collector.seconds / count,
+            "client_datagrams": sent["client"] / count,
+            "server_datagrams": sent["server"] / count}
+
+
+def report(result: dict[str, Any], floor: dict[str, float]) -> str:
+    per_side = floor["per_side_s"]
+    return (f"{result['count']:,} handshakes{' through a RETRY' if result['retry'] else ''}: "
+            f"client {result['client_cpu_s'] * 1e6:.0f} µs, server "
+            f"{result['server_cpu_s'] * 1e6:.0f} µs per handshake "
+            f"({result['client_cpu_s'] / per_side:.2f} / {result['server_cpu_s'] / per_side:.2f}"
+            f" of the floor, {per_side * 1e6:.0f} µs); of which GC {result['gc_s'] * 1e6:.0f} µs "
+            f"(both sides); datagrams per handshake client -> server "
+            f"{result['client_datagrams']:.2f}, server -> client {result['server_datagrams']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stt_bench.handshake_cost",
+                                     description=__doc__)
+    parser.add_argument("--count", type=int, default=2000, help="concurrent handshakes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--retry", action="store_true", help="every handshake through a RETRY")
+    args = parser.parse_args(argv)
+    floor = twoproc.handshake_floor()
+    for seed in range(args.repeats):
+        print(report(core_handshakes(args.count, args.retry, seed * 2 + 1), floor), flush=True)
+
+
+if __name__ == "__main__":
+    main()
