@@ -49,6 +49,7 @@ def core_handshakes(count: int, retry: bool, seed: int = 1) -> dict[str, Any]:
     client = Endpoint(EndpointConfig.build(**settings), rng=DeterministicRandom(seed))
     server = Endpoint(EndpointConfig.build(**settings, retry_threshold=0 if retry else count + 1),
                       rng=DeterministicRandom(seed + 1))
+    gc.collect()  # what earlier runs left behind is not this run's to traverse
     collector = _GcClock()
     gc.callbacks.append(collector)
     try:
