@@ -246,6 +246,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
     parser.add_argument("--clients", type=int, default=4,
                         help="client processes the handshakes come from")
     parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
+    parser.add_argument("--headline-only", action="store_true",
+                        help="the headline section and its targets only (no path-MTU or "
+                             "one-process sections): about half the time, for a machine lent "
+                             "for a few minutes")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", RuntimeWarning)  # small kernel socket buffers: reported
     seconds = 0.3 if args.quick else 2.0
@@ -259,8 +263,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
           + "; no process is heap-tuned" + (" (but the labelled tuned column)" if args.tuned
                                             else ""))
     results["headline"] = headline(args, runtimes, seconds, repeats, count)
-    results["path_mtu"] = path_mtu_section(args.quick)
-    results["one_process"] = secondary(args, runtimes, seconds, repeats, count)
+    if not args.headline_only:
+        results["path_mtu"] = path_mtu_section(args.quick)
+        results["one_process"] = secondary(args, runtimes, seconds, repeats, count)
     if args.json:
         write_json(results, args.json)
     if args.plot:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -108,3 +109,33 @@ def test_offload_table_compares_with_its_own_run_and_aioquic() -> None:
     assert "1.33" in text and "0.60" in text and "6.0" in text  # gain, with/raw, /aioquic
     assert "n/a" in text  # trio has no aioquic baseline
     assert "65000" not in text
+
+
+def test_headline_only_skips_the_other_sections(tmp_path: object,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--headline-only`` (a machine lent for minutes) measures the headline and nothing
+    else; without it every section runs."""
+    from pathlib import Path
+
+    from stt_bench import suite
+
+    ran: list[str] = []
+
+    def section(name: str, result: dict[str, int]) -> Callable[..., dict[str, int]]:
+        def run(*args: object) -> dict[str, int]:
+            ran.append(name)
+            return result
+        return run
+
+    monkeypatch.setattr(suite, "headline", section("headline", {"h": 1}))
+    monkeypatch.setattr(suite, "path_mtu_section", section("mtu", {"m": 1}))
+    monkeypatch.setattr(suite, "secondary", section("secondary", {"s": 1}))
+    out = Path(str(tmp_path)) / "r.json"
+    assert suite.main(["--headline-only", "--json", str(out)]) == 0
+    assert ran == ["headline"]
+    results = json.loads(out.read_text())
+    assert results["headline"] == {"h": 1}
+    assert "path_mtu" not in results and "one_process" not in results
+    ran.clear()
+    assert suite.main(["--json", str(out)]) == 0
+    assert ran == ["headline", "mtu", "secondary"]
