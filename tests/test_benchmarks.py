@@ -139,3 +139,18 @@ def test_headline_only_skips_the_other_sections(tmp_path: object,
     ran.clear()
     assert suite.main(["--json", str(out)]) == 0
     assert ran == ["headline", "mtu", "secondary"]
+
+
+def test_the_device_script_names_its_modes() -> None:
+    """benchmarks/device.sh (the 16-core runs, one prepared command per call) refuses a mode
+    it does not have before it builds or installs anything."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    existed = (root / "device-out").exists()
+    done = subprocess.run(["bash", "benchmarks/device.sh", "everything"], cwd=root,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "usage: bash benchmarks/device.sh headline|extras" in done.stderr
+    assert (root / "device-out").exists() == existed  # no output folder made for it
