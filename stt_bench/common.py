@@ -3,6 +3,7 @@ receiver-side meter that times goodput the same way for STT and its baselines.""
 
 from __future__ import annotations
 
+import gc
 import socket
 import statistics
 import time
@@ -75,3 +76,25 @@ class Meter:
     def rate(self) -> float:
         span = self.last - (self.first or self.last)
         return self.bytes / span if span > 0 else 0.0
+
+
+class GcClock:
+    """Seconds the garbage collector runs while installed (``gc.callbacks``): a diagnostic
+    beside a measurement, to tell the collector's share of a run's CPU."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def install(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def remove(self) -> None:
+        gc.callbacks.remove(self)

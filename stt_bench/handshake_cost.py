@@ -22,23 +22,10 @@ from typing import Any
 from stt_proto import DeterministicRandom, Endpoint, EndpointConfig
 
 from . import twoproc
+from .common import GcClock
 
 CLIENT, SERVER = ("10.0.0.1", 1), ("10.0.0.2", 2)
 SECONDS_PER_ROUND = 0.0005  # virtual time between exchanges: no timer comes due meanwhile
-
-
-class _GcClock:
-    """Seconds the collector ran while installed (``gc.callbacks``)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
 
 
 def core_handshakes(count: int, retry: bool, seed: int = 1) -> dict[str, Any]:
@@ -50,8 +37,7 @@ def core_handshakes(count: int, retry: bool, seed: int = 1) -> dict[str, Any]:
     server = Endpoint(EndpointConfig.build(**settings, retry_threshold=0 if retry else count + 1),
                       rng=DeterministicRandom(seed + 1))
     gc.collect()  # what earlier runs left behind is not this run's to traverse
-    collector = _GcClock()
-    gc.callbacks.append(collector)
+    collector = GcClock().install()
     try:
         now = 0.0
         started = time.process_time()
@@ -77,7 +63,7 @@ def core_handshakes(count: int, retry: bool, seed: int = 1) -> dict[str, Any]:
                 break
             now += SECONDS_PER_ROUND
     finally:
-        gc.callbacks.remove(collector)
+        collector.remove()
     confirmed = sum(session.confirmed for session in sessions)
     if confirmed != count:
         raise RuntimeError(f"only {confirmed} of {count} handshakes completed")

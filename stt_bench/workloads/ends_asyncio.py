@@ -22,7 +22,7 @@ from stt_asyncio import STTNode
 
 from ..baselines.aead import make_sealer
 from ..baselines.on_asyncio import blast
-from ..common import Meter, MiB, on_loopback, run_timeout, udp_pair
+from ..common import GcClock, Meter, MiB, on_loopback, run_timeout, udp_pair
 from .lines import emit, read_line
 
 
@@ -67,7 +67,7 @@ async def sink(spec: dict[str, Any]) -> None:
         loop.remove_reader(sock.fileno())
         sock.close()
         return
-    gc_time = _gc_clock() if spec.get("stats") else None
+    gc_time = GcClock().install() if spec.get("stats") else None
     async with STTNode(**on_loopback(spec["settings"])) as node:
         sessions: list[Any] = []
 
@@ -106,7 +106,7 @@ async def source(spec: dict[str, Any]) -> None:
             sock.close()
     else:
         loop = asyncio.get_running_loop()
-        gc_time = _gc_clock() if spec.get("stats") else None
+        gc_time = GcClock().install() if spec.get("stats") else None
         async with STTNode(**on_loopback(spec["settings"])) as node:
             session = await node.connect(_address(spec), bytes.fromhex(spec["node_id"]),
                                          timeout=20)
@@ -127,24 +127,7 @@ async def source(spec: dict[str, Any]) -> None:
     emit({"done": True})
 
 
-def _gc_clock() -> list[float]:
-    """Seconds spent in the garbage collector from now on, ``[total, start of the current
-    collection]`` (a per-run diagnostic of the goodput ends)."""
-    import gc
-
-    spent = [0.0, 0.0]
-
-    def note(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            spent[1] = time.perf_counter()
-        else:
-            spent[0] += time.perf_counter() - spent[1]
-
-    gc.callbacks.append(note)
-    return spent
-
-
-def _run_stats(node: STTNode, sessions: list[Any], gc_time: list[float]) -> dict[str, Any]:
+def _run_stats(node: STTNode, sessions: list[Any], gc_time: GcClock) -> dict[str, Any]:
     """One goodput end's counters (``"stats": true`` in its spec): the node's, its session's
     and the garbage collector's time, to tell a slow run from a fast one."""
     stats: dict[str, Any] = {key: value for key, value in node.get_stats().items()
@@ -155,7 +138,7 @@ def _run_stats(node: STTNode, sessions: list[Any], gc_time: list[float]) -> dict
             "packets_sent", "packets_received", "packets_lost", "rtt_ms", "rtt_min_ms",
             "cwnd_bytes", "path_mtu", "pacing_rate_mbps", "congestion_state",
             "datagrams_dropped")}
-    stats["gc_s"] = gc_time[0]
+    stats["gc_s"] = gc_time.seconds
     usage = resource.getrusage(resource.RUSAGE_SELF)
     stats["cpu_user_s"], stats["cpu_system_s"] = usage.ru_utime, usage.ru_stime
     stats["switches_voluntary"], stats["switches_involuntary"] = usage.ru_nvcsw, usage.ru_nivcsw
