@@ -411,6 +411,21 @@ def test_honest_swarm_still_finds_the_true_nearest_within_the_limits() -> None:
         assert stats["dht_lookups_timed_out"] == stats["dht_contacts_refused"] == 0
 
 
+def test_a_record_that_takes_the_evicted_records_key_is_kept() -> None:
+    """A full store makes room by evicting the only record under the very key the newcomer
+    stores: the newcomer's record is held (it went into the evicted key's forgotten table,
+    and the store counted a record that no lookup found)."""
+    store = ValueStore(max_records=2, base_quota=2)
+    flooder, newcomer = _keys(0), _keys(1)
+    first, second = bytes([1]) * 32, bytes([2]) * 32
+    assert store.put(first, SignedRecord(*flooder, 1, 1, b"a", bytes(64)), 10, 0.0)
+    assert store.put(second, SignedRecord(*flooder, 1, 1, b"b", bytes(64)), 10, 1.0)
+    assert store.put(second, SignedRecord(*newcomer, 1, 1, b"c", bytes(64)), 10, 2.0, quota=1)
+    assert store.evicted == 1 and len(store) == 2
+    assert [r.value for r in store.get(second, 2.0)] == [b"c"]
+    assert [r.value for r in store.get(first, 2.0)] == [b"a"]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 11), st.integers(1, 4),
                           st.integers(1, 3), st.integers(1, 30), st.integers(0, 5)),

@@ -99,6 +99,9 @@ class ValueStore:
                 return False
             if entry is None:
                 entry = self._publishers[publisher] = _Publisher()
+            # Looked up again: making room may have evicted the key's last record, and with
+            # it the dictionary looked up above (the new record went into a detached one).
+            by_publisher = self._records.get(key)
             if by_publisher is None:
                 by_publisher = self._records[key] = {}
             entry.keys[key] = now
