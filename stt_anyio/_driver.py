@@ -72,10 +72,16 @@ class AnyioDriver(NodeCore[Session]):
         """Wake the driver for a poll at the scheduler's next pass: its wait's deadline moves
         to the past. On trio a deadline is looked at once per pass, so a task that waits on
         the node before then (``_flush``) polls itself and takes the wake back; elsewhere
-        (anyio on asyncio) the scope is cancelled at once, as by ``cancel()``."""
+        (anyio on asyncio) the scope is cancelled at once, as by ``cancel()``. A poll owed
+        for ``KICK_DEFER_MAX`` behind other tasks' steps runs now."""
+        if self._kicked:
+            if self._kick_overdue():
+                self._flush()
+            return
         scope = self._wait_scope
-        if scope is not None and not self._kicked:
+        if scope is not None:
             self._kicked = True
+            self._note_kick()
             scope.deadline = -math.inf
 
     def _flush(self) -> bool:

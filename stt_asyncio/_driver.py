@@ -42,9 +42,14 @@ class AsyncioDriver(NodeCore[Session]):
         return time.monotonic()
 
     def _kick(self) -> None:
-        """Service the endpoint soon (once, however many API calls asked)."""
-        if self._kick_handle is None and self._loop is not None and not self._closed:
+        """Service the endpoint soon (once, however many API calls asked), or now if the
+        poll owed has waited ``KICK_DEFER_MAX`` behind other tasks' steps."""
+        if self._kick_handle is not None:
+            if self._kick_overdue():
+                self._flush()
+        elif self._loop is not None and not self._closed:
             self._kick_handle = self._loop.call_soon(self._kicked_service)
+            self._note_kick()
 
     def _kicked_service(self) -> None:
         """The poll a kick deferred. It runs only while still owed: a poll since
