@@ -33,10 +33,10 @@ def test_a_handshake_costs_three_datagrams_in_and_two_out() -> None:
 
 
 def test_the_responders_own_resend_waits_longer() -> None:
-    """A round trip longer than the initiator's first resend wait (0.2 s), every resent INITIAL
-    dropped: the responder sends message 2 once; its own fallback timer (0.5 s) has not fired
-    when the handshake completes (at 0.2 s it resent message 2 at 0.35 s)."""
-    pair = make_pair(profile=LinkProfile(latency=0.15))
+    """A round trip longer than the initiator's first resend wait (0.5 s), every resent INITIAL
+    dropped: the responder sends message 2 once; its own fallback timer (1.0 s) has not fired
+    when the handshake completes (0.9 s)."""
+    pair = make_pair(profile=LinkProfile(latency=0.3))
     initials = 0
 
     def first_initial_only(src: object, dst: object, data: bytes) -> bytes | None:
@@ -48,21 +48,20 @@ def test_the_responders_own_resend_waits_longer() -> None:
 
     pair.net.tamper = first_initial_only
     session = pair.connect()
-    pair.net.run(0.2)
+    pair.net.run(0.4)
     (responder,) = pair.server.sessions.values()
     assert responder._handshake.packet is not None  # message 2 is out
-    assert responder._timers.get(T_HANDSHAKE_RESEND) == pytest.approx(0.15 + 0.5)
+    assert responder._timers.get(T_HANDSHAKE_RESEND) == pytest.approx(0.3 + 1.0)
     pair.net.run(3.0)
     assert session.confirmed and initials >= 2  # the initiator did resend
     assert _kinds(pair, B)["HANDSHAKE"] == 1
 
 
 def test_a_retry_on_a_long_round_trip_costs_no_duplicates() -> None:
-    """300 ms round trip, RETRY for every INITIAL: the first INITIAL is resent at 0.2 s, its
-    RETRY arrives after, and the INITIAL with the token waits the backed-off time (0.4 s), not
-    0.2 s again: no duplicate INITIAL, so no duplicate message 2, FINISH or HANDSHAKE_DONE
-    (17 datagrams before, 9 now)."""
-    pair = make_pair(profile=LinkProfile(latency=0.15), server_config={"retry_threshold": 0})
+    """750 ms round trip, RETRY for every INITIAL: the first INITIAL is resent at 0.5 s, its
+    RETRY arrives after, and the INITIAL with the token waits the backed-off time (1.0 s), not
+    0.5 s again: no duplicate INITIAL, so no duplicate message 2, FINISH or HANDSHAKE_DONE."""
+    pair = make_pair(profile=LinkProfile(latency=0.375), server_config={"retry_threshold": 0})
     session = pair.connect()
     pair.net.run(3.0)
     assert session.confirmed
@@ -72,8 +71,8 @@ def test_a_retry_on_a_long_round_trip_costs_no_duplicates() -> None:
 
 def test_a_retry_times_the_next_initials_resend() -> None:
     """An unambiguous RETRY round trip (no resend before it) is an RTT sample: with message 2
-    lost, the INITIAL with the token is resent 2 x RTT after the RETRY, not 0.2 s after."""
-    pair = make_pair(profile=LinkProfile(latency=0.08), server_config={"retry_threshold": 0})
+    lost, the INITIAL with the token is resent 2 x RTT after the RETRY, not 0.5 s after."""
+    pair = make_pair(profile=LinkProfile(latency=0.2), server_config={"retry_threshold": 0})
     lost = 0
 
     def lose_first_message2(src: object, dst: object, data: bytes) -> bytes | None:
@@ -87,17 +86,17 @@ def test_a_retry_times_the_next_initials_resend() -> None:
     session = pair.connect()
     pair.net.run(3.0)
     assert session.confirmed and lost == 1
-    sent = [when - 0.08 for when, src, _, raw in pair.net.trace  # the trace logs arrivals
+    sent = [when - 0.2 for when, src, _, raw in pair.net.trace  # the trace logs arrivals
             if src == A and parse_packet(raw).type is PacketType.INITIAL]
     assert len(sent) == 3
-    retry_at = 0.16
+    retry_at = 0.4
     assert sent[1] == pytest.approx(retry_at)
-    assert sent[2] == pytest.approx(retry_at + 2 * 0.16)  # 0.48; it was 0.36 (0.2 s later)
+    assert sent[2] == pytest.approx(retry_at + 2 * 0.4)  # 1.2, not 0.9 (0.5 s later)
 
 
 def test_finish_after_resent_initials_is_resent_at_the_first_wait() -> None:
     """Three INITIALs lost, then the first FINISH: message 2 came, so the path works, and
-    FINISH is resent 0.2 s later, not after the INITIALs' backed-off wait (1.6 s), now that
+    FINISH is resent 0.5 s later, not after the INITIALs' backed-off wait (4 s), now that
     the responder's own resend (which made the initiator resend FINISH) waits longer."""
     pair = make_pair(profile=LinkProfile(latency=0.01))
     seen: Counter[str] = Counter()
@@ -117,4 +116,4 @@ def test_finish_after_resent_initials_is_resent_at_the_first_wait() -> None:
                 if src == A and parse_packet(raw).type is PacketType.FINISH]
     message2 = next(when for when, src, _, raw in pair.net.trace
                     if src == B and parse_packet(raw).type is PacketType.HANDSHAKE)
-    assert finishes[0] - message2 == pytest.approx(0.2 + 0.01, abs=1e-6)
+    assert finishes[0] - message2 == pytest.approx(0.5 + 0.01, abs=1e-6)

@@ -23,9 +23,14 @@ from .timers import T_HANDSHAKE, T_HANDSHAKE_RESEND
 if TYPE_CHECKING:
     from .core import Session
 
-HANDSHAKE_RETRANSMIT_MIN = 0.2  # seconds before the first handshake retransmission
-# The responder's first resend of message 2 unasked (no resent INITIAL came): a fallback.
-RESPONDER_RETRANSMIT_MIN = 0.5
+# Seconds before the initiator first resends a handshake message. A busy node's queue, not
+# the path, sets how long its answer takes: at 0.2 s, most INITIALs and FINISHes of a burst of
+# 2,000 went twice, and each copy cost the node a read and an answer. (RFC 9002's first probe
+# and TCP's SYN wait about 1 s.)
+HANDSHAKE_RETRANSMIT_MIN = 0.5
+# The responder's first resend of message 2 unasked (no resent INITIAL came): a fallback,
+# twice the initiator's first wait, so that the initiator drives recovery.
+RESPONDER_RETRANSMIT_MIN = 1.0
 
 
 def _digest(message: bytes) -> bytes:
@@ -67,8 +72,8 @@ class HandshakePhase:
         """Queue our handshake message and arm its resend. The initiator drives recovery (it
         resends until answered, and the responder answers each resent INITIAL); the
         responder's own timer is only a fallback for when those are lost too, so it first
-        waits RESPONDER_RETRANSMIT_MIN: at 0.2 s, a busy node resent nearly every message 2
-        of a burst, and each duplicate made its initiator resend its FINISH as well."""
+        waits RESPONDER_RETRANSMIT_MIN: sooner, a busy node resent nearly every message 2 of
+        a burst, and each duplicate made its initiator resend its FINISH as well."""
         self.packet = datagram
         self.sent_at = self.last_sent = now
         session._outbox.append(datagram)
@@ -200,7 +205,7 @@ class HandshakePhase:
             session.remote_cid = packet.scid
             # The RETRY times the path and the peer's queue: an unambiguous sample (Karn) sets
             # the next resend's wait, and after a resend the backed-off wait is kept, so a
-            # busy node's RETRY is not followed by INITIALs every 0.2 s.
+            # busy node's RETRY is not followed by INITIALs every 0.5 s.
             self.rtt_sample(session, now)
             self.send(session, self.initial_packet(session), now)
             self.retransmits = 0  # the next message 2 is a fresh RTT sample again
