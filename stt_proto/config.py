@@ -146,8 +146,11 @@ class EndpointConfig:
     max_sessions: int = attrs.field(
         default=10_000, validator=check_range("max_sessions", 1, 1 << 24, integer=True))
     # Above this many half-open handshakes, new INITIALs must first prove their address (RETRY).
+    # A RETRY costs each initiator a round trip, so it answers a flood, not a busy node: a
+    # burst of 2,000 clients at 64 waited a round trip each, the node idle meanwhile. Below
+    # it, a spoofed INITIAL costs the node at most one message 2 per handshake_timeout.
     retry_threshold: int = attrs.field(
-        default=64, validator=check_range("retry_threshold", 0, 1 << 24, integer=True))
+        default=1024, validator=check_range("retry_threshold", 0, 1 << 24, integer=True))
     # Inbound admission (stt_proto/admission.py, docs/wire-format.md "Admission"). Half-open
     # handshakes have their own budget apart from max_sessions: beyond it the oldest is evicted.
     max_half_open: int = attrs.field(

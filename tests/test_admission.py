@@ -125,6 +125,24 @@ def test_a_full_half_open_budget_asks_for_retry_before_evicting() -> None:
     assert stats.half_open == 5 and stats.evicted == 0 and stats.retries_sent == 1
 
 
+def test_by_default_retry_answers_from_1024_half_open_handshakes() -> None:
+    """The default retry_threshold (docs/api.md): a node busy with 1,023 handshakes from as
+    many addresses still takes the next without a round trip more; from 1,024 on, an
+    INITIAL without a token gets a RETRY and no state."""
+    config = EndpointConfig()
+    assert config.retry_threshold == 1024
+    server = Endpoint(config, rng=DeterministicRandom(2))
+    initials = _initials(1026)
+    for i, initial in enumerate(initials[:1024]):
+        server.receive_datagram(initial, (f"10.7.{i >> 8}.{i & 255}", 1), 0.0)
+    stats = server.get_stats()
+    assert stats.half_open == 1024 and stats.retries_sent == 0
+    for i, initial in enumerate(initials[1024:]):
+        server.receive_datagram(initial, (f"10.8.0.{i}", 1), 0.0)
+    stats = server.get_stats()
+    assert stats.half_open == 1024 and stats.retries_sent == 2
+
+
 def test_half_open_handshakes_time_out_early_under_load() -> None:
     pair = make_pair(server_config={"retry_threshold": 10, "half_open_timeout": 0.5,
                                     "handshake_timeout": 10.0})
