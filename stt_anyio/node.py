@@ -170,15 +170,20 @@ class STTNode(AnyioDriver):
         new session. Raises HandshakeTimeout, AuthenticationError or ConnectionRefused."""
         proto, session, peer_addr = await self._dial(peer_addr, peer_id, timeout)
         try:
-            with anyio.fail_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await session._wait_confirmed()
-        except TimeoutError as exc:
+            else:
+                # The backend's own cancel scope (see _backend.py), not anyio.fail_after: half
+                # the cost, which a burst of connects pays once each.
+                with self._primitives.scope(self._now() + timeout) as scope:
+                    await session._wait_confirmed()
+                if scope.cancelled_caught:
+                    raise HandshakeTimeout(f"no handshake with {peer_addr[0]}:{peer_addr[1]} "
+                                           f"within {timeout:g} s")
+        except TimeoutError:  # HandshakeTimeout: ours, or the session's handshake_timeout
             proto.close(0, "connect timed out", self._now())
             self._kick()
-            if isinstance(exc, HandshakeTimeout):
-                raise
-            raise HandshakeTimeout(
-                f"no handshake with {peer_addr[0]}:{peer_addr[1]} within {timeout:g} s") from None
+            raise
         except BaseException:
             proto.close(0, "connect abandoned", self._now())
             self._kick()
