@@ -197,7 +197,7 @@ def handshake_line(doc: dict[str, Any]) -> str:
     that bounds it: the node's (one process, so one core's worth at most) and the clients'."""
     floor = doc["floor"]
     return (f"HEADLINE: handshakes/s, {doc['concurrent']:,} concurrent with one node from "
-            f"{doc['clients']} client processes (median): "
+            f"{doc['clients']} client process{'' if doc['clients'] == 1 else 'es'} (median): "
             + ", ".join(f"{rt} {f['handshakes_per_s']:,.0f} ({f['of_floor']:.2f} of the floor)"
                         for rt, f in doc["runtimes"].items())
             + f". Floor, one side's X25519 + BLAKE2s cost measured with cryptography/hashlib "

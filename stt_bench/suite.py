@@ -126,7 +126,7 @@ def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repe
     lat = measure_latency(runtimes, count, repeats)
     console.print(headline_latency_table(lat))
     concurrent = 200 if args.quick else args.concurrent
-    hs = measure_handshakes(runtimes, concurrent, 2 if args.quick else args.clients, repeats)
+    hs = measure_handshakes(runtimes, concurrent, args.clients, repeats)
     console.print(handshake_line(hs))
     checks = targets(rows, lat, hs)
     console.print(targets_table(checks))
@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m stt_bench") -> in
     parser.add_argument("--plot", type=Path, help="write PNG plots into this folder")
     parser.add_argument("--concurrent", type=int, default=2000,
                         help="concurrent handshakes with one node")
-    parser.add_argument("--clients", type=int, default=4,
-                        help="client processes the handshakes come from")
+    parser.add_argument("--clients", type=int, default=1,
+                        help="client processes the handshakes come from (1: on 2 cores the node "
+                             "and its load get one each; more share the node's core)")
     parser.add_argument("--sessions", type=int, default=10_000, help="idle sessions to hold")
     parser.add_argument("--headline-only", action="store_true",
                         help="the headline section and its targets only (no path-MTU or "

@@ -89,6 +89,8 @@ def test_the_handshake_line_shows_the_cpu_that_bounds_the_rate() -> None:
     assert "asyncio 2,400 (0.35 of the floor)" in line
     assert "leaves the node 333 µs of its one core" in line
     assert "asyncio 350 / 400 µs" in line
+    assert "from 4 client processes" in line
+    assert "from 1 client process (median)" in handshake_line({**doc, "clients": 1})
 
 
 def test_the_handshake_floor_is_measured() -> None:
