@@ -8,8 +8,9 @@ handshakes are started at once, as in the two-process burst of ``stt_bench.twopr
 side's calls are timed with ``time.process_time`` and the time the garbage collector spent is
 taken from ``gc.callbacks``. Beside it, the floor (one side's X25519 and hashes, measured with
 ``cryptography`` and ``hashlib`` alone). With ``--retry`` the server answers every INITIAL with
-a RETRY first, as the default ``retry_threshold`` does for nearly every handshake of a large
-burst. docs/performance.md reads the results against what the two-process run measures.
+a RETRY first, as the default ``retry_threshold`` (1,024 half-open) does for about half of a
+2,000-handshake burst. docs/performance.md reads the results against what the two-process
+run measures.
 """
 
 from __future__ import annotations
