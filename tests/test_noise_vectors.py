@@ -10,6 +10,7 @@ import pytest
 
 from stt_proto.errors import CryptoError, NoiseError
 from stt_proto.noise import HandshakeState, KeyPair
+from stt_proto.noise.patterns import HandshakePattern
 
 # The cacophony vectors (public domain; tests/vectors/LICENSE-cacophony-vectors.txt) ship with the
 # repository, so a fresh clone tests itself with nothing beside it.
@@ -104,6 +105,17 @@ def test_misuse_raises_noise_error() -> None:
             HandshakeState("Noise_XX_448_ChaChaPoly_SHA256", initiator=True)
     with pytest.raises(NoiseError):
         HandshakeState("Noise_XXpsk3_25519_ChaChaPoly_SHA256", initiator=True)
+
+
+@pytest.mark.parametrize(("name", "count"), [("XX", 0), ("XXpsk3", 1), ("NNpsk0+psk2", 2)])
+def test_a_pattern_counts_its_psks(name: str, count: int) -> None:
+    pattern = HandshakePattern.from_name(name)
+    assert (pattern.psk_count, pattern.uses_psk) == (count, count > 0)
+    psks = [bytes(32)] * count
+    HandshakeState(f"Noise_{name}_25519_ChaChaPoly_SHA256", initiator=True, psks=psks)
+    with pytest.raises(NoiseError, match=f"needs {count} psk"):
+        HandshakeState(f"Noise_{name}_25519_ChaChaPoly_SHA256", initiator=True,
+                       psks=[*psks, bytes(32)])
 
 
 def _fixed(last: int) -> KeyPair:
