@@ -231,6 +231,7 @@ FOREIGN_PRIVATE = {
 # by design, so they are exempt (the round trips they time go through the public API).
 INSTRUMENTS = {
     "stt_bench/stages.py": "stamps each stage of a round trip inside both nodes",
+    "stt_bench/core_share.py": "times the calls each node makes into its core",
 }
 
 
