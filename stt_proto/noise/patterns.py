@@ -71,14 +71,16 @@ class HandshakePattern:
     responder_pre: tuple[str, ...]
     messages: tuple[tuple[str, ...], ...]
     one_way: bool
-    # Counted once here: every handshake's state reads them, and the patterns are cached.
+    # Counted once here, not scanned per read: every handshake's state reads it, and the
+    # parsed patterns are cached.
     psk_count: int = attrs.field(init=False)
-    uses_psk: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        count = sum(m.count("psk") for m in self.messages)
-        object.__setattr__(self, "psk_count", count)
-        object.__setattr__(self, "uses_psk", count > 0)
+        object.__setattr__(self, "psk_count", sum(m.count("psk") for m in self.messages))
+
+    @property
+    def uses_psk(self) -> bool:
+        return self.psk_count > 0
 
     @classmethod
     def from_name(cls, name: str) -> HandshakePattern:
