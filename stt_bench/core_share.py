@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
+from stt_asyncio import STTNode
 from stt_proto import DeterministicRandom, EndpointConfig
 from stt_proto.node import Node
+
+from .workloads.on_asyncio import echo_stream
 
 MESSAGE = b"ping"
 CLIENT, SERVER = ("10.0.0.1", 1), ("10.0.0.2", 2)
@@ -58,25 +60,13 @@ class _TimedCore:
 
 
 async def _in_loop(count: int, warmup: int) -> dict[str, float]:
-    from stt_asyncio import STTNode
-
     totals = dict.fromkeys(("receive", "receives", "poll", "polls"), 0.0)
     async with STTNode(host="127.0.0.1") as server, STTNode(host="127.0.0.1") as client:
         for node in (server, client):
             core = node._endpoint
             assert core is not None  # started
             node._endpoint = _TimedCore(core, totals)  # type: ignore[assignment]
-        session = await client.connect(server.address, server.node_id)
-        stream = session.open_stream(no_delay=True)
-        await stream.send(MESSAGE)
-        incoming = await (await server.accept()).accept_stream()
-        await incoming.receive()
-
-        async def echo() -> None:
-            while True:
-                await incoming.send(await incoming.receive())
-
-        task = asyncio.create_task(echo())
+        task, _, stream = await echo_stream(server, client)
         try:
             for _ in range(warmup):
                 await stream.send(MESSAGE)
@@ -140,7 +130,7 @@ def back_to_back(count: int, warmup: int = 500) -> dict[str, float]:
     while theirs.next_event() is not None:
         pass
     theirs.receive_message(stream_id)
-    clock: Callable[[], float] = time.perf_counter
+    clock = time.perf_counter
     spent = [0.0, 0.0, 0.0]
     for index in range(warmup + count):
         if index == warmup:
