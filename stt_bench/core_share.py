@@ -129,14 +129,14 @@ async def _in_loop(count: int, warmup: int) -> dict[str, float]:
             if collecting in gc.callbacks:
                 gc.callbacks.remove(collecting)
             task.cancel()
-    sealing = totals["polls"] - totals["empty_polls"]
+    sending = totals["polls"] - totals["empty_polls"]
     return {"cpu_per_round_trip_s": cpu / count,
             "receive_s": totals["receive"] / totals["receives"],
             "receives_per_round_trip": totals["receives"] / count,
             "poll_s": totals["poll"] / totals["polls"],
             "polls_per_round_trip": totals["polls"] / count,
-            "sending_poll_s": (totals["poll"] - totals["empty_poll"]) / max(sealing, 1),
-            "sending_polls_per_round_trip": sealing / count,
+            "sending_poll_s": (totals["poll"] - totals["empty_poll"]) / max(sending, 1),
+            "sending_polls_per_round_trip": sending / count,
             "empty_poll_s": totals["empty_poll"] / max(totals["empty_polls"], 1),
             "empty_polls_per_round_trip": totals["empty_polls"] / count,
             **_tail(times, marks)}
