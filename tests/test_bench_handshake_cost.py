@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stt_bench.handshake_cost import core_handshakes, main, report
+from stt_bench.handshake_cost import core_handshakes, main, report, steps
 
 
 @pytest.mark.parametrize("retry", [False, True])
@@ -20,6 +20,29 @@ def test_each_side_is_timed_and_every_handshake_completes(retry: bool) -> None:
     extra = 1 if retry else 0
     assert result["client_datagrams"] == 2 + extra
     assert result["server_datagrams"] == 2 + extra
+    # the exchanges one by one: every datagram counted in one of them, and the CPU too
+    rounds = result["rounds"]
+    assert len(rounds) == 3 + extra  # and the last, in which neither side had anything
+    assert rounds[-1][2:] == (0, 0)
+    assert sum(r[2] for r in rounds) == result["client_datagrams"]
+    assert sum(r[3] for r in rounds) == result["server_datagrams"]
+    assert sum(r[1] for r in rounds) == pytest.approx(result["server_cpu_s"])
+    assert result["connect_cpu_s"] + sum(r[0] for r in rounds) == \
+        pytest.approx(result["client_cpu_s"])
+    # the round that answers with message 2 (a key pair and two DH) is the server's dearest
+    assert max(r[1] for r in rounds) > 30e-6
+
+
+def test_steps_name_each_exchange() -> None:
+    text = steps({"connect_cpu_s": 70e-6, "rounds": [(240e-6, 230e-6, 1.0, 1.0),
+                                                        (15e-6, 140e-6, 1.0, 1.0),
+                                                        (1e-6, 1e-6, 0.0, 0.0)]})
+    assert text.splitlines() == [
+        "  connect(): client 70 µs",
+        "  round 1: client -> server 1.00 datagrams, server 230 µs to read them and answer "
+        "with 1.00, client 240 µs to send and to read the answers",
+        "  round 2: client -> server 1.00 datagrams, server 140 µs to read them and answer "
+        "with 1.00, client 15 µs to send and to read the answers"]
 
 
 def test_report_and_command_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +54,6 @@ def test_report_and_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "(2.50 / 2.70 of the floor, 100 µs); of which GC 30 µs" in line
     main(["--count", "5", "--repeats", "1"])
     assert capsys.readouterr().out.startswith("5 handshakes: client ")
+    main(["--count", "5", "--repeats", "1", "--steps"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("  connect(): client ") and out[2].startswith("  round 1: ")
