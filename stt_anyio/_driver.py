@@ -136,11 +136,13 @@ class AnyioDriver(NodeCore[Session]):
                 self._drain()
 
     async def _waits(self, sock: socket.socket, endpoint: Node, scope: Scope) -> None:
-        """Service, wait until the socket is readable (or ``scope``, moved to the endpoint's
-        deadline, is cancelled: then this raises), drain; again."""
+        """Service, wait until the socket is readable (or ``scope``, at the endpoint's
+        deadline or an earlier one not yet passed, is cancelled: then this raises), drain;
+        again."""
         wait_readable = self._primitives.wait_readable
         while not self._closed:
-            self._service(self._timers)
+            timers = self._timers
+            self._service(timers)
             self._timers = False
             if self._out:
                 scope.deadline = math.inf  # (a full socket may hold it past a deadline)
@@ -149,9 +151,14 @@ class AnyioDriver(NodeCore[Session]):
                 self._timers = True
                 continue
             deadline = endpoint.get_timer()
-            self._wait_deadline = math.inf if deadline is None else deadline
-            if scope.deadline != self._wait_deadline:
-                scope.deadline = self._wait_deadline
+            new = math.inf if deadline is None else deadline
+            # The wait keeps an earlier deadline that has not passed (as the asyncio
+            # driver's timer does): it ends early, the poll finds nothing due and the next
+            # wait takes the endpoint's. Moved later on every wait (an ACK's timer, then the
+            # sent packet's), it cost the backend a deadline update per message.
+            if new < scope.deadline or timers:
+                scope.deadline = new
+            self._wait_deadline = scope.deadline
             self._wait_scope = scope
             await wait_readable(sock)
             self._wait_scope = None

@@ -171,3 +171,86 @@ def test_a_message_and_the_close_after_it_still_leave_together(binding: str,
 
     _run(binding, backend, main)
     assert datagrams[0] == 1  # the answer and its FIN in one datagram, one send
+
+
+class _CountedScope:
+    """A cancel scope that counts how often its deadline is set."""
+
+    def __init__(self, inner: Any, sets: list[int]) -> None:
+        self._inner, self._sets = inner, sets
+
+    @property
+    def deadline(self) -> float:
+        value: float = self._inner.deadline
+        return value
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._sets[0] += 1
+        self._inner.deadline = value
+
+    @property
+    def cancelled_caught(self) -> bool:
+        caught: bool = self._inner.cancelled_caught
+        return caught
+
+    def cancel(self) -> None:
+        self._inner.cancel()
+
+    def __enter__(self) -> _CountedScope:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._inner.__exit__(*exc)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_the_drivers_wait_keeps_its_deadline_across_messages(
+        monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    """Each message moves the endpoint's deadline later (the ACK's timer, then the sent
+    packet's); the driver's wait keeps the earlier one instead of updating its cancel scope
+    per message, and timers still run: the exchange completes and keeps completing. (Both
+    nodes send at once, no_delay: no kick moves a deadline to wake a driver.)"""
+    import stt_anyio.node
+    from stt_anyio import STTNode as Node
+
+    sets = [0]
+    bind = stt_anyio.node.bind
+
+    def counting_bind() -> Any:
+        primitives = bind()
+        scope = primitives.scope
+
+        def counted(deadline: float) -> _CountedScope:
+            return _CountedScope(scope(deadline), sets)
+
+        return attrs.evolve(primitives, scope=counted)
+
+    monkeypatch.setattr(stt_anyio.node, "bind", counting_bind)
+
+    async def main() -> None:
+        async with Node(host="127.0.0.1", no_delay=True) as server, \
+                Node(host="127.0.0.1", no_delay=True) as client, \
+                anyio.create_task_group() as group:
+            async def serve() -> None:
+                session = await server.accept()
+                echo = await session.accept_stream()
+                async for message in echo:
+                    await echo.send(message)
+
+            group.start_soon(serve)
+            session = await client.connect(server.address, server.node_id)
+            stream = session.open_stream()
+            for _ in range(10):  # warm up
+                await stream.send(b"ping")
+                await stream.receive()
+            before = sets[0]
+            for _ in range(ROUNDS):
+                await stream.send(b"ping")
+                assert await stream.receive() == b"ping"
+            moved = sets[0] - before
+            group.cancel_scope.cancel()
+        assert moved <= ROUNDS // 4  # both nodes: was about one per message each
+
+    anyio.run(main, backend=backend)
