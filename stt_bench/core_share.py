@@ -33,6 +33,7 @@ from stt_asyncio import STTNode
 from stt_proto import DeterministicRandom, EndpointConfig
 from stt_proto.node import Node
 
+from .common import median, percentile
 from .registry import run_on
 from .workloads.on_asyncio import echo_stream
 
@@ -77,8 +78,7 @@ class _TimedCore:
 def _tail(times: list[float], marks: list[tuple[float, float, int]]) -> dict[str, float]:
     """p50 and p99 of the round trips, and what the slowest 1 % had that others had not:
     a garbage collection, a timer's run, more than the ping and its echo on the wire."""
-    ordered = sorted(times)
-    p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+    p50, p99 = median(times), percentile(times, 0.99)
     slow = [mark for took, mark in zip(times, marks, strict=True) if took >= p99]
     collected = sum(1 for _, _, collections in slow if collections)
     timed = sum(1 for _, timer_runs, _ in slow if timer_runs)
@@ -158,7 +158,7 @@ def raw_in_loop(runtime: str, count: int) -> dict[str, float]:
     cpu = time.process_time()
     times = run_on(runtime, "raw_ping_pong", count)
     cpu = time.process_time() - cpu
-    return {"cpu_per_round_trip_s": cpu / count, "p50_s": sorted(times)[len(times) // 2]}
+    return {"cpu_per_round_trip_s": cpu / count, "p50_s": median(times)}
 
 
 def back_to_back(count: int, warmup: int = 500) -> dict[str, float]:
