@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from stt_proto.errors import CryptoError, NoiseError
 from stt_proto.noise import HandshakeState, KeyPair
@@ -132,3 +133,39 @@ def test_truncated_messages_raise_crypto_error() -> None:
         msg2 = resp.write_message(b"")
         with pytest.raises(CryptoError):
             init.read_message(msg2[:cut])
+
+
+def test_each_peer_key_is_parsed_once_for_its_two_dh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """XX uses the peer's ephemeral and static keys in two DH each; cryptography parses a raw
+    key at a cost of a fifth of a DH's arithmetic, so each is parsed once per handshake."""
+    parsed: list[bytes] = []
+    original = X25519PublicKey.from_public_bytes
+
+    def counting(data: bytes) -> X25519PublicKey:
+        parsed.append(bytes(data))
+        return original(data)
+
+    monkeypatch.setattr(X25519PublicKey, "from_public_bytes", counting)
+    v = next(x for x in ALL if x["protocol_name"] == "Noise_XX_25519_ChaChaPoly_BLAKE2s")
+    init = HandshakeState(v["protocol_name"], initiator=True, s=_pair(v["init_static"]),
+                          e=_pair(v["init_ephemeral"]))
+    resp = HandshakeState(v["protocol_name"], initiator=False, s=_pair(v["resp_static"]),
+                          e=_pair(v["resp_ephemeral"]))
+    for sender, receiver in ((init, resp), (resp, init), (init, resp)):
+        receiver.read_message(sender.write_message(b""))
+    assert init.handshake_hash == resp.handshake_hash
+    # three DH a side (ee, es, se), four keys parsed in all: each side's view of the other's two
+    keys = [init.re, init.rs, resp.re, resp.rs]
+    assert None not in keys and sorted(parsed) == sorted(k for k in keys if k is not None)
+    assert len(set(parsed)) == 4
+
+
+def test_a_small_order_peer_key_fails_its_dh() -> None:
+    """A peer ephemeral key of small order makes the shared secret all zeros: a CryptoError
+    at the first DH that uses it, as a malformed one."""
+    v = next(x for x in ALL if x["protocol_name"] == "Noise_XX_25519_ChaChaPoly_BLAKE2s")
+    resp = HandshakeState(v["protocol_name"], initiator=False, s=_pair(v["resp_static"]),
+                          e=_pair(v["resp_ephemeral"]))
+    resp.read_message(bytes(32))  # message 1 is the initiator's e: here the point 0
+    with pytest.raises(CryptoError, match="invalid X25519 public key"):
+        resp.write_message(b"")  # e, ee: the DH with the small-order point

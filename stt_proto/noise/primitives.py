@@ -10,7 +10,6 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import CryptoError, NoiseError
 
@@ -34,18 +33,30 @@ class KeyPair:
         if len(raw) != DHLEN:
             raise ValueError(f"an X25519 private key is {DHLEN} bytes, got {len(raw)}")
         key = X25519PrivateKey.from_private_bytes(raw)
-        return cls(key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        return cls(key, key.public_key().public_bytes_raw())
 
     def dh(self, public: bytes) -> bytes:
         """X25519 with the peer's raw public key; an all-zero result (small order point) fails."""
+        return self.exchange(peer_key(public))
+
+    def exchange(self, public: X25519PublicKey) -> bytes:
+        """:meth:`dh` with a key :func:`peer_key` parsed (a handshake uses each peer key twice)."""
         try:
-            shared = self.private.exchange(X25519PublicKey.from_public_bytes(public))
+            shared = self.private.exchange(public)
         except ValueError as exc:
             raise CryptoError(f"invalid X25519 public key: {exc}") from None
         return shared
 
     def __repr__(self) -> str:
         return f"KeyPair(public={self.public.hex()})"
+
+
+def peer_key(public: bytes) -> X25519PublicKey:
+    """A peer's raw X25519 public key as ``cryptography`` takes it; CryptoError if malformed."""
+    try:
+        return X25519PublicKey.from_public_bytes(public)
+    except ValueError as exc:
+        raise CryptoError(f"invalid X25519 public key: {exc}") from None
 
 
 class Cipher:

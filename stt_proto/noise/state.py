@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
 from ..errors import CryptoError, NoiseError
 from .patterns import ProtocolName, parse_protocol_name
-from .primitives import CIPHERS, DHLEN, HASHES, MAX_NONCE, TAG_LEN, Cipher, HashFunction, KeyPair
+from .primitives import (
+    CIPHERS,
+    DHLEN,
+    HASHES,
+    MAX_NONCE,
+    TAG_LEN,
+    Cipher,
+    HashFunction,
+    KeyPair,
+    peer_key,
+)
 
 MAX_MESSAGE_LEN = 65535
 
@@ -155,6 +167,8 @@ class HandshakeState:
         self.pattern = self.protocol.pattern
         self.initiator = initiator
         self.s, self.e, self.rs, self.re = s, e, rs, re
+        self._re_key: X25519PublicKey | None = None  # re and rs parsed: see _peer_key
+        self._rs_key: X25519PublicKey | None = None
         for psk in psks:
             if len(psk) != 32:
                 raise NoiseError(f"a psk is 32 bytes, got {len(psk)}")
@@ -217,18 +231,31 @@ class HandshakeState:
             self._result = self.symmetric.split()
 
     def _dh_for(self, token: str) -> bytes:
-        s, e, rs, re = self.s, self.e, self.rs, self.re
+        s, e = self.s, self.e
         if token == "ee":
-            pair, public = e, re
+            pair, ephemeral = e, True
         elif token == "ss":
-            pair, public = s, rs
+            pair, ephemeral = s, False
         elif token == "es":
-            pair, public = (e, rs) if self.initiator else (s, re)
+            pair, ephemeral = (e, False) if self.initiator else (s, True)
         else:  # "se"
-            pair, public = (s, re) if self.initiator else (e, rs)
+            pair, ephemeral = (s, True) if self.initiator else (e, False)
+        public = self._peer_key(ephemeral)
         if pair is None or public is None:
             raise NoiseError(f"token {token!r} needs a key that is missing")
-        return pair.dh(public)
+        return pair.exchange(public)
+
+    def _peer_key(self, ephemeral: bool) -> X25519PublicKey | None:
+        """The peer's ephemeral or static key as ``cryptography`` takes it, parsed at its first
+        DH: XX uses each in two, and a parse costs a fifth of the DH's arithmetic in a busy
+        process (OpenSSL looks its algorithm up by name every time)."""
+        if ephemeral:
+            if self._re_key is None and self.re is not None:
+                self._re_key = peer_key(self.re)
+            return self._re_key
+        if self._rs_key is None and self.rs is not None:
+            self._rs_key = peer_key(self.rs)
+        return self._rs_key
 
     def _next_psk(self) -> bytes:
         if not self._psks:
