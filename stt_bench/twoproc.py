@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -141,11 +142,14 @@ def ping_pong(runtime: str, kind: str, count: int, *,
 
 
 def handshakes(runtime: str, count: int, clients: int, *,
-               settings: dict[str, Any] | None = None, tuned: bool = False) -> dict[str, Any]:
+               settings: dict[str, Any] | None = None, tuned: bool = False,
+               on_ready: Callable[[list[int]], None] | None = None) -> dict[str, Any]:
     """``count`` concurrent handshakes with one node, from ``clients`` client processes
-    released at once: completed handshakes/s from the first start to the last completion,
-    and the CPU time (user + system) per handshake of the node's process and of the client
-    processes together over the burst.
+    released at once: completed handshakes/s from the first start to the last completion
+    (``start`` and ``end``, ``time.perf_counter`` stamps), and the CPU time (user + system)
+    per handshake of the node's process and of the client processes together over the burst.
+    ``on_ready``, if given, is called with the process ids (the node's first) once every process
+    has started and before the burst is released (a profiler attaches there).
 
     The node is one process, so its own CPU per handshake bounds its rate wherever the
     clients run: ``node_bound_per_s`` is the rate at which it would need all of one core.
@@ -161,6 +165,8 @@ def handshakes(runtime: str, count: int, clients: int, *,
         try:
             for peer in peers:
                 peer.read()
+            if on_ready is not None:
+                on_ready([server.process.pid] + [peer.process.pid for peer in peers])
             server_cpu = _cpu_time(server)
             for peer in peers:
                 peer.tell("go")
@@ -174,7 +180,8 @@ def handshakes(runtime: str, count: int, clients: int, *,
     done = sum(r["count"] for r in results)
     node_cpu = server_cpu / done
     return {"handshakes_per_s": done / (end - start), "sessions": done, "clients": clients,
-            "seconds": end - start, "node_cpu_s": node_cpu, "node_bound_per_s": 1 / node_cpu,
+            "seconds": end - start, "start": start, "end": end,
+            "node_cpu_s": node_cpu, "node_bound_per_s": 1 / node_cpu,
             "clients_cpu_s": sum(r["cpu"] for r in results) / done}
 
 
