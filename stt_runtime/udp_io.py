@@ -240,8 +240,8 @@ class UdpIO:
         first datagram (``workers=N``, stt_runtime/steering.py)."""
         data, addr = out[0]
         size = len(data)
-        if size > self.gso_max_segment:
-            return 1
+        if size > self.gso_max_segment or size >= MAX_GSO_BYTES:
+            return 1  # (a full-size datagram leaves no room for a second in the send)
         dcid = bytes(data[2:10])
         total = size
         count = 1

@@ -160,6 +160,10 @@ def test_runs_stop_at_another_address_and_at_the_byte_limit() -> None:
     assert io._run_length(big) == 4  # 4 x 16,000 B fit in one 65,000-byte send
     longer: Queue = deque([(bytes(100), here), (bytes(200), here)])
     assert io._run_length(longer) == 1  # a larger datagram cannot follow
+    full: Queue = deque([(bytes(65000), here), (bytes(10), here)])
+    assert io._run_length(full) == 1  # a full send: nothing fits beside it
+    nearly: Queue = deque([(bytes(64990), here), (bytes(10), here), (bytes(10), here)])
+    assert io._run_length(nearly) == 2  # a shorter one may end the run where it fits
 
 
 def _has_ipv6_loopback() -> bool:
