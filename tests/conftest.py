@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import attrs
@@ -12,6 +13,15 @@ from stt_proto.sim import LinkProfile, Network
 
 A = ("10.0.0.1", 4000)
 B = ("10.0.0.2", 5000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A job a shell starts in the background (``cmd &``, as CI runners and nohup do) begins
+    with SIGINT ignored, and every process it spawns inherits that: the Ctrl-C tests' ``stt``
+    programs would never see their SIGINT. With a handler here instead, children start with
+    the default again (exec resets handled signals, not ignored ones)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @attrs.define
