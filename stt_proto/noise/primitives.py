@@ -35,12 +35,9 @@ class KeyPair:
         key = X25519PrivateKey.from_private_bytes(raw)
         return cls(key, key.public_key().public_bytes_raw())
 
-    def dh(self, public: bytes) -> bytes:
-        """X25519 with the peer's raw public key; an all-zero result (small order point) fails."""
-        return self.exchange(peer_key(public))
-
     def exchange(self, public: X25519PublicKey) -> bytes:
-        """:meth:`dh` with a key :func:`peer_key` parsed (a handshake uses each peer key twice)."""
+        """X25519 with a peer key :func:`peer_key` parsed (a handshake uses each peer key in
+        two DH); an all-zero result (small order point) fails."""
         try:
             shared = self.private.exchange(public)
         except ValueError as exc:
