@@ -114,15 +114,20 @@ class Peer:
 
 
 def goodput(runtime: str, kind: str, seconds: float, *, settings: dict[str, Any] | None = None,
-            frame: int = 16384, datagram: int | None = None, tuned: bool = False) -> float:
+            frame: int = 16384, datagram: int | None = None, tuned: bool = False,
+            on_ready: Callable[[list[int]], None] | None = None) -> float:
     """Bytes/s that the sink process takes in while the source process sends for ``seconds``:
     ``kind`` "raw" (sealed ``frame``-byte datagrams), "stt" (1 MiB messages on one stream of
-    a node with ``settings``) or "quic" (aioquic, at ``datagram`` bytes or its default)."""
+    a node with ``settings``) or "quic" (aioquic, at ``datagram`` bytes or its default).
+    ``on_ready``, if given, is called with the process ids (the sink's, then the source's) as
+    soon as the source process has been started (a profiler attaches there)."""
     base = {"runtime": runtime, "kind": kind, "settings": settings or {}, "frame": frame,
             "datagram": datagram, "key": os.urandom(32).hex()}
     with Peer({**base, "role": "sink"}, tuned) as sink:
         ready = sink.read()
         with Peer({**base, "role": "source", "seconds": seconds, **ready}, tuned) as source:
+            if on_ready is not None:
+                on_ready([sink.process.pid, source.process.pid])
             source.read(seconds + PEER_TIMEOUT)
         time.sleep(0.1)  # what is still in flight lands
         sink.tell("report")

@@ -4,13 +4,12 @@ was doing, which docs/performance.md sets against the budget of the handshake ta
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from stt_bench.burst_profile import KINDS, classify, main, parse, report, tally
+from stt_bench.perf_samples import can_sample
 
 RUST = "/venv/cryptography/hazmat/bindings/_rust.abi3.so"
 CORE = "/repo/stt_proto__mypyc.cpython-311-x86_64-linux-gnu.so"
@@ -144,18 +143,9 @@ def test_without_perf_the_command_says_so(monkeypatch: pytest.MonkeyPatch,
     assert "perf is not installed" in capsys.readouterr().err
 
 
-def _perf_may_sample(folder: Path) -> bool:
-    if shutil.which("perf") is None:
-        return False
-    probe = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o",
-                            str(folder / "probe.data"), "--", sys.executable, "-c", "pass"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
 def test_a_small_burst_is_profiled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _perf_may_sample(tmp_path):
+    if not can_sample(tmp_path):
         pytest.skip("perf is missing or may not sample this user's processes")
     main(["--count", "200", "--frequency", "997"])
     lines = capsys.readouterr().out.splitlines()

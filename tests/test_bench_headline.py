@@ -5,8 +5,10 @@ them), and issue 25's targets judged from them. Short runs; the quick suite is i
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,26 @@ def test_two_process_goodput_is_timed_by_the_sink(runtime: str, kind: str) -> No
     rate = twoproc.goodput(runtime, kind, 0.2, settings={"max_frame_size": 16384},
                            frame=16384)
     assert rate > 1e6
+
+
+def _peer_role(pid: int) -> str:
+    """The role in a running peer's command line (read again until its exec is seen)."""
+    for _ in range(100):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"stt_bench.peer" in command:
+            return str(json.loads(command[command.index(b"stt_bench.peer") + 1])["role"])
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} is not a benchmark peer")
+
+
+def test_goodput_names_its_processes_while_they_run() -> None:
+    roles: list[str] = []
+
+    def ready(pids: list[int]) -> None:
+        roles.extend(_peer_role(pid) for pid in pids)  # (read while both run)
+
+    assert twoproc.goodput("asyncio", "raw", 0.2, frame=16384, on_ready=ready) > 1e6
+    assert roles == ["sink", "source"]
 
 
 @pytest.mark.parametrize("runtime", ["asyncio", "trio"])
