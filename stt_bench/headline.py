@@ -46,19 +46,22 @@ def measure_goodput(runtimes: list[str], frames: tuple[tuple[str, int, bool | No
     datagram size (kept on the default-frame row)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {
         (rt, label): {"runtime": rt, "frame": label, "frame_bytes": size,
-                      "udp_offload": offload, "raw_runs": [], "stt_runs": []}
+                      "udp_offload": offload, "raw_runs": [], "stt_runs": [],
+                      "raw_busy": [], "stt_busy": []}
         for rt in runtimes for label, size, offload in frames}
     for _ in range(repeats):
         for runtime in runtimes:
-            raw: dict[int, float] = {}
+            raw: dict[int, dict[str, Any]] = {}
             for label, size, offload in frames:
                 row = rows[(runtime, label)]
                 if size not in raw:  # one baseline per datagram size and repeat
-                    raw[size] = twoproc.goodput(runtime, "raw", seconds, frame=size)
-                row["raw_runs"].append(raw[size])
+                    raw[size] = twoproc.transfer(runtime, "raw", seconds, frame=size)
+                row["raw_runs"].append(raw[size]["rate"])
+                row["raw_busy"].append(raw[size]["busy"])
                 settings = stt_settings(size, offload)
-                row["stt_runs"].append(twoproc.goodput(runtime, "stt", seconds,
-                                                       settings=settings))
+                stt = twoproc.transfer(runtime, "stt", seconds, settings=settings)
+                row["stt_runs"].append(stt["rate"])
+                row["stt_busy"].append(stt["busy"])
                 if tuned:
                     row.setdefault("stt_tuned_runs", []).append(twoproc.goodput(
                         runtime, "stt", seconds, settings=settings, tuned=True))
@@ -80,6 +83,24 @@ def measure_goodput(runtimes: list[str], frames: tuple[tuple[str, int, bool | No
                     _ratios(row["stt_runs"], row[f"aioquic_{which}_runs"]))
         result.append(row)
     return result
+
+
+def starved(rows: list[dict[str, Any]]) -> list[str]:
+    """The goodput transfers the machine starved (``twoproc.transfer``: their busier process
+    had less than ``STARVED`` of a core), as "runtime frame kind #repeat (share)"."""
+    found = []
+    baselines = set()  # (one raw transfer serves the rows of one datagram size)
+    for row in rows:
+        for kind in ("raw", "stt"):
+            if kind == "raw":
+                if (row["runtime"], row.get("frame_bytes")) in baselines:
+                    continue
+                baselines.add((row["runtime"], row.get("frame_bytes")))
+            for repeat, busy in enumerate(row.get(f"{kind}_busy", []), 1):
+                if busy is not None and max(busy.values()) < twoproc.STARVED:
+                    found.append(f"{row['runtime']} {row['frame']} {kind} #{repeat} "
+                                 f"({max(busy.values()):.2f})")
+    return found
 
 
 def measure_latency(runtimes: list[str], count: int, repeats: int) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from rich.console import Console
 
 import stt_proto
 
+from . import twoproc
 from .baselines.quic import MAX_DATAGRAM as AIOQUIC_MAX_DATAGRAM
 from .baselines.quic import available as aioquic_available
 from .common import MiB, median, percentile
@@ -31,6 +32,7 @@ from .headline import (
     measure_goodput,
     measure_handshakes,
     measure_latency,
+    starved,
     targets,
 )
 from .registry import run_on
@@ -123,6 +125,11 @@ def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repe
     quic = aioquic_available()
     rows = measure_goodput(runtimes, frames, seconds, repeats, args.tuned, quic)
     console.print(headline_goodput_table(rows, repeats, seconds))
+    host = starved(rows)
+    if host:
+        console.print(f"Starved by the machine (the busier process of the pair had under "
+                      f"{twoproc.STARVED:.0%} of a core, whatever it needed): {', '.join(host)}. "
+                      f"Their ratios measure the host.")
     lat = measure_latency(runtimes, count, repeats)
     console.print(headline_latency_table(lat))
     concurrent = 200 if args.quick else args.concurrent
@@ -134,7 +141,7 @@ def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repe
         console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
                       "baseline")
     return {"goodput": rows, "latency": lat, "handshakes": hs, "targets": checks,
-            "tuned_column": args.tuned}
+            "tuned_column": args.tuned, "starved": host}
 
 
 def path_mtu_section(quick: bool) -> dict[str, Any]:

@@ -113,6 +113,11 @@ class Peer:
         self.close()
 
 
+BUSY_FROM = 1.0  # s after the source's start: its imports and handshake are over by then
+STARVED = 0.8  # a transfer whose busier process had less of a core was starved by the host
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's CPU time unit
+
+
 def goodput(runtime: str, kind: str, seconds: float, *, settings: dict[str, Any] | None = None,
             frame: int = 16384, datagram: int | None = None, tuned: bool = False,
             on_ready: Callable[[list[int]], None] | None = None) -> float:
@@ -121,17 +126,54 @@ def goodput(runtime: str, kind: str, seconds: float, *, settings: dict[str, Any]
     a node with ``settings``) or "quic" (aioquic, at ``datagram`` bytes or its default).
     ``on_ready``, if given, is called with the process ids (the sink's, then the source's) as
     soon as the source process has been started (a profiler attaches there)."""
+    rate: float = transfer(runtime, kind, seconds, settings=settings, frame=frame,
+                           datagram=datagram, tuned=tuned, on_ready=on_ready)["rate"]
+    return rate
+
+
+def transfer(runtime: str, kind: str, seconds: float, *, settings: dict[str, Any] | None = None,
+             frame: int = 16384, datagram: int | None = None, tuned: bool = False,
+             on_ready: Callable[[list[int]], None] | None = None) -> dict[str, Any]:
+    """:func:`goodput`'s transfer: ``rate`` (bytes/s) and ``busy``, the share of a core that
+    the sink's and the source's process each used from ``BUSY_FROM`` s after the source's
+    start until it was done (None for a transfer too short to tell, or where ``/proc`` is
+    missing). Both near 1 means the pair had its two cores; a busier process well under 1
+    (:data:`STARVED`) means the machine did not run the processes, whatever they needed."""
     base = {"runtime": runtime, "kind": kind, "settings": settings or {}, "frame": frame,
             "datagram": datagram, "key": os.urandom(32).hex()}
+    busy: dict[str, float] | None = None
     with Peer({**base, "role": "sink"}, tuned) as sink:
         ready = sink.read()
         with Peer({**base, "role": "source", "seconds": seconds, **ready}, tuned) as source:
+            started = time.monotonic()
+            pids = {"sink": sink.process.pid, "source": source.process.pid}
             if on_ready is not None:
-                on_ready([sink.process.pid, source.process.pid])
+                on_ready(list(pids.values()))
+            first = None
+            if seconds >= BUSY_FROM + 0.5:
+                time.sleep(max(0.0, started + BUSY_FROM - time.monotonic()))
+                first = _cpu_times(pids)
             source.read(seconds + PEER_TIMEOUT)
+            last = _cpu_times(pids)  # (the source has not been waited for: still readable)
+            if first is not None and last is not None and last[0] > first[0]:
+                span = last[0] - first[0]
+                busy = {role: (last[1][role] - first[1][role]) / span for role in pids}
         time.sleep(0.1)  # what is still in flight lands
         sink.tell("report")
-        return float(sink.read()["rate"])
+        return {"rate": float(sink.read()["rate"]), "busy": busy}
+
+
+def _cpu_times(pids: dict[str, int]) -> tuple[float, dict[str, float]] | None:
+    """The time now and each process's CPU time so far (user + system, from ``/proc``)."""
+    try:
+        now = time.monotonic()
+        times = {}
+        for role, pid in pids.items():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            times[role] = (int(fields[11]) + int(fields[12])) / _TICKS
+        return now, times
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def ping_pong(runtime: str, kind: str, count: int, *,

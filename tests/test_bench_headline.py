@@ -16,7 +16,7 @@ from rich.console import Console
 
 from stt_bench import twoproc
 from stt_bench.alloc import TOP_PAD, TRIM_THRESHOLD
-from stt_bench.headline import measure_goodput, targets
+from stt_bench.headline import measure_goodput, starved, targets
 from stt_bench.report import handshake_line, targets_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
@@ -131,16 +131,44 @@ def test_a_failing_peer_is_reported_with_its_stderr() -> None:
 def test_every_sample_is_kept_and_the_ratio_pairs_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ratio is the median of per-repeat ratios, raw and STT taken back to back."""
     figures = iter([100.0, 50.0, 100.0, 90.0, 200.0, 60.0])  # raw, stt per repeat
+    shares = iter([{"sink": 0.9, "source": 1.0}, None, {"sink": 0.5, "source": 0.4}, None,
+                   None, {"sink": 0.95, "source": 0.9}])
 
-    def fake(runtime: str, kind: str, seconds: float, **options: object) -> float:
-        return next(figures)
+    def fake(runtime: str, kind: str, seconds: float, **options: object) -> dict[str, object]:
+        return {"rate": next(figures), "busy": next(shares)}
 
-    monkeypatch.setattr(twoproc, "goodput", fake)
+    monkeypatch.setattr(twoproc, "transfer", fake)
     (row,) = measure_goodput(["trio"], (("64 KB", 65000, None),), 0.1, 3, False, False)
     assert row["raw_runs"] == [100.0, 100.0, 200.0]
     assert row["stt_runs"] == [50.0, 90.0, 60.0]
     assert row["ratio"] == pytest.approx(0.5)  # median of 0.5, 0.9, 0.3
     assert row["raw"] == 100.0 and row["stt"] == 60.0
+    assert row["raw_busy"] == [{"sink": 0.9, "source": 1.0}, {"sink": 0.5, "source": 0.4}, None]
+    assert row["stt_busy"] == [None, None, {"sink": 0.95, "source": 0.9}]
+    assert starved([row]) == ["trio 64 KB raw #2 (0.50)"]
+
+
+def test_a_starved_baseline_is_named_once_for_the_rows_it_serves() -> None:
+    busy = [{"sink": 0.3, "source": 0.79}]
+    rows = [{"runtime": "uvloop", "frame": "1,200 B", "frame_bytes": 1200, "raw_busy": busy,
+             "stt_busy": [{"sink": 0.9, "source": 0.95}]},
+            {"runtime": "uvloop", "frame": "1,200 B + offload", "frame_bytes": 1200,
+             "raw_busy": busy, "stt_busy": [{"sink": 0.6, "source": 0.7}]},
+            {"runtime": "trio", "frame": "1,200 B", "frame_bytes": 1200, "raw_busy": [None],
+             "stt_busy": [{"sink": 0.8, "source": 0.2}]}]  # (0.8 of a core: not starved)
+    assert starved(rows) == ["uvloop 1,200 B raw #1 (0.79)",
+                             "uvloop 1,200 B + offload stt #1 (0.70)"]
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "trio"])
+def test_a_transfer_says_how_busy_its_processes_were(runtime: str) -> None:
+    result = twoproc.transfer(runtime, "raw", twoproc.BUSY_FROM + 0.6, frame=16384)
+    assert result["rate"] > 1e6
+    busy = result["busy"]
+    assert set(busy) == {"sink", "source"}
+    # the blast's source sends all the time and its sink opens what comes: both are busy
+    assert 0.3 < busy["source"] <= 1.1 and 0.1 < busy["sink"] <= 1.1
+    assert twoproc.transfer(runtime, "raw", 0.2, frame=16384)["busy"] is None  # too short
 
 
 def _goodput_row(runtime: str, frame: str, ratio: float, **extra: float) -> dict[str, object]:

@@ -84,11 +84,13 @@ def test_quick_suite_runs(tmp_path: object) -> None:
     assert runtimes == set(results["runtimes"]) and "trio" in runtimes  # every runtime
     for row in head["goodput"]:
         assert len(row["raw_runs"]) == len(row["stt_runs"]) == results["repeats"]
+        assert len(row["raw_busy"]) == len(row["stt_busy"]) == results["repeats"]
         assert row["ratio"] == pytest.approx(median(
             [s / r for s, r in zip(row["stt_runs"], row["raw_runs"], strict=True)]))
     for row in head["latency"]:
         assert len(row["stt_samples"]) == len(row["raw_samples"]) == 200
     assert {c["pass"] for c in head["targets"]} <= {True, False, None}
+    assert isinstance(head["starved"], list)  # the transfers the machine starved, if any
     assert "goodput" in results["one_process"]  # the secondary section, labelled apart
 
 
