@@ -85,9 +85,10 @@ def measure_goodput(runtimes: list[str], frames: tuple[tuple[str, int, bool | No
     return result
 
 
-def starved(rows: list[dict[str, Any]]) -> list[str]:
-    """The goodput transfers the machine starved (``twoproc.transfer``: their busier process
-    had less than ``STARVED`` of a core), as "runtime frame kind #repeat (share)"."""
+def short_of_a_core(rows: list[dict[str, Any]]) -> list[str]:
+    """The goodput transfers whose busier process had less than ``STARVED`` of a core
+    (``twoproc.transfer``), as "runtime frame kind #repeat (share)": for the raw blast, which
+    never waits, the machine did not run it; an STT transfer may also have waited."""
     found = []
     baselines = set()  # (one raw transfer serves the rows of one datagram size)
     for row in rows:

@@ -32,7 +32,7 @@ from .headline import (
     measure_goodput,
     measure_handshakes,
     measure_latency,
-    starved,
+    short_of_a_core,
     targets,
 )
 from .registry import run_on
@@ -125,11 +125,11 @@ def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repe
     quic = aioquic_available()
     rows = measure_goodput(runtimes, frames, seconds, repeats, args.tuned, quic)
     console.print(headline_goodput_table(rows, repeats, seconds))
-    host = starved(rows)
+    host = short_of_a_core(rows)
     if host:
-        console.print(f"Starved by the machine (the busier process of the pair had under "
-                      f"{twoproc.STARVED:.0%} of a core, whatever it needed): {', '.join(host)}. "
-                      f"Their ratios measure the host.")
+        console.print(f"Under {twoproc.STARVED:.0%} of a core for the busier process of the pair "
+                      f"(the raw blast is busy all the time, so there the machine withheld its "
+                      f"CPUs; STT may also have waited): {', '.join(host)}.")
     lat = measure_latency(runtimes, count, repeats)
     console.print(headline_latency_table(lat))
     concurrent = 200 if args.quick else args.concurrent
@@ -141,7 +141,7 @@ def headline(args: argparse.Namespace, runtimes: list[str], seconds: float, repe
         console.print("aioquic is not installed: pip install 'stt-transport[bench]' for that "
                       "baseline")
     return {"goodput": rows, "latency": lat, "handshakes": hs, "targets": checks,
-            "tuned_column": args.tuned, "starved": host}
+            "tuned_column": args.tuned, "short_of_a_core": host}
 
 
 def path_mtu_section(quick: bool) -> dict[str, Any]:

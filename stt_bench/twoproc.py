@@ -114,7 +114,7 @@ class Peer:
 
 
 BUSY_FROM = 1.0  # s after the source's start: its imports and handshake are over by then
-STARVED = 0.8  # a transfer whose busier process had less of a core was starved by the host
+STARVED = 0.8  # a busier process with less of a core waited, or the machine did not run it
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's CPU time unit
 
 
@@ -137,8 +137,9 @@ def transfer(runtime: str, kind: str, seconds: float, *, settings: dict[str, Any
     """:func:`goodput`'s transfer: ``rate`` (bytes/s) and ``busy``, the share of a core that
     the sink's and the source's process each used from ``BUSY_FROM`` s after the source's
     start until it was done (None for a transfer too short to tell, or where ``/proc`` is
-    missing). Both near 1 means the pair had its two cores; a busier process well under 1
-    (:data:`STARVED`) means the machine did not run the processes, whatever they needed."""
+    missing). Both near 1 means the pair had its two cores and used them; a busier process
+    under :data:`STARVED` means it waited, or (the raw blast never waits) the machine did not
+    run it."""
     base = {"runtime": runtime, "kind": kind, "settings": settings or {}, "frame": frame,
             "datagram": datagram, "key": os.urandom(32).hex()}
     busy: dict[str, float] | None = None

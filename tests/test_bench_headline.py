@@ -16,7 +16,7 @@ from rich.console import Console
 
 from stt_bench import twoproc
 from stt_bench.alloc import TOP_PAD, TRIM_THRESHOLD
-from stt_bench.headline import measure_goodput, starved, targets
+from stt_bench.headline import measure_goodput, short_of_a_core, targets
 from stt_bench.report import handshake_line, targets_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:the kernel granted:RuntimeWarning")
@@ -145,18 +145,18 @@ def test_every_sample_is_kept_and_the_ratio_pairs_them(monkeypatch: pytest.Monke
     assert row["raw"] == 100.0 and row["stt"] == 60.0
     assert row["raw_busy"] == [{"sink": 0.9, "source": 1.0}, {"sink": 0.5, "source": 0.4}, None]
     assert row["stt_busy"] == [None, None, {"sink": 0.95, "source": 0.9}]
-    assert starved([row]) == ["trio 64 KB raw #2 (0.50)"]
+    assert short_of_a_core([row]) == ["trio 64 KB raw #2 (0.50)"]
 
 
-def test_a_starved_baseline_is_named_once_for_the_rows_it_serves() -> None:
+def test_a_baseline_short_of_a_core_is_named_once_for_the_rows_it_serves() -> None:
     busy = [{"sink": 0.3, "source": 0.79}]
     rows = [{"runtime": "uvloop", "frame": "1,200 B", "frame_bytes": 1200, "raw_busy": busy,
              "stt_busy": [{"sink": 0.9, "source": 0.95}]},
             {"runtime": "uvloop", "frame": "1,200 B + offload", "frame_bytes": 1200,
              "raw_busy": busy, "stt_busy": [{"sink": 0.6, "source": 0.7}]},
             {"runtime": "trio", "frame": "1,200 B", "frame_bytes": 1200, "raw_busy": [None],
-             "stt_busy": [{"sink": 0.8, "source": 0.2}]}]  # (0.8 of a core: not starved)
-    assert starved(rows) == ["uvloop 1,200 B raw #1 (0.79)",
+             "stt_busy": [{"sink": 0.8, "source": 0.2}]}]  # (0.8 of a core: enough)
+    assert short_of_a_core(rows) == ["uvloop 1,200 B raw #1 (0.79)",
                              "uvloop 1,200 B + offload stt #1 (0.70)"]
 
 

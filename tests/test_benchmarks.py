@@ -90,7 +90,7 @@ def test_quick_suite_runs(tmp_path: object) -> None:
     for row in head["latency"]:
         assert len(row["stt_samples"]) == len(row["raw_samples"]) == 200
     assert {c["pass"] for c in head["targets"]} <= {True, False, None}
-    assert isinstance(head["starved"], list)  # the transfers the machine starved, if any
+    assert isinstance(head["short_of_a_core"], list)  # the transfers short of a core, if any
     assert "goodput" in results["one_process"]  # the secondary section, labelled apart
 
 
