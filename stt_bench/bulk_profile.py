@@ -33,7 +33,7 @@ from typing import Any
 
 from . import twoproc
 from .headline import stt_settings
-from .perf_samples import KINDS, PerfRecorder, ProfileError, read_samples, require_perf, tally
+from .perf_samples import KINDS, PerfRecorder, read_samples, require_perf, run_command, tally
 
 WARMUP = 1.5  # s from the source's start: its imports, the handshake, the first windows
 ROLES = ("source", "sink")
@@ -130,12 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frame", type=int, default=65000, help="datagram bytes")
     parser.add_argument("--seconds", type=float, default=4.0, help="each transfer's length")
     parser.add_argument("--frequency", type=int, default=999, help="samples per CPU-second")
-    args = parser.parse_args(argv)
-    try:
-        profile = profile_bulk(args.runtime, args.frame, args.seconds, args.frequency)
-    except (ProfileError, ValueError) as exc:
-        parser.exit(2, f"bulk_profile: {exc}\n")
-    print(report(profile))
+    run_command(parser, argv, lambda args: report(
+        profile_bulk(args.runtime, args.frame, args.seconds, args.frequency)))
 
 
 __all__ = ["WARMUP", "costs", "main", "profile_bulk", "profile_transfer", "report"]

@@ -36,6 +36,7 @@ from .perf_samples import (
     parse,
     read_samples,
     require_perf,
+    run_command,
     tally,
 )
 
@@ -106,12 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=2000, help="concurrent handshakes")
     parser.add_argument("--frequency", type=int, default=1999, help="samples per CPU-second")
     parser.add_argument("--target", type=float, default=3000.0, help="handshakes/s")
-    args = parser.parse_args(argv)
-    try:
-        profile = profile_burst(args.runtime, args.count, args.frequency)
-    except ProfileError as exc:
-        parser.exit(2, f"burst_profile: {exc}\n")
-    print(report(profile, args.target))
+    run_command(parser, argv, lambda args: report(
+        profile_burst(args.runtime, args.count, args.frequency), args.target))
 
 
 __all__ = ["KINDS", "ProfileError", "classify", "main", "parse", "profile_burst", "report",

@@ -17,6 +17,7 @@ dwarf`` is attached to the processes once they exist; every sample stands for
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import signal
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 KINDS = ("X25519 arithmetic", "AEAD arithmetic", "hash compression", "garbage collector",
@@ -145,6 +146,19 @@ class PerfRecorder:
 
 
 
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                profile: Callable[[argparse.Namespace], str]) -> None:
+    """A profile's command line: the report that ``profile`` makes of the parsed arguments,
+    printed; exit status 2 with one line where perf is missing or refuses, or the arguments
+    leave nothing to profile."""
+    args = parser.parse_args(argv)
+    try:
+        text = profile(args)
+    except (ProfileError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    print(text)
+
+
 def require_perf() -> None:
     """ProfileError unless Linux perf is installed."""
     if shutil.which("perf") is None:
@@ -173,4 +187,4 @@ def read_samples(data: Path) -> list[Sample]:
 
 __all__ = ["ARITHMETIC", "ATTACH_WAIT", "CRYPTO", "KINDS", "Frame", "PerfRecorder",
            "ProfileError", "Sample", "can_sample", "classify", "parse", "read_samples",
-           "require_perf", "tally"]
+           "require_perf", "run_command", "tally"]

@@ -3,7 +3,6 @@ processes, sorted by kind; docs/performance.md reads the goodput ratio's bound f
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +60,6 @@ def test_report_sets_stt_beside_the_blast_and_says_what_the_cpu_allows() -> None
                          "core for each process, busy all the time, the CPU per MB allows "
                          "STT 0.69 x the blast (raw's busiest process 700 µs per MB, STT's "
                          "1,020).")
-
-
-def test_without_perf_the_command_says_so(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--seconds", "3"])
-    assert exit_.value.code == 2
-    assert "perf is not installed" in capsys.readouterr().err
 
 
 def test_a_transfer_too_short_to_sample_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,10 +4,12 @@ was doing, which docs/performance.md sets against the budget of the handshake ta
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from stt_bench.bulk_profile import main as bulk_main
 from stt_bench.burst_profile import KINDS, classify, main, parse, report, tally
 from stt_bench.perf_samples import can_sample
 
@@ -134,11 +136,16 @@ def test_report_sets_the_kinds_against_the_budget() -> None:
         "everything else 1,100, which would have to fit in 1,100 (100% of it).")
 
 
-def test_without_perf_the_command_says_so(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("command", "argv"), [(main, ["--count", "10"]),
+                                               (bulk_main, ["--seconds", "3"])])
+def test_without_perf_the_commands_say_so(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str],
+                                          command: Callable[[list[str]], None],
+                                          argv: list[str]) -> None:
+    """Both profiles (the burst's and stt_bench.bulk_profile's) exit 2 with a clear line."""
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as exit_:
-        main(["--count", "10"])
+        command(argv)
     assert exit_.value.code == 2
     assert "perf is not installed" in capsys.readouterr().err
 
