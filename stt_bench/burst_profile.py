@@ -31,9 +31,6 @@ from .perf_samples import (
     CRYPTO,
     KINDS,
     PerfRecorder,
-    ProfileError,
-    classify,
-    parse,
     read_samples,
     require_perf,
     run_command,
@@ -111,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         profile_burst(args.runtime, args.count, args.frequency), args.target))
 
 
-__all__ = ["KINDS", "ProfileError", "classify", "main", "parse", "profile_burst", "report",
-           "tally"]
+__all__ = ["main", "profile_burst", "report"]
 
 
 if __name__ == "__main__":

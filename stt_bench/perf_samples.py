@@ -145,7 +145,6 @@ class PerfRecorder:
                 self.process.stderr.close()
 
 
-
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                 profile: Callable[[argparse.Namespace], str]) -> None:
     """A profile's command line: the report that ``profile`` makes of the parsed arguments,

@@ -25,7 +25,7 @@ MAX_ACK_DELAY = 0.025
 class SentPacket:
     """What we need to know about a packet after sending it. A plain slotted class, not an
     attrs one: one is made per packet sent, and attrs' generated initialiser is interpreted
-    Python (0.5 µs a packet beside the compiled core); compared by identity."""
+    Python beside the compiled core (0.29 against 0.17 µs a packet); compared by identity."""
 
     __slots__ = ("ack_eliciting", "app_limited", "delivered", "delivered_time",
                  "first_sent_time", "in_flight", "items", "pn", "size", "time_sent")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from stt_bench.bulk_profile import main as bulk_main
-from stt_bench.burst_profile import KINDS, classify, main, parse, report, tally
-from stt_bench.perf_samples import can_sample
+from stt_bench.burst_profile import main, report
+from stt_bench.perf_samples import KINDS, can_sample, classify, parse, tally
 
 RUST = "/venv/cryptography/hazmat/bindings/_rust.abi3.so"
 CORE = "/repo/stt_proto__mypyc.cpython-311-x86_64-linux-gnu.so"
