@@ -46,10 +46,13 @@ from .varint import MAX_VARINT, decode_varint, encode_varint
 
 _U32 = struct.Struct(">I").unpack_from
 _U64 = struct.Struct(">Q").unpack_from
-# A bulk STREAM frame header: 1-byte id, 4-byte offset (16 KiB to 1 GiB), then a 2-byte
-# length (frames under 16 KiB) or a 4-byte one (64 KB frames).
+# A bulk STREAM frame header: 1-byte id, a 4-byte offset (16 KiB to 1 GiB) or an 8-byte one
+# (past 1 GiB: a transfer at 1 GB/s is there within a second), then a 2-byte length (frames
+# under 16 KiB) or a 4-byte one (64 KB frames).
 _BULK_STREAM_HEADER = struct.Struct(">BBIH").pack
 _BULK_STREAM_HEADER_LONG = struct.Struct(">BBII").pack
+_FAR_STREAM_HEADER = struct.Struct(">BBQH").pack
+_FAR_STREAM_HEADER_LONG = struct.Struct(">BBQI").pack
 
 Buffer = bytes | bytearray | memoryview
 
@@ -68,6 +71,13 @@ def _check(value: int, what: str) -> int:
 def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
                         data: bytes | bytearray | memoryview, fin: bool) -> None:
     """Append a STREAM frame without building a :class:`StreamFrame` (the send hot path)."""
+    _encode_stream_header(out, stream_id, offset, len(data), fin)
+    out += data
+
+
+def _encode_stream_header(out: bytearray, stream_id: int, offset: int, length: int,
+                          fin: bool) -> None:
+    """Append a STREAM frame's type, id, offset and length: all of it but the data."""
     out.append(0x09 if fin else 0x08)
     if stream_id < 0x40:
         out.append(stream_id)
@@ -81,30 +91,36 @@ def encode_stream_frame(out: bytearray, stream_id: int, offset: int,
         out += (offset | 0xC000_0000_0000_0000).to_bytes(8, "big")
     else:
         out += encode_varint(offset)
-    length = len(data)
     if 0x40 <= length < 0x4000:
         out += (length | 0x4000).to_bytes(2, "big")
     else:
         out += encode_varint(length)
-    out += data
 
 
 def stream_frame_bytes(stream_id: int, offset: int, data: bytes | memoryview) -> bytes:
-    """A STREAM frame without FIN as one ``bytes`` (a bulk transfer's packet payload). A
-    transfer's usual fields (a small id, an offset from 16 KiB to 1 GiB, a length from 64 B
-    to 1 GiB) take one struct pack and one concatenation, a single copy of ``data``; any
-    other form is encoded as by :func:`encode_stream_frame`, to the same bytes."""
+    """A STREAM frame without FIN as one ``bytes`` (a bulk transfer's packet payload), made
+    with a single copy of ``data``. A transfer's usual fields (a small id, an offset from
+    16 KiB on, a length from 64 B to 1 GiB) take one struct pack; any other form is encoded
+    as by :func:`encode_stream_frame`, to the same bytes."""
     length = len(data)
-    if stream_id < 0x40 and 0x4000 <= offset < 0x4000_0000 and 0x40 <= length < 0x4000_0000:
-        if length < 0x4000:
-            header = _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000, length | 0x4000)
+    if stream_id < 0x40 and 0x4000 <= offset <= MAX_VARINT and 0x40 <= length < 0x4000_0000:
+        if offset < 0x4000_0000:
+            if length < 0x4000:
+                header = _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000,
+                                             length | 0x4000)
+            else:
+                header = _BULK_STREAM_HEADER_LONG(0x08, stream_id, offset | 0x8000_0000,
+                                                  length | 0x8000_0000)
+        elif length < 0x4000:
+            header = _FAR_STREAM_HEADER(0x08, stream_id, offset | 0xC000_0000_0000_0000,
+                                        length | 0x4000)
         else:
-            header = _BULK_STREAM_HEADER_LONG(0x08, stream_id, offset | 0x8000_0000,
-                                              length | 0x8000_0000)
+            header = _FAR_STREAM_HEADER_LONG(0x08, stream_id, offset | 0xC000_0000_0000_0000,
+                                             length | 0x8000_0000)
         return header + data
     out = bytearray()
-    encode_stream_frame(out, stream_id, offset, data, False)
-    return bytes(out)
+    _encode_stream_header(out, stream_id, offset, length, False)
+    return bytes(out) + data
 
 
 def encode_ack(out: bytearray, ranges: tuple[tuple[int, int], ...], ack_delay: int) -> None:

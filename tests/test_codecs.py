@@ -147,6 +147,18 @@ def test_bulk_stream_frame_bytes_equal_the_general_encoder(stream_id: int, offse
     assert F.stream_frame_bytes(stream_id, offset, data) == bytes(out)
 
 
+@given(st.integers(0, (1 << 62) - 1), st.integers(0, (1 << 62) - 1), st.integers(0, 70_000))
+def test_stream_frame_bytes_equal_the_general_encoder_for_any_fields(
+        stream_id: int, offset: int, length: int) -> None:
+    """The fast path (one struct pack, offsets to 1 GiB and past it) and the general one
+    give encode_stream_frame's bytes for every id, offset and length."""
+    data = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    out = bytearray()
+    F.encode_stream_frame(out, stream_id, offset, memoryview(data), False)
+    assert F.stream_frame_bytes(stream_id, offset, memoryview(data)) == bytes(out)
+    assert F.stream_frame_bytes(stream_id, offset, data) == bytes(out)
+
+
 @given(st.lists(frames, min_size=1, max_size=4), st.data())
 def test_truncated_frames_never_escape(items: list[F.Frame], draw: st.DataObject) -> None:
     raw = F.encode_frames(items)
