@@ -104,20 +104,14 @@ def stream_frame_bytes(stream_id: int, offset: int, data: bytes | memoryview) ->
     as by :func:`encode_stream_frame`, to the same bytes."""
     length = len(data)
     if stream_id < 0x40 and 0x4000 <= offset <= MAX_VARINT and 0x40 <= length < 0x4000_0000:
+        short = length < 0x4000
         if offset < 0x4000_0000:
-            if length < 0x4000:
-                header = _BULK_STREAM_HEADER(0x08, stream_id, offset | 0x8000_0000,
-                                             length | 0x4000)
-            else:
-                header = _BULK_STREAM_HEADER_LONG(0x08, stream_id, offset | 0x8000_0000,
-                                                  length | 0x8000_0000)
-        elif length < 0x4000:
-            header = _FAR_STREAM_HEADER(0x08, stream_id, offset | 0xC000_0000_0000_0000,
-                                        length | 0x4000)
+            pack = _BULK_STREAM_HEADER if short else _BULK_STREAM_HEADER_LONG
+            offset |= 0x8000_0000
         else:
-            header = _FAR_STREAM_HEADER_LONG(0x08, stream_id, offset | 0xC000_0000_0000_0000,
-                                             length | 0x8000_0000)
-        return header + data
+            pack = _FAR_STREAM_HEADER if short else _FAR_STREAM_HEADER_LONG
+            offset |= 0xC000_0000_0000_0000
+        return pack(0x08, stream_id, offset, length | (0x4000 if short else 0x8000_0000)) + data
     out = bytearray()
     _encode_stream_header(out, stream_id, offset, length, False)
     return bytes(out) + data
