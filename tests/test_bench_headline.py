@@ -157,7 +157,7 @@ def test_a_baseline_short_of_a_core_is_named_once_for_the_rows_it_serves() -> No
             {"runtime": "trio", "frame": "1,200 B", "frame_bytes": 1200, "raw_busy": [None],
              "stt_busy": [{"sink": 0.8, "source": 0.2}]}]  # (0.8 of a core: enough)
     assert short_of_a_core(rows) == ["uvloop 1,200 B raw #1 (0.79)",
-                             "uvloop 1,200 B + offload stt #1 (0.70)"]
+                                     "uvloop 1,200 B + offload stt #1 (0.70)"]
 
 
 @pytest.mark.parametrize("runtime", ["asyncio", "trio"])
