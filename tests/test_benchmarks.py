@@ -156,3 +156,29 @@ def test_the_device_script_names_its_modes() -> None:
     assert done.returncode == 2
     assert "usage: bash benchmarks/device.sh headline|extras" in done.stderr
     assert (root / "device-out").exists() == existed  # no output folder made for it
+
+
+def test_idle_memory_is_measured_from_the_trimmed_heap_each_phase_starts_with(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readings of a heap that holds free memory from before (100 bytes at the start) and
+    whose every phase adds live memory and slack that a trim returns: the held figure of each
+    phase is its live memory and slack, never below the trimmed one."""
+    from stt_bench.workloads import idle
+
+    readings = iter([1000, 900,     # before: 100 free bytes from earlier work
+                     1350, 1300,    # sessions: +400 live, +50 slack
+                     1530, 1500,    # first streams: +200 live, +30 slack
+                     1860, 1800])   # further streams: +300 live, +60 slack
+    monkeypatch.setattr(idle, "_rss", lambda: next(readings))
+    monkeypatch.setattr(idle, "trim_heap", lambda: None)
+    monkeypatch.setattr(idle, "CIPHER_IDLE_RELEASE", 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = run_on("asyncio", "idle_sessions", 5)
+    per = 2 * 5
+    assert result["rss_per_session_untrimmed"] == 450 / per
+    assert result["rss_per_session"] == 400 / per
+    assert result["rss_first_stream_untrimmed"] == 230 / per
+    assert result["rss_first_stream"] == 200 / per
+    assert result["rss_per_stream_untrimmed"] == 360 / per / idle.EXTRA_STREAMS
+    assert result["rss_per_stream"] == 300 / per / idle.EXTRA_STREAMS

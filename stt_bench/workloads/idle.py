@@ -34,6 +34,14 @@ def _settled_rss() -> tuple[int, int]:
     return before, _rss()
 
 
+def _growth(after: tuple[int, int], start: tuple[int, int]) -> tuple[int, int]:
+    """RSS growth over a phase, as held and once trimmed. A phase starts where the last
+    reading left the heap, trimmed: measured from the untrimmed reading instead, memory that
+    was free before the phase (the suite's earlier workloads, the last phase's slack) and
+    that the phase reused would be taken off its growth, below even the trimmed figure."""
+    return after[0] - start[1], after[1] - start[1]
+
+
 async def idle_sessions(count: int) -> dict[str, float]:
     """Open ``count`` sessions between two nodes in this process, then one stream each with
     one message, then ``EXTRA_STREAMS`` more; report RSS per idle session, for the first
@@ -43,8 +51,9 @@ async def idle_sessions(count: int) -> dict[str, float]:
 
     Each figure is taken once the sessions are idle (no packet for longer than
     ``CIPHER_IDLE_RELEASE``, so they have dropped their AEAD objects), as RSS and as RSS after
-    ``malloc_trim(0)``: memory freed by the handshakes stays in the heap for reuse, and the
-    second figure leaves it out."""
+    ``malloc_trim(0)``, both from the trimmed heap the phase started with (:func:`_growth`):
+    memory freed by the handshakes stays in the heap for reuse, and the second figure leaves
+    it out."""
     settings: dict[str, Any] = {
         "max_sessions": count + 16, "retry_threshold": count + 16, **one_peer_sessions(count),
         "keep_alive_interval": 60.0, "keep_alive_timeout": 600.0,
@@ -85,11 +94,14 @@ async def idle_sessions(count: int) -> dict[str, float]:
         close_time = time.perf_counter() - start
         open_after = sum(not s.is_closed for s in accepted)
     per = 2 * count
+    sessions_held, sessions_trimmed = _growth(with_sessions, before)
+    first_held, first_trimmed = _growth(with_first, with_sessions)
+    more_held, more_trimmed = _growth(with_streams, with_first)
     return {"sessions": count, "connect_s": connect_time,
-            "rss_per_session_untrimmed": (with_sessions[0] - before[0]) / per,
-            "rss_first_stream_untrimmed": (with_first[0] - with_sessions[0]) / per,
-            "rss_per_stream_untrimmed": (with_streams[0] - with_first[0]) / per / EXTRA_STREAMS,
-            "rss_per_session": (with_sessions[1] - before[1]) / per,
-            "rss_first_stream": (with_first[1] - with_sessions[1]) / per,
-            "rss_per_stream": (with_streams[1] - with_first[1]) / per / EXTRA_STREAMS,
+            "rss_per_session_untrimmed": sessions_held / per,
+            "rss_first_stream_untrimmed": first_held / per,
+            "rss_per_stream_untrimmed": more_held / per / EXTRA_STREAMS,
+            "rss_per_session": sessions_trimmed / per,
+            "rss_first_stream": first_trimmed / per,
+            "rss_per_stream": more_trimmed / per / EXTRA_STREAMS,
             "close_s": close_time, "server_sessions_after_close": open_after}
