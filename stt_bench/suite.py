@@ -218,7 +218,7 @@ def secondary(args: argparse.Namespace, runtimes: list[str], seconds: float, rep
     kib = {key: value / 1024 for key, value in idle.items() if key.startswith("rss")}
     console.print(
         f"{sessions:,} idle sessions ({main_runtime}, runtime wrappers included), KiB of RSS "
-        f"after malloc_trim (as measured): {kib['rss_per_session']:.1f} "
+        f"after malloc_trim (untrimmed in brackets): {kib['rss_per_session']:.1f} "
         f"({kib['rss_per_session_untrimmed']:.1f}) per session, "
         f"{kib['rss_first_stream']:.1f} ({kib['rss_first_stream_untrimmed']:.1f}) for a "
         f"session's first stream, {kib['rss_per_stream']:.1f} "
