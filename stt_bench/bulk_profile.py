@@ -35,7 +35,9 @@ from . import twoproc
 from .headline import stt_settings
 from .perf_samples import KINDS, PerfRecorder, read_samples, require_perf, run_command, tally
 
-WARMUP = 1.5  # s from the source's start: its imports, the handshake, the first windows
+# s from the source's start: what the transfer's CPU shares leave out (imports, handshake),
+# and the first windows as well, which a profile of the steady transfer should not sample
+WARMUP = twoproc.BUSY_FROM + 0.5
 ROLES = ("source", "sink")
 
 
