@@ -22,7 +22,6 @@ sample's stack); the costs per MB are what the report is for.
 
 from __future__ import annotations
 
-import argparse
 import operator
 import tempfile
 import time
@@ -33,7 +32,15 @@ from typing import Any
 
 from . import twoproc
 from .headline import stt_settings
-from .perf_samples import KINDS, PerfRecorder, read_samples, require_perf, run_command, tally
+from .perf_samples import (
+    KINDS,
+    PerfRecorder,
+    profile_parser,
+    read_samples,
+    require_perf,
+    run_command,
+    tally,
+)
 
 # s from the source's start: what the transfer's CPU shares leave out (imports, handshake),
 # and the first windows as well, which a profile of the steady transfer should not sample
@@ -126,12 +133,9 @@ def report(profile: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stt_bench.bulk_profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runtime", choices=("asyncio", "uvloop", "trio"), default="trio")
+    parser = profile_parser("python -m stt_bench.bulk_profile", __doc__, "trio", 999)
     parser.add_argument("--frame", type=int, default=65000, help="datagram bytes")
     parser.add_argument("--seconds", type=float, default=4.0, help="each transfer's length")
-    parser.add_argument("--frequency", type=int, default=999, help="samples per CPU-second")
     run_command(parser, argv, lambda args: report(
         profile_bulk(args.runtime, args.frame, args.seconds, args.frequency)))
 

@@ -18,7 +18,6 @@ suite's; the shares are what the report is for.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from collections import Counter
@@ -31,6 +30,7 @@ from .perf_samples import (
     CRYPTO,
     KINDS,
     PerfRecorder,
+    profile_parser,
     read_samples,
     require_perf,
     run_command,
@@ -98,11 +98,8 @@ def report(profile: dict[str, Any], target: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stt_bench.burst_profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runtime", choices=("asyncio", "uvloop", "trio"), default="asyncio")
+    parser = profile_parser("python -m stt_bench.burst_profile", __doc__, "asyncio", 1999)
     parser.add_argument("--count", type=int, default=2000, help="concurrent handshakes")
-    parser.add_argument("--frequency", type=int, default=1999, help="samples per CPU-second")
     parser.add_argument("--target", type=float, default=3000.0, help="handshakes/s")
     run_command(parser, argv, lambda args: report(
         profile_burst(args.runtime, args.count, args.frequency), args.target))

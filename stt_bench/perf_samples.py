@@ -145,6 +145,18 @@ class PerfRecorder:
                 self.process.stderr.close()
 
 
+def profile_parser(prog: str, doc: str | None, runtime: str,
+                   frequency: int) -> argparse.ArgumentParser:
+    """A profile command's parser with the options both profiles take: the runtime of the
+    processes profiled and perf's sampling frequency (with these defaults)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runtime", choices=("asyncio", "uvloop", "trio"), default=runtime)
+    parser.add_argument("--frequency", type=int, default=frequency,
+                        help="samples per CPU-second")
+    return parser
+
+
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                 profile: Callable[[argparse.Namespace], str]) -> None:
     """A profile's command line: the report that ``profile`` makes of the parsed arguments,
